@@ -1,0 +1,1 @@
+"""Starting the local stack (Tansu broker, redis-server, vLLM server) and cluster manifests."""

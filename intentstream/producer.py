@@ -1,0 +1,132 @@
+"""The producer client for event publishers: validates behaviours and signals, publishes
+them keyed by user id (signals by region), batches, and confirms delivery.
+
+    async with IntentProducer("127.0.0.1:9092") as producer:
+        await producer.send_events(events)        # waits until the broker has them all
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, Iterable
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import BaseModel, ValidationError
+
+from intentstream.settings import Settings, get_settings
+from schemas.codec import InvalidMessage, encode
+from schemas.events import BehaviorEvent, EnvSignal
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], message: M | dict[str, Any]) -> M:
+    if isinstance(message, model):
+        return message
+    try:
+        return model.model_validate(message)
+    except ValidationError as exc:
+        raise InvalidMessage("invalid_fields", str(exc)[:500]) from None
+
+
+async def ensure_topics(bootstrap: str, settings: Settings) -> None:
+    """Create the app's input and output topics if missing, with the configured partitions
+    (behaviours and replans must be co-partitioned: same count, keyed by user)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [
+            settings.topic_behaviors,
+            settings.topic_signals,
+            settings.topic_replans,
+            settings.topic_dead_letters,
+        ]
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, settings.topic_partitions, 1) for n in names if n not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+class IntentProducer:
+    """Publishes validated messages; ``send_*`` return once the broker acknowledged them."""
+
+    def __init__(self, bootstrap: str, settings: Settings | None = None, *, batch: int = 5000) -> None:
+        self.settings = settings or get_settings()
+        self.bootstrap = bootstrap
+        self.batch = batch
+        # Tansu rejects idempotent producers (InitProducerId); acks=all still confirms delivery.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+        )
+
+    async def __aenter__(self) -> Self:
+        await ensure_topics(self.bootstrap, self.settings)
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object | TracebackType) -> None:
+        await self._producer.stop()
+
+    def _bytes(self, message: BaseModel) -> bytes:
+        value = encode(message)
+        if len(value) > self.settings.max_event_bytes:
+            raise InvalidMessage("oversized", f"{len(value)} bytes > limit {self.settings.max_event_bytes}")
+        return value
+
+    async def send_event(self, event: BehaviorEvent | dict[str, Any]) -> None:
+        await self.send_events([event])
+
+    async def send_signal(self, signal: EnvSignal | dict[str, Any]) -> None:
+        valid = _validated(EnvSignal, signal)
+        key = (valid.region or valid.segment or "*").encode()
+        await (await self._producer.send(self.settings.topic_signals, self._bytes(valid), key=key))
+
+    async def send_events(
+        self, events: Iterable[BehaviorEvent | dict[str, Any]] | AsyncIterable[BehaviorEvent]
+    ) -> int:
+        """Validate and publish ``events`` in order per user; returns how many were confirmed.
+        Raises :class:`InvalidMessage` on the first invalid event (nothing after it is sent)."""
+        pending: list[asyncio.Future[Any]] = []
+        sent = 0
+
+        async def confirm() -> int:
+            done = len(pending)
+            await asyncio.gather(*pending)
+            pending.clear()
+            return done
+
+        async def publish(event: BehaviorEvent | dict[str, Any]) -> None:
+            nonlocal sent
+            valid = _validated(BehaviorEvent, event)
+            pending.append(
+                await self._producer.send(
+                    self.settings.topic_behaviors, self._bytes(valid), key=valid.user_id.encode()
+                )
+            )
+            if len(pending) >= self.batch:
+                sent += await confirm()
+
+        if isinstance(events, AsyncIterable):
+            async for item in events:
+                await publish(item)
+        else:
+            for message in events:
+                await publish(message)
+        return sent + await confirm()
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        """Publish bytes as they are (for tools and tests that need malformed input)."""
+        await (await self._producer.send(topic, value, key=key))

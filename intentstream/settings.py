@@ -1,0 +1,94 @@
+"""The one settings object. Every address and limit is overridable by environment.
+
+Variables are prefixed ``INTENTSTREAM_`` (``INTENTSTREAM_TOPIC_PARTITIONS=8``); the three
+service addresses also accept the conventional unprefixed names ``KAFKA_BOOTSTRAP``,
+``REDIS_URL`` and ``LLM_BASE_URL``. When an address is unset, the local stack recorded by
+``intentstream up`` / ``intentstream llm`` under ``home`` is used.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _alias(name: str) -> AliasChoices:
+    return AliasChoices(name, f"INTENTSTREAM_{name}")
+
+
+class Settings(BaseSettings):
+    """Configuration of every intentstream process (worker, CLI, demo, tests)."""
+
+    model_config = SettingsConfigDict(env_prefix="INTENTSTREAM_", extra="ignore", frozen=True)
+
+    # Where the local stack keeps its state file, logs, models and faust data.
+    home: Path = Path(".intentstream")
+    # The shared real logs (REES46, Online Retail) used by the demo and reports.
+    datasets_dir: Path = REPO_ROOT.parent / "shared" / "datasets"
+
+    # Service addresses; None means "use the local stack".
+    kafka_bootstrap: str | None = Field(None, validation_alias=_alias("KAFKA_BOOTSTRAP"))
+    redis_url: str | None = Field(None, validation_alias=_alias("REDIS_URL"))
+    llm_base_url: str | None = Field(None, validation_alias=_alias("LLM_BASE_URL"))
+    llm_api_key: str = Field("EMPTY", validation_alias=_alias("LLM_API_KEY"))
+
+    # The LLM served by vLLM.
+    llm_model_name: str = "qwen2.5-coder-0.5b-instruct"
+    llm_model_dir: Path | None = None  # default: <home>/models/<llm_model_name>
+    llm_python: Path | None = None  # the vLLM environment's interpreter; default .venv-llm
+    llm_startup_timeout_s: float = 600.0
+    llm_request_timeout_s: float = 180.0
+    llm_max_tokens: int = Field(400, ge=32, le=4096)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_concurrency: int = Field(4, ge=1, le=256)
+    llm_temperature: float = Field(0.2, ge=0.0, le=2.0)
+
+    # Kafka topology.
+    app_id: str = "intentstream"
+    topic_behaviors: str = "behaviors"
+    topic_signals: str = "env-signals"
+    topic_replans: str = "replans"
+    topic_dead_letters: str = "dead-letters"
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    broker_session_timeout_s: float = 6.0  # a group join takes half of it on Tansu
+    worker_web_port: int | None = None  # None: run the worker without faust's web server
+
+    # Input limits: anything past them is dead-lettered with a reason.
+    max_event_bytes: int = Field(16 * 1024, ge=256)
+    max_future_skew_s: float = Field(300.0, ge=0.0)
+
+    # Per-user context and the re-plan rule.
+    context_recent_events: int = Field(20, ge=1, le=500)
+    context_seen_ids: int = Field(512, ge=16, le=100_000)
+    replan_every_n_events: int = Field(5, ge=1)
+    replan_cooldown_s: float = Field(2.0, ge=0.0)
+    tags_per_user: int = Field(4, ge=1, le=10)
+
+    # Redis record.
+    redis_key_prefix: str = "intent"
+    record_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    changes_stream: str = "intent:changes"
+    changes_maxlen: int = Field(100_000, ge=1)
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.llm_model_dir or self.home / "models" / self.llm_model_name
+
+    @property
+    def llm_interpreter(self) -> Path:
+        return self.llm_python or REPO_ROOT / ".venv-llm" / "bin" / "python"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,88 @@
+"""The Redis intent store: versioned, atomic, monotonic writes and typed reads.
+
+Key layout (the contract feed servers read; see docs/redis-contract.md):
+
+* ``{prefix}:{{{user_id}}}`` — a hash with ``version`` (decimal integer) and ``record``
+  (UTF-8 JSON of :class:`schemas.record.IntentRecord`), expiring after ``ttl_s``.
+* ``{changes_stream}`` — a capped stream; each accepted write appends ``user`` and ``version``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from schemas.codec import encode
+from schemas.record import IntentRecord
+
+# Whole record or nothing, and never older over newer: one script, run atomically by Redis.
+_WRITE_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(current) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'user', ARGV[5], 'version', ARGV[1])
+return 1
+"""
+
+
+class CorruptRecord(ValueError):
+    """The value stored for a user is not a record this reader understands."""
+
+    def __init__(self, user_id: str, detail: str) -> None:
+        super().__init__(f"corrupt intent record for user {user_id}: {detail}")
+        self.user_id = user_id
+
+
+class IntentStore:
+    """Writes and reads per-user intent records in Redis."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "intent",
+        ttl_s: int = 7 * 24 * 3600,
+        changes_stream: str = "intent:changes",
+        changes_maxlen: int = 100_000,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_ms = ttl_s * 1000
+        self.changes_stream = changes_stream
+        self.changes_maxlen = changes_maxlen
+        self._write_if_newer = client.register_script(_WRITE_IF_NEWER)
+
+    def key(self, user_id: str) -> str:
+        # The braces are a Redis Cluster hash tag: all of one user's keys share a slot.
+        return f"{self.prefix}:{{{user_id}}}"
+
+    async def write(self, record: IntentRecord, now: datetime) -> bool:
+        """Write ``record`` if its version is newer than the stored one. Returns whether it
+        was written (False: a newer or equal version is already there)."""
+        stamped = record.stamped(now)
+        written = await self._write_if_newer(
+            keys=[self.key(record.user_id), self.changes_stream],
+            args=[record.version, encode(stamped), self.ttl_ms, self.changes_maxlen, record.user_id],
+        )
+        return bool(written)
+
+    async def version(self, user_id: str) -> int:
+        """The stored plan version for ``user_id``; 0 when there is none."""
+        raw = await self.client.hget(self.key(user_id), "version")
+        return int(raw) if raw is not None else 0
+
+    async def get(self, user_id: str) -> IntentRecord | None:
+        """The user's current record, or None when there is none (never written or expired)."""
+        raw = await self.client.hget(self.key(user_id), "record")
+        if raw is None:
+            return None
+        try:
+            return IntentRecord.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise CorruptRecord(user_id, str(exc)[:200]) from None

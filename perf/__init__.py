@@ -1,0 +1,1 @@
+"""Event-log loaders, replay, benchmarks and reports."""

@@ -1,0 +1,180 @@
+"""``intentstream demo``: the whole loop on real parts, then everything it started stops.
+
+broker + redis-server (+ the vLLM server) ─► a worker process ─► replay the first REES46
+events ─► wait for the most active users' plans ─► print their tags and explanations as
+read back from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from deploy import stack
+from deploy.model import ensure_model
+from intentstream.producer import IntentProducer
+from intentstream.settings import Settings
+from intentstream.store import IntentStore
+from perf.logs import load_events
+from schemas.events import BehaviorEvent
+from schemas.record import IntentRecord
+from stream.app import redis_client
+
+
+def start_worker(settings: Settings, endpoints: stack.Endpoints, log: Path) -> subprocess.Popen[bytes]:
+    """A worker in its own process, pointed at ``endpoints``."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        "REDIS_URL": endpoints.redis_url,
+        "LLM_BASE_URL": endpoints.llm_base_url or "",
+        "INTENTSTREAM_HOME": str(settings.home),
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "intentstream.cli", "worker"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM (faust commits and leaves the group), SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _publish(settings: Settings, bootstrap: str, events: list[BehaviorEvent]) -> int:
+    async with IntentProducer(bootstrap, settings) as producer:
+        return await producer.send_events(events)
+
+
+async def wait_for_plans(
+    settings: Settings,
+    redis_url: str,
+    users: list[str],
+    *,
+    timeout_s: float,
+    alive: Callable[[], bool],
+    say: Callable[[str], None],
+) -> dict[str, IntentRecord]:
+    """Poll Redis until every user in ``users`` has a record (or the timeout passes)."""
+    client = redis_client(redis_url)
+    store = IntentStore(client, prefix=settings.redis_key_prefix)
+    started = time.monotonic()
+    found: dict[str, IntentRecord] = {}
+    try:
+        while time.monotonic() - started < timeout_s and alive():
+            for user in users:
+                record = await store.get(user)
+                if record is not None:
+                    found[user] = record
+            written = await client.xlen(settings.changes_stream)
+            say(
+                f"  {len(found)}/{len(users)} followed users planned; {written} plans written in all "
+                f"({time.monotonic() - started:.0f}s)"
+            )
+            if len(found) == len(users):
+                break
+            await asyncio.sleep(5.0)
+    finally:
+        await client.aclose()
+    return found
+
+
+def describe(user: str, events: list[BehaviorEvent], record: IntentRecord | None) -> str:
+    """A user's behaviour and intents, for people."""
+    mine = [e for e in events if e.user_id == user]
+    actions = Counter(e.action.value for e in mine)
+    lines = [f"user {user}: {len(mine)} events ({', '.join(f'{n} {a}' for a, n in actions.items())})"]
+    for event in mine[-3:]:
+        lines.append(f"    recent  {event.action.value:8s} {event.item_text}")
+    if record is None:
+        lines.append("    (no plan yet)")
+        return "\n".join(lines)
+    lag = (record.planned_at - record.event_time).total_seconds()
+    lines.append(
+        f"    plan v{record.version} ({record.trigger}) by {record.model}, "
+        f"planned {lag:.0f}s after the newest event it saw"
+    )
+    for tag in record.tags:
+        lines.append(f"    • {tag.tag} — {tag.explanation}")
+    return "\n".join(lines)
+
+
+def run_demo(
+    settings: Settings, log: Path, *, events: int, follow: int, timeout_s: float, say: Callable[[str], None]
+) -> int:
+    """Run the demo; returns the exit code (0 when every followed user got a plan)."""
+    before = set(stack.load_state(settings))
+    started: list[str] = []
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        say("[1/5] starting the broker and redis-server ...")
+        services = stack.up(settings, say)
+        if settings.llm_base_url is None and "llm" not in services:
+            say("[2/5] preparing the model and starting the vLLM server on CPU ...")
+            services["llm"] = stack.start_llm(settings, ensure_model(settings, say), say)
+            stack.save_state(settings, services)
+        else:
+            say("[2/5] using the running LLM server")
+        started = [name for name in services if name not in before]
+        endpoints = stack.resolve_endpoints(settings, need_llm=True)
+
+        worker_log = settings.home / "logs" / "worker.log"
+        say(f"[3/5] starting a worker (log {worker_log}) ...")
+        worker = start_worker(settings, endpoints, worker_log)
+
+        replayed = list(itertools.islice(load_events(log, "rees46"), events))
+        followed = [user for user, _ in Counter(e.user_id for e in replayed).most_common(follow)]
+        say(
+            f"[4/5] replaying the first {len(replayed)} events of {log.name} "
+            f"({len({e.user_id for e in replayed})} users) ..."
+        )
+        sent = asyncio.run(_publish(settings, endpoints.kafka_bootstrap, replayed))
+        say(f"  {sent} events confirmed by the broker")
+
+        say(f"[5/5] waiting for the plans of the {len(followed)} most active users ...")
+        proc = worker
+        records = asyncio.run(
+            wait_for_plans(
+                settings,
+                endpoints.redis_url,
+                followed,
+                timeout_s=timeout_s,
+                alive=lambda: proc.poll() is None,
+                say=say,
+            )
+        )
+        if worker.poll() is not None:
+            say(f"error: the worker exited with code {worker.returncode}; see {worker_log}")
+            return 1
+        print()
+        for user in followed:
+            print(describe(user, replayed, records.get(user)))
+            print()
+        return 0 if len(records) == len(followed) else 1
+    finally:
+        if worker is not None:
+            say("stopping the worker ...")
+            stop_worker(worker)
+        if started:
+            with contextlib.suppress(stack.StackError):
+                stack.down(settings, iter(started), say)

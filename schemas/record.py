@@ -1,0 +1,86 @@
+"""What the stream hands the planners (replan requests) and what it writes to Redis
+(intent records). The Redis layout is documented in docs/redis-contract.md."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, UtcTime
+from schemas.text import plain_text
+
+TAG_MAX_CHARS = 48
+EXPLANATION_MAX_CHARS = 200
+MAX_TAGS = 10
+
+TagText = Annotated[str, AfterValidator(lambda s: plain_text(s, TAG_MAX_CHARS)), Field(min_length=1)]
+Explanation = Annotated[
+    str, AfterValidator(lambda s: plain_text(s, EXPLANATION_MAX_CHARS)), Field(min_length=1)
+]
+Verdict = Literal["good", "average", "bad", "unjudged"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class RecentBehavior(_Frozen):
+    """One behaviour as the planner sees it: the item's text, never its raw payload."""
+
+    action: Action
+    ts: UtcTime
+    text: ItemText  # empty when the item has no description
+    category: ItemText | None = None
+    brand: ShortText | None = None
+    price: float | None = None
+
+
+class ActiveSignal(_Frozen):
+    """An environment signal in force for the user when the re-plan was requested."""
+
+    kind: str
+    text: ItemText
+    valid_until: UtcTime
+
+
+class ReplanRequest(_Frozen):
+    """A snapshot of one user's context, sent to the replans topic keyed by user."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    user_id: Id
+    context_version: int = Field(ge=1)
+    trigger: str
+    newest_event_time: UtcTime
+    requested_at: UtcTime
+    region: ShortText | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    recent: list[RecentBehavior] = Field(default_factory=list, max_length=500)
+    signals: list[ActiveSignal] = Field(default_factory=list, max_length=50)
+
+
+class IntentTag(_Frozen):
+    """A short shopping-interest phrase and one plain sentence saying why."""
+
+    tag: TagText
+    explanation: Explanation
+
+
+class IntentRecord(_Frozen):
+    """A user's current intents as written to Redis. ``version`` only ever increases."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    user_id: Id
+    version: int = Field(ge=1)
+    context_version: int = Field(ge=1)
+    trigger: str
+    tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS)
+    event_time: UtcTime  # event time of the newest behaviour the plan saw
+    planned_at: UtcTime
+    written_at: UtcTime | None = None  # set by the writer
+    model: str
+    verdict: Verdict = "unjudged"
+
+    def stamped(self, now: datetime) -> IntentRecord:
+        return self.model_copy(update={"written_at": now})

@@ -1,0 +1,25 @@
+"""Plain-text hygiene shared by inputs (titles, queries) and outputs (tags, explanations)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_SPACE = re.compile(r"\s+")
+_MARKUP = re.compile(r"<[^>]{0,200}>|[<>{}\[\]`\\]")
+
+
+def clean_text(value: str, max_chars: int) -> str:
+    """NFKC-normalise, drop control and format characters, collapse whitespace, cut to length.
+
+    Control characters are replaced by spaces (not deleted) so words never glue together.
+    """
+    text = unicodedata.normalize("NFKC", value)
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") else ch for ch in text)
+    text = _SPACE.sub(" ", text).strip()
+    return text[:max_chars].rstrip()
+
+
+def plain_text(value: str, max_chars: int) -> str:
+    """Like :func:`clean_text`, and also strips markup: what reaches Redis is plain text."""
+    return clean_text(_MARKUP.sub(" ", clean_text(value, max_chars * 4)), max_chars)

@@ -1,0 +1,1 @@
+"""The faust stream app: topics, agents, tables, the per-user context and the trigger."""

@@ -1,0 +1,244 @@
+"""The faust app. Reads like its diagram:
+
+    behaviours ─► validate ─bad─► dead-letters
+                     └─► contexts table (changelog) ─► trigger ─► replans
+    env-signals ─► validate ─► signals global table
+    replans ─► tagger (LLM) ─► Redis intent store
+
+The agents only move data; the decisions are the plain functions in ``stream.context``,
+``stream.trigger`` and ``agents.tagger``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.llm import OpenAICompatibleLLM
+from agents.tagger import IntentTagger, PlanFailed
+from deploy.stack import Endpoints
+from intentstream.settings import Settings
+from intentstream.store import IntentStore
+from schemas.codec import InvalidMessage, decode_event, decode_replan, decode_signal, encode
+from schemas.events import EnvSignal
+from stream.context import UserContext, apply_event, replan_request, signals_for
+from stream.trigger import TriggerPolicy, mark_replanned
+
+log = logging.getLogger("intentstream.worker")
+
+
+@dataclass
+class WorkerCounters:
+    """What the worker did since it started; logged periodically."""
+
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    replans_requested: int = 0
+    replans_skipped_stale: int = 0
+    plans_written: int = 0
+    plans_rejected_stale: int = 0
+    plans_failed: int = 0
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A Redis client that retries through short outages instead of dropping a write."""
+    return aioredis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+
+
+def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = True) -> faust.App:
+    """The stream app for one worker process. ``with_planner=False`` runs ingestion only."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{endpoints.kafka_bootstrap}",
+        store="memory://",  # tables are rebuilt from their changelog topics on start
+        topic_partitions=settings.topic_partitions,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.worker_web_port is not None,
+        web_port=settings.worker_web_port or 6066,
+        datadir=str(settings.home / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    behaviors = app.topic(settings.topic_behaviors, partitions=settings.topic_partitions)
+    env_signals = app.topic(settings.topic_signals, partitions=settings.topic_partitions)
+    replans = app.topic(settings.topic_replans, partitions=settings.topic_partitions)
+    dead_letters = app.topic(settings.topic_dead_letters, partitions=settings.topic_partitions)
+    contexts = app.Table("contexts", partitions=settings.topic_partitions)
+    signals = app.GlobalTable("signals", partitions=settings.topic_partitions)
+
+    counters = WorkerCounters()
+    policy = TriggerPolicy(
+        every_n_events=settings.replan_every_n_events, cooldown_s=settings.replan_cooldown_s
+    )
+    skew = timedelta(seconds=settings.max_future_skew_s)
+    decoded_signals: dict[bytes, EnvSignal] = {}
+
+    async def dead_letter(message: Any, error: InvalidMessage) -> None:
+        """Park the original bytes with the reason; the stream goes on."""
+        counters.dead_lettered[error.reason] = counters.dead_lettered.get(error.reason, 0) + 1
+        log.warning("dead-lettered %s/%d/%d: %s", message.topic, message.partition, message.offset, error)
+        await dead_letters.send(
+            key=message.key,
+            value=message.value,
+            headers={
+                "reason": error.reason.encode(),
+                "detail": error.detail.encode(),
+                "source": f"{message.topic}/{message.partition}/{message.offset}".encode(),
+            },
+        )
+
+    def signals_in_force(now: datetime) -> list[EnvSignal]:
+        found = []
+        for raw in signals.values():
+            signal = decoded_signals.get(raw)
+            if signal is None:
+                # Validated on the way in; stored signals may lie in the future by now.
+                signal = decoded_signals[raw] = EnvSignal.model_validate_json(raw)
+            if signal.active_at(now):
+                found.append(signal)
+        return found
+
+    @app.agent(behaviors, name="apply-behaviors")
+    async def apply_behaviors(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            now = datetime.now(UTC)
+            try:
+                behaviour = decode_event(
+                    event.value,
+                    now=now,
+                    key=event.key,
+                    max_bytes=settings.max_event_bytes,
+                    max_future_skew=skew,
+                )
+            except InvalidMessage as exc:
+                await dead_letter(event.message, exc)
+                continue
+            raw = contexts.get(behaviour.user_id)
+            ctx = UserContext.from_bytes(raw) if raw else UserContext(behaviour.user_id)
+            if not apply_event(
+                ctx,
+                behaviour,
+                recent_limit=settings.context_recent_events,
+                seen_limit=settings.context_seen_ids,
+            ):
+                counters.duplicates += 1
+                continue
+            counters.applied += 1
+            trigger = policy.decide(ctx, behaviour, now.timestamp())
+            if trigger is not None:
+                mark_replanned(ctx, now.timestamp())
+                request = replan_request(
+                    ctx, trigger=trigger, signals=signals_for(ctx, signals_in_force(now), now), now=now
+                )
+                await replans.send(key=behaviour.user_id.encode(), value=encode(request))
+                counters.replans_requested += 1
+            contexts[behaviour.user_id] = ctx.to_bytes()
+
+    @app.agent(env_signals, name="apply-signals")
+    async def apply_signals(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            try:
+                signal = decode_signal(
+                    event.value,
+                    now=datetime.now(UTC),
+                    max_bytes=settings.max_event_bytes,
+                    max_future_skew=skew,
+                )
+            except InvalidMessage as exc:
+                await dead_letter(event.message, exc)
+                continue
+            signals[signal.signal_id] = event.value
+
+    if with_planner:
+        llm = OpenAICompatibleLLM(
+            _require(endpoints.llm_base_url, "LLM_BASE_URL"),
+            settings.llm_model_name,
+            api_key=settings.llm_api_key,
+            timeout_s=settings.llm_request_timeout_s,
+            concurrency=settings.llm_concurrency,
+        )
+        tagger = IntentTagger(
+            llm,
+            max_tags=settings.tags_per_user,
+            max_tokens=settings.llm_max_tokens,
+            max_retries=settings.llm_max_retries,
+            temperature=settings.llm_temperature,
+        )
+        store = IntentStore(
+            redis_client(endpoints.redis_url),
+            prefix=settings.redis_key_prefix,
+            ttl_s=settings.record_ttl_s,
+            changes_stream=settings.changes_stream,
+            changes_maxlen=settings.changes_maxlen,
+        )
+
+        @app.agent(replans, name="plan-intents", concurrency=settings.llm_concurrency)
+        async def plan_intents(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                try:
+                    request = decode_replan(event.value)
+                except InvalidMessage as exc:
+                    await dead_letter(event.message, exc)
+                    continue
+                # A newer plan already landed (redelivery, or a later request overtook this one).
+                if await store.version(request.user_id) >= request.context_version:
+                    counters.replans_skipped_stale += 1
+                    continue
+                try:
+                    record, cost = await tagger.plan(request, datetime.now(UTC))
+                except PlanFailed as exc:
+                    counters.plans_failed += 1
+                    log.error("%s; the user keeps the previous record", exc)
+                    continue
+                if await store.write(record, datetime.now(UTC)):
+                    counters.plans_written += 1
+                    log.info(
+                        "user %s v%d (%s): %s [%d prompt + %d generated tokens, %.1fs]",
+                        record.user_id,
+                        record.version,
+                        record.trigger,
+                        [t.tag for t in record.tags],
+                        cost.prompt_tokens,
+                        cost.completion_tokens,
+                        cost.latency_s,
+                    )
+                else:
+                    counters.plans_rejected_stale += 1
+
+    @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
+    async def report() -> None:
+        log.info("counters %s", counters)
+
+    return app
+
+
+def _require(value: str | None, name: str) -> str:
+    if value is None:
+        raise ValueError(f"{name} is not set and no local LLM server is running (`intentstream llm`)")
+    return value
+
+
+def run_worker(
+    settings: Settings, endpoints: Endpoints, *, with_planner: bool = True, loglevel: str = "info"
+) -> None:
+    """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
+    app = build_app(settings, endpoints, with_planner=with_planner)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
