@@ -43,7 +43,7 @@ $(MODEL_STAMP): $(WORKER_STAMP) $(LLM_STAMP)
 	@echo ">> fetching, verifying and converting the default model"
 	$(VENV)/bin/python -m deploy.model
 
-test: setup
+test: setup lint
 	$(VENV)/bin/python -m pytest
 
 test-fast: $(WORKER_STAMP) system

@@ -191,7 +191,7 @@ def start_llm(settings: Settings, model_dir: Path, progress: Progress = print) -
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
-        str(model_dir),
+        str(model_dir.resolve()),
         "--served-model-name",
         settings.llm_model_name,
         "--host",

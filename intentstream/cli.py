@@ -82,11 +82,10 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.stack import resolve_endpoints
-    from intentstream.store import IntentStore
-    from stream.app import redis_client
+    from intentstream.store import IntentStore, connect
 
     async def fetch() -> bytes | None:
-        client = redis_client(resolve_endpoints(settings).redis_url)
+        client = connect(resolve_endpoints(settings).redis_url)
         try:
             store = IntentStore(client, prefix=settings.redis_key_prefix)
             record = await store.get(args.user_id)

@@ -8,20 +8,17 @@ them keyed by user id (signals by region), batches, and confirms delivery.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import BaseModel, ValidationError
 
 from intentstream.settings import Settings, get_settings
 from schemas.codec import InvalidMessage, encode
 from schemas.events import BehaviorEvent, EnvSignal
-
+from stream.topics import ensure_topics
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,27 +30,6 @@ def _validated(model: type[M], message: M | dict[str, Any]) -> M:
         return model.model_validate(message)
     except ValidationError as exc:
         raise InvalidMessage("invalid_fields", str(exc)[:500]) from None
-
-
-async def ensure_topics(bootstrap: str, settings: Settings) -> None:
-    """Create the app's input and output topics if missing, with the configured partitions
-    (behaviours and replans must be co-partitioned: same count, keyed by user)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [
-            settings.topic_behaviors,
-            settings.topic_signals,
-            settings.topic_replans,
-            settings.topic_dead_letters,
-        ]
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(n, settings.topic_partitions, 1) for n in names if n not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-                await admin.create_topics(missing)
-    finally:
-        await admin.close()
 
 
 class IntentProducer:

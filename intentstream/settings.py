@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(400, ge=32, le=4096)
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_concurrency: int = Field(4, ge=1, le=256)
-    llm_temperature: float = Field(0.2, ge=0.0, le=2.0)
+    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
 
     # Kafka topology.
     app_id: str = "intentstream"
@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     record_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     changes_stream: str = "intent:changes"
     changes_maxlen: int = Field(100_000, ge=1)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process."""
+        return {
+            f"INTENTSTREAM_{name.upper()}": str(value)
+            for name, value in self.model_dump(exclude_none=True).items()
+        }
 
     @property
     def state_file(self) -> Path:

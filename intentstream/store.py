@@ -14,6 +14,10 @@ from datetime import datetime
 import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.codec import encode
 from schemas.record import IntentRecord
@@ -29,6 +33,18 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'user', ARGV[5], 'version', ARGV[1])
 return 1
 """
+
+
+def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+    """A client that waits for a free connection under bursts, and retries through short
+    outages instead of dropping a write (the script is idempotent, so a retry is safe)."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+    return aioredis.Redis(
+        connection_pool=pool,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
 
 
 class CorruptRecord(ValueError):

@@ -23,26 +23,30 @@ from deploy import stack
 from deploy.model import ensure_model
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from intentstream.store import IntentStore
+from intentstream.store import IntentStore, connect
 from perf.logs import load_events
 from schemas.events import BehaviorEvent
 from schemas.record import IntentRecord
-from stream.app import redis_client
 
 
-def start_worker(settings: Settings, endpoints: stack.Endpoints, log: Path) -> subprocess.Popen[bytes]:
-    """A worker in its own process, pointed at ``endpoints``."""
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
-        "REDIS_URL": endpoints.redis_url,
-        "LLM_BASE_URL": endpoints.llm_base_url or "",
-        "INTENTSTREAM_HOME": str(settings.home),
-    }
+def start_worker(
+    settings: Settings, endpoints: stack.Endpoints, log: Path, *, planner: bool = True
+) -> subprocess.Popen[bytes]:
+    """A worker in its own process with these settings, pointed at ``endpoints``."""
+    pinned = settings.model_copy(
+        update={
+            "kafka_bootstrap": endpoints.kafka_bootstrap,
+            "redis_url": endpoints.redis_url,
+            "llm_base_url": endpoints.llm_base_url,
+        }
+    )
+    # The unprefixed names win over the prefixed ones; keep the parent's out of the child.
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "REDIS_URL", "LLM_BASE_URL")}
+    env.update(pinned.to_env())
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "intentstream.cli", "worker"],
+            [sys.executable, "-m", "intentstream.cli", "worker", *([] if planner else ["--no-planner"])],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -76,7 +80,7 @@ async def wait_for_plans(
     say: Callable[[str], None],
 ) -> dict[str, IntentRecord]:
     """Poll Redis until every user in ``users`` has a record (or the timeout passes)."""
-    client = redis_client(redis_url)
+    client = connect(redis_url)
     store = IntentStore(client, prefix=settings.redis_key_prefix)
     started = time.monotonic()
     found: dict[str, IntentRecord] = {}

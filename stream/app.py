@@ -11,26 +11,23 @@ The agents only move data; the decisions are the plain functions in ``stream.con
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.llm import OpenAICompatibleLLM
 from agents.tagger import IntentTagger, PlanFailed
 from deploy.stack import Endpoints
 from intentstream.settings import Settings
-from intentstream.store import IntentStore
+from intentstream.store import IntentStore, connect
 from schemas.codec import InvalidMessage, decode_event, decode_replan, decode_signal, encode
 from schemas.events import EnvSignal
 from stream.context import UserContext, apply_event, replan_request, signals_for
+from stream.topics import ensure_topics
 from stream.trigger import TriggerPolicy, mark_replanned
 
 log = logging.getLogger("intentstream.worker")
@@ -48,16 +45,6 @@ class WorkerCounters:
     plans_written: int = 0
     plans_rejected_stale: int = 0
     plans_failed: int = 0
-
-
-def redis_client(url: str) -> aioredis.Redis:
-    """A Redis client that retries through short outages instead of dropping a write."""
-    return aioredis.from_url(
-        url,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-    )
 
 
 def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = True) -> faust.App:
@@ -182,7 +169,7 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
             temperature=settings.llm_temperature,
         )
         store = IntentStore(
-            redis_client(endpoints.redis_url),
+            connect(endpoints.redis_url),
             prefix=settings.redis_key_prefix,
             ttl_s=settings.record_ttl_s,
             changes_stream=settings.changes_stream,
@@ -239,6 +226,7 @@ def run_worker(
     settings: Settings, endpoints: Endpoints, *, with_planner: bool = True, loglevel: str = "info"
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
+    asyncio.run(ensure_topics(endpoints.kafka_bootstrap, settings))
     app = build_app(settings, endpoints, with_planner=with_planner)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -1,0 +1,73 @@
+"""Fixtures that start the real services on free loopback ports: the Tansu broker,
+redis-server and the vLLM CPU server. Each is stopped when its scope ends."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from deploy import stack
+from deploy.model import ensure_model
+from intentstream.settings import REPO_ROOT, Settings
+from intentstream.store import connect
+
+# The converted model is built once by `make setup` under the repo's own home and reused.
+MODEL_HOME = REPO_ROOT / ".intentstream"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Service]:
+    service = stack.start_broker(tmp_path_factory.mktemp("broker"))
+    yield service
+    stack.stop(service)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Service]:
+    service = stack.start_redis(tmp_path_factory.mktemp("redis"))
+    yield service
+    stack.stop(service)
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Service]:
+    """The real vLLM OpenAI server on CPU with the default model (about a minute to start)."""
+    if os.environ.get("LLM_BASE_URL"):
+        pytest.fail("unset LLM_BASE_URL: the tests start their own vLLM server")
+    model = ensure_model(Settings(home=MODEL_HOME))
+    home = tmp_path_factory.mktemp("llm")
+    service = stack.start_llm(Settings(home=home), model, progress=lambda _: None)
+    yield service
+    stack.stop(service)
+
+
+@pytest.fixture
+async def redis_client(redis_server: stack.Service) -> AsyncIterator[aioredis.Redis]:
+    client = connect(redis_server.address)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def app_settings(tmp_path: Path, broker: stack.Service, redis_server: stack.Service) -> Settings:
+    """Settings for one test: its own app id and topic names on the shared broker."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap=broker.address,
+        redis_url=redis_server.address,
+        app_id=f"test-{tag}",
+        topic_behaviors=f"behaviors-{tag}",
+        topic_signals=f"signals-{tag}",
+        topic_replans=f"replans-{tag}",
+        topic_dead_letters=f"dead-letters-{tag}",
+        redis_key_prefix=f"intent-{tag}",
+        changes_stream=f"intent-{tag}:changes",
+        topic_partitions=2,
+    )

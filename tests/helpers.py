@@ -1,0 +1,99 @@
+"""Builders and readers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient
+
+# Real wall-clock time: workers compare event times with their own clock.
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def event_dict(n: int = 1, *, user: str = "u1", action: str = "view", **fields: Any) -> dict[str, Any]:
+    """A valid behaviour event as a producer would send it."""
+    base: dict[str, Any] = {
+        "event_id": f"e{n}",
+        "user_id": user,
+        "action": action,
+        "ts": (NOW - timedelta(minutes=60) + timedelta(seconds=n)).isoformat(),
+        "item_id": f"item{n % 7}",
+        "item_text": f"samsung electronics smartphone model {n % 7}",
+        "category": "electronics.smartphone",
+        "brand": "samsung",
+        "price": 199.0 + n,
+    }
+    if action == "search":
+        base.pop("item_id")
+        base["query"] = "android phone"
+    base.update(fields)
+    return base
+
+
+def signal_dict(n: int = 1, *, region: str = "Lyon", **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "signal_id": f"s{n}",
+        "kind": "weather",
+        "text": "heavy rain all weekend",
+        "region": region,
+        "valid_from": (NOW - timedelta(hours=1)).isoformat(),
+        "valid_until": (NOW + timedelta(hours=48)).isoformat(),
+        "ts": (NOW - timedelta(hours=1)).isoformat(),
+    }
+    base.update(fields)
+    return base
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+    timeout_s: float = 60.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning until ``until(records)`` holds or the timeout passes.
+    Waits for the topic to exist first: subscribing to a missing topic would make the broker
+    auto-create it with its default partition count."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await eventually(lambda: _has_topic(admin, topic), timeout_s=timeout_s)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(records) and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _has_topic(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic in await admin.list_topics()
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 60.0, every_s: float = 0.5) -> Any:
+    """Await ``check()`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(every_s)

@@ -1,0 +1,124 @@
+"""A real worker process on the real broker: contexts, replan requests, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from subprocess import Popen
+
+import orjson
+import pytest
+
+from deploy.stack import resolve_endpoints
+from intentstream.producer import IntentProducer
+from intentstream.settings import Settings
+from perf.demo import start_worker, stop_worker
+from stream.context import UserContext
+from tests.helpers import NOW, consume, event_dict
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def ingest_worker(app_settings: Settings, tmp_path: Path) -> Iterator[Popen[bytes]]:
+    """A worker without the planner: ingestion, contexts and replan requests only."""
+    log = tmp_path / "worker.log"
+    proc = start_worker(app_settings, resolve_endpoints(app_settings), log, planner=False)
+    yield proc
+    stop_worker(proc)
+    print(log.read_text()[-3000:])  # shown by pytest when a test fails
+
+
+def latest_context(records: list, user: str) -> UserContext | None:  # type: ignore[type-arg]
+    found = None
+    for r in records:
+        if r.value is not None and (ctx := UserContext.from_bytes(r.value)).user_id == user:
+            found = ctx
+    return found
+
+
+async def test_bad_messages_are_dead_lettered_and_good_ones_still_flow(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    future = (NOW + timedelta(days=400)).isoformat()
+    bad = {
+        "malformed_json": (b'{"event_id": "x", ', b"u1"),
+        "not_an_object": (b"[1,2,3]", b"u1"),
+        "invalid_fields": (orjson.dumps({**event_dict(50), "price": "free"}), b"u1"),
+        "unknown_action": (orjson.dumps(event_dict(51, action="teleport")), b"u1"),
+        "oversized": (orjson.dumps({**event_dict(52), "pad": "z" * 40_000}), b"u1"),
+        "future_timestamp": (orjson.dumps(event_dict(53, ts=future)), b"u1"),
+        "key_mismatch": (orjson.dumps(event_dict(54, user="alice")), b"mallory"),
+        "unsupported_schema_version": (orjson.dumps({**event_dict(55), "schema_version": 99}), b"u1"),
+    }
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    async with IntentProducer(bootstrap, app_settings) as producer:
+        for value, key in bad.values():
+            await producer.send_raw(app_settings.topic_behaviors, value, key)
+        await producer.send_events([event_dict(1, user="u1", action="cart")])
+
+    letters = await consume(bootstrap, app_settings.topic_dead_letters, until=lambda r: len(r) >= len(bad))
+    by_reason = {dict(r.headers)["reason"].decode(): r for r in letters}
+    assert set(by_reason) == set(bad)
+    for reason, (value, key) in bad.items():
+        letter = by_reason[reason]
+        assert letter.value == value, reason  # the original bytes, untouched
+        assert letter.key == key
+        assert dict(letter.headers)["source"].startswith(app_settings.topic_behaviors.encode())
+
+    replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
+    request = orjson.loads(replans[0].value)
+    assert request["user_id"] == "u1"
+    assert request["trigger"] == "strong_event:cart"
+    assert request["context_version"] == 1  # none of the bad messages touched the context
+    assert ingest_worker.poll() is None
+
+
+async def test_redelivered_events_are_applied_once(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    events = [event_dict(n, user="dup") for n in range(1, 8)]
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    async with IntentProducer(bootstrap, app_settings) as producer:
+        await producer.send_events(events)
+        await producer.send_events(events)  # a replay of the same log
+        await producer.send_events([event_dict(100, user="dup", action="purchase")])
+
+    changelog = f"{app_settings.app_id}-contexts-changelog"
+
+    def done(records: list) -> bool:  # type: ignore[type-arg]
+        ctx = latest_context(records, "dup")
+        return ctx is not None and ctx.counts.get("purchase", 0) == 1
+
+    ctx = latest_context(await consume(bootstrap, changelog, until=done), "dup")
+    assert ctx is not None
+    assert ctx.version == 8
+    assert ctx.counts == {"view": 7, "purchase": 1}
+
+
+async def test_signals_reach_the_users_of_their_region(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    from tests.helpers import signal_dict
+
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    now = NOW.now(NOW.tzinfo)
+    window = {
+        "valid_from": (now - timedelta(hours=1)).isoformat(),
+        "valid_until": (now + timedelta(days=1)).isoformat(),
+        "ts": (now - timedelta(minutes=1)).isoformat(),
+    }
+    async with IntentProducer(bootstrap, app_settings) as producer:
+        await producer.send_signal(signal_dict(1, region="Lyon", **window))
+        await producer.send_signal(signal_dict(2, region="Oslo", text="snow storm", **window))
+    # Give the worker a moment to fold the signals into its global table.
+    await consume(bootstrap, f"{app_settings.app_id}-signals-changelog", until=lambda r: len(r) >= 2)
+    async with IntentProducer(bootstrap, app_settings) as producer:
+        await producer.send_events([event_dict(1, user="lyon-user", action="cart", region="Lyon")])
+    replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
+    request = orjson.loads(replans[0].value)
+    assert [s["text"] for s in request["signals"]] == ["heavy rain all weekend"]
