@@ -147,7 +147,9 @@ def run_demo(
         worker = start_worker(settings, endpoints, worker_log)
 
         replayed = list(itertools.islice(load_events(log, "rees46"), events))
-        followed = [user for user, _ in Counter(e.user_id for e in replayed).most_common(follow)]
+        # Users with the most described items: undescribed ones give the planner nothing to go on.
+        described = Counter(e.user_id for e in replayed if e.item_text)
+        followed = [user for user, _ in described.most_common(follow)]
         say(
             f"[4/5] replaying the first {len(replayed)} events of {log.name} "
             f"({len({e.user_id for e in replayed})} users) ..."
