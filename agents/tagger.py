@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from agents.llm import LLM, LLMError
-from agents.prompts import TAGGER_SYSTEM, behaviour_data, data_block, tagger_schema
+from agents.prompts import behaviour_data, data_block, tagger_schema, tagger_system
 from schemas.record import IntentRecord, IntentTag, ReplanRequest
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class IntentTagger:
         self.max_tokens = max_tokens
         self.max_retries = max_retries
         self.temperature = temperature
-        self._system = TAGGER_SYSTEM.format(max_tags=max_tags)
+        self._system = tagger_system(max_tags)
         self._schema = tagger_schema(max_tags)
 
     async def plan(self, request: ReplanRequest, now: datetime) -> tuple[IntentRecord, PlanCost]:

@@ -113,10 +113,9 @@ def describe(user: str, events: list[BehaviorEvent], record: IntentRecord | None
     if record is None:
         lines.append("    (no plan yet)")
         return "\n".join(lines)
-    lag = (record.planned_at - record.event_time).total_seconds()
     lines.append(
-        f"    plan v{record.version} ({record.trigger}) by {record.model}, "
-        f"planned {lag:.0f}s after the newest event it saw"
+        f"    plan v{record.version} ({record.trigger}) by {record.model}, from behaviour up to "
+        f"{record.event_time:%Y-%m-%d %H:%M:%S} UTC"
     )
     for tag in record.tags:
         lines.append(f"    • {tag.tag} — {tag.explanation}")

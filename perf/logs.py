@@ -46,7 +46,9 @@ def _rees46(path: Path, stats: LoadStats) -> Iterator[BehaviorEvent]:
             brand = (row.get("brand") or "").strip() or None
             try:
                 price = float(row["price"]) if row.get("price") else None
-                words = [brand, category.replace(".", " ").replace("_", " ") if category else None]
+                # The category path's leaf is the product type ("appliances.kitchen.kettle").
+                product_type = category.rsplit(".", 1)[-1].replace("_", " ") if category else None
+                words = [brand, product_type]
                 yield BehaviorEvent(
                     event_id=f"rees46-{line}",
                     user_id=row["user_id"],

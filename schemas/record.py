@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, UtcTime
-from schemas.text import plain_text
+from schemas.text import plain_text, sentence_text
 
 TAG_MAX_CHARS = 48
 EXPLANATION_MAX_CHARS = 200
@@ -17,7 +17,7 @@ MAX_TAGS = 10
 
 TagText = Annotated[str, AfterValidator(lambda s: plain_text(s, TAG_MAX_CHARS)), Field(min_length=1)]
 Explanation = Annotated[
-    str, AfterValidator(lambda s: plain_text(s, EXPLANATION_MAX_CHARS)), Field(min_length=1)
+    str, AfterValidator(lambda s: sentence_text(s, EXPLANATION_MAX_CHARS)), Field(min_length=1)
 ]
 Verdict = Literal["good", "average", "bad", "unjudged"]
 

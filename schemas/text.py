@@ -23,3 +23,16 @@ def clean_text(value: str, max_chars: int) -> str:
 def plain_text(value: str, max_chars: int) -> str:
     """Like :func:`clean_text`, and also strips markup: what reaches Redis is plain text."""
     return clean_text(_MARKUP.sub(" ", clean_text(value, max_chars * 4)), max_chars)
+
+
+def sentence_text(value: str, max_chars: int) -> str:
+    """Plain text cut at the end of the last whole sentence that fits (or the last whole
+    word, with an ellipsis), so a long explanation never stops mid-word."""
+    text = plain_text(value, max_chars * 4)
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    end = max(head.rfind(". "), head.rfind("! "), head.rfind("? "), head.rfind("."))
+    if end >= 20:  # a whole first sentence beats a longer fragment
+        return head[: end + 1]
+    return head[: max_chars - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"

@@ -27,7 +27,8 @@ def test_rees46_real_rows_load_despite_crlf_and_empty_fields() -> None:
     assert first.brand == "shiseido"
     assert not any("\r" in (e.item_text or "") or "\r" in e.event_id for e in events)
     assert len({e.event_id for e in events}) == 200
-    assert events[1].item_text == "aqua appliances environment water heater"
+    assert events[1].item_text == "aqua water heater"
+    assert events[1].category == "appliances.environment.water_heater"
 
 
 def test_rees46_whole_file_has_the_documented_counts() -> None:

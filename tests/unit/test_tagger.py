@@ -99,6 +99,18 @@ def test_markup_is_stripped_and_text_cut() -> None:
     assert len(tags[0].explanation) <= 200
 
 
+def test_long_explanations_are_cut_at_a_sentence_end() -> None:
+    long = "Viewed three rain jackets this week. " + "They also compared sizes and colours at length " * 10
+    tags = parse_tags(answer(("rain jackets", long)), max_tags=3)
+    assert tags[0].explanation == "Viewed three rain jackets this week."
+
+
+def test_explanations_without_a_sentence_end_stop_at_a_word() -> None:
+    tags = parse_tags(answer(("rain jackets", "word " * 100)), max_tags=3)
+    assert tags[0].explanation.endswith("word…")
+    assert len(tags[0].explanation) <= 200
+
+
 def test_duplicate_and_empty_tags_are_dropped() -> None:
     tags = parse_tags(
         answer(("Rain Boots", "a"), ("rain boots", "b"), ("<>", "c"), ("umbrella stand", "d")), max_tags=5
