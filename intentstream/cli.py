@@ -112,6 +112,16 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, log, events=args.events, follow=args.follow, timeout_s=args.timeout, say=say)
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if args.what == "redis":
+        from perf.bench_redis import bench_redis
+
+        result = bench_redis(args.users, args.redis_url)
+    option = 0 if args.json else orjson.OPT_INDENT_2
+    print(orjson.dumps(result, option=option).decode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="intentstream", description=__doc__ and "Streaming real-time intent engine."
@@ -146,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     get = sub.add_parser("get", help="print a user's intent record from Redis")
     get.add_argument("user_id")
     get.set_defaults(func=cmd_get)
+
+    bench = sub.add_parser("bench", help="benchmarks that print JSON (baselines measured in the same run)")
+    bench.add_argument("what", choices=["redis"])
+    bench.add_argument("--users", type=int, default=100_000, help="users written and read")
+    bench.add_argument("--redis-url", default=None, help="an existing server (default: start a local one)")
+    bench.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    bench.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="the whole loop on real parts with REES46 events, then stop")
     demo.add_argument("--log", default=None, help="REES46 log (default: the shared datasets' events.csv)")

@@ -23,15 +23,27 @@ from schemas.codec import encode
 from schemas.record import IntentRecord
 
 # Whole record or nothing, and never older over newer: one script, run atomically by Redis.
+# It takes any number of users so a batch costs one command, not one per user.
+# KEYS: the users' hashes..., then the changes stream.
+# ARGV: ttl_ms, stream maxlen, then (version, record JSON, user id) per user.
+# Returns one 1 (written) or 0 (a newer or equal version is there) per user.
 _WRITE_IF_NEWER = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if current and tonumber(current) >= tonumber(ARGV[1]) then
-  return 0
+local stream = KEYS[#KEYS]
+local ttl, maxlen = ARGV[1], ARGV[2]
+local written = {}
+for i = 1, #KEYS - 1 do
+  local version, record, user = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local current = redis.call('HGET', KEYS[i], 'version')
+  if current and tonumber(current) >= tonumber(version) then
+    written[i] = 0
+  else
+    redis.call('HSET', KEYS[i], 'version', version, 'record', record)
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user', user, 'version', version)
+    written[i] = 1
+  end
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'user', ARGV[5], 'version', ARGV[1])
-return 1
+return written
 """
 
 
@@ -55,6 +67,23 @@ class CorruptRecord(ValueError):
         self.user_id = user_id
 
 
+def record_key(prefix: str, user_id: str) -> str:
+    """The user's hash. The braces are a Redis Cluster hash tag: all of one user's keys
+    share a slot."""
+    return f"{prefix}:{{{user_id}}}"
+
+
+def parse_record(user_id: str, raw: bytes | str) -> IntentRecord:
+    """Decode a stored record; :class:`CorruptRecord` says what is wrong with it."""
+    try:
+        record = IntentRecord.model_validate(orjson.loads(raw))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise CorruptRecord(user_id, str(exc)[:200]) from None
+    if record.user_id != user_id:
+        raise CorruptRecord(user_id, f"record belongs to user {record.user_id}")
+    return record
+
+
 class IntentStore:
     """Writes and reads per-user intent records in Redis."""
 
@@ -75,18 +104,26 @@ class IntentStore:
         self._write_if_newer = client.register_script(_WRITE_IF_NEWER)
 
     def key(self, user_id: str) -> str:
-        # The braces are a Redis Cluster hash tag: all of one user's keys share a slot.
-        return f"{self.prefix}:{{{user_id}}}"
+        return record_key(self.prefix, user_id)
 
     async def write(self, record: IntentRecord, now: datetime) -> bool:
         """Write ``record`` if its version is newer than the stored one. Returns whether it
         was written (False: a newer or equal version is already there)."""
-        stamped = record.stamped(now)
-        written = await self._write_if_newer(
-            keys=[self.key(record.user_id), self.changes_stream],
-            args=[record.version, encode(stamped), self.ttl_ms, self.changes_maxlen, record.user_id],
-        )
-        return bool(written)
+        return (await self.write_many([record], now))[0]
+
+    async def write_many(self, records: list[IntentRecord], now: datetime, *, batch: int = 500) -> list[bool]:
+        """Write many records, ``batch`` to a script call; each is still all-or-nothing and
+        only-if-newer on its own. Returns, per record, whether it was written."""
+        written: list[bool] = []
+        for start in range(0, len(records), batch):
+            chunk = records[start : start + batch]
+            keys = [self.key(r.user_id) for r in chunk]
+            keys.append(self.changes_stream)
+            args: list[str | int | bytes] = [self.ttl_ms, self.changes_maxlen]
+            for record in chunk:
+                args += [record.version, encode(record.stamped(now)), record.user_id]
+            written += [bool(flag) for flag in await self._write_if_newer(keys=keys, args=args)]
+        return written
 
     async def version(self, user_id: str) -> int:
         """The stored plan version for ``user_id``; 0 when there is none."""
@@ -96,9 +133,4 @@ class IntentStore:
     async def get(self, user_id: str) -> IntentRecord | None:
         """The user's current record, or None when there is none (never written or expired)."""
         raw = await self.client.hget(self.key(user_id), "record")
-        if raw is None:
-            return None
-        try:
-            return IntentRecord.model_validate(orjson.loads(raw))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            raise CorruptRecord(user_id, str(exc)[:200]) from None
+        return None if raw is None else parse_record(user_id, raw)

@@ -14,6 +14,9 @@ def clean_text(value: str, max_chars: int) -> str:
 
     Control characters are replaced by spaces (not deleted) so words never glue together.
     """
+    if value.isascii() and value.isprintable():  # fast path: nothing to normalise or drop
+        text = value if "  " not in value else _SPACE.sub(" ", value)
+        return text.strip()[:max_chars].rstrip()
     text = unicodedata.normalize("NFKC", value)
     text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") else ch for ch in text)
     text = _SPACE.sub(" ", text).strip()
@@ -22,7 +25,10 @@ def clean_text(value: str, max_chars: int) -> str:
 
 def plain_text(value: str, max_chars: int) -> str:
     """Like :func:`clean_text`, and also strips markup: what reaches Redis is plain text."""
-    return clean_text(_MARKUP.sub(" ", clean_text(value, max_chars * 4)), max_chars)
+    text = clean_text(value, max_chars * 4)  # first: NFKC can turn "＜" into "<"
+    if _MARKUP.search(text):
+        text = clean_text(_MARKUP.sub(" ", text), max_chars * 4)
+    return text[:max_chars].rstrip()
 
 
 def sentence_text(value: str, max_chars: int) -> str:

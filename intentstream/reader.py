@@ -1,0 +1,142 @@
+"""The reader client for feed servers (asyncio and blocking): one user, many users in one
+round trip, and change notifications. A missing or expired user is an explicit empty
+result; a corrupt stored value is reported on that user's result, never raised, so one bad
+key cannot take a feed request down.
+
+    reader = IntentReader.from_url("redis://127.0.0.1:6379/0")
+    found = await reader.get("42")
+    if found:
+        print([t.tag for t in found.tags])
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from intentstream.store import CorruptRecord, connect, parse_record, record_key
+from schemas.record import IntentRecord, IntentTag
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What Redis holds for one user: a record, nothing, or a problem reading it."""
+
+    user_id: str
+    record: IntentRecord | None = None
+    problem: str | None = None  # why a stored value could not be read
+
+    def __bool__(self) -> bool:
+        return self.record is not None
+
+    @property
+    def tags(self) -> list[IntentTag]:
+        return list(self.record.tags) if self.record else []
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One accepted write, from the changes stream."""
+
+    stream_id: str
+    user_id: str
+    version: int
+
+
+def _lookup(user_id: str, raw: bytes | str | None) -> Lookup:
+    if raw is None:
+        return Lookup(user_id)
+    try:
+        return Lookup(user_id, parse_record(user_id, raw))
+    except CorruptRecord as exc:
+        return Lookup(user_id, problem=str(exc))
+
+
+def _changes(reply: Any) -> list[Change]:
+    """Changes from an XREAD reply (``[[stream, [(id, fields), ...]], ...]`` or None)."""
+    out = []
+    for _stream, entries in reply or []:
+        for stream_id, fields in entries:
+            try:
+                out.append(Change(stream_id.decode(), fields[b"user"].decode(), int(fields[b"version"])))
+            except (KeyError, ValueError, UnicodeDecodeError):
+                continue  # not ours: someone else wrote to the stream
+    return out
+
+
+class IntentReader:
+    """asyncio reader."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "intent", changes_stream: str = "intent:changes"
+    ):
+        self.client = client
+        self.prefix = prefix
+        self.changes_stream = changes_stream
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: str) -> IntentReader:
+        return cls(connect(url), **kwargs)
+
+    async def get(self, user_id: str) -> Lookup:
+        """One user's intents; an empty :class:`Lookup` when there are none."""
+        return _lookup(user_id, await self.client.hget(record_key(self.prefix, user_id), "record"))
+
+    async def get_many(self, user_ids: Sequence[str]) -> list[Lookup]:
+        """Many users in one round trip, in the order asked."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.hget(record_key(self.prefix, user_id), "record")
+            raws = await pipe.execute()
+        return [_lookup(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
+
+    async def changes(self, since: str = "$", *, block_ms: int = 5000) -> AsyncIterator[Change]:
+        """Accepted writes after ``since`` ("$": from now on; "0": from the oldest kept)."""
+        last = since
+        while True:
+            for change in _changes(
+                await self.client.xread({self.changes_stream: last}, block=block_ms, count=500)
+            ):
+                last = change.stream_id
+                yield change
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class SyncIntentReader:
+    """Blocking reader, for feed servers without an event loop."""
+
+    def __init__(
+        self, client: redis.Redis, *, prefix: str = "intent", changes_stream: str = "intent:changes"
+    ):
+        self.client = client
+        self.prefix = prefix
+        self.changes_stream = changes_stream
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: str) -> SyncIntentReader:
+        return cls(redis.Redis.from_url(url), **kwargs)
+
+    def get(self, user_id: str) -> Lookup:
+        return _lookup(user_id, self.client.hget(record_key(self.prefix, user_id), "record"))
+
+    def get_many(self, user_ids: Sequence[str]) -> list[Lookup]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.hget(record_key(self.prefix, user_id), "record")
+            raws = pipe.execute()
+        return [_lookup(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
+
+    def changes_since(
+        self, since: str = "0", *, block_ms: int | None = None, count: int = 500
+    ) -> list[Change]:
+        """The accepted writes after ``since`` (waits up to ``block_ms`` for the first)."""
+        return _changes(self.client.xread({self.changes_stream: since}, block=block_ms, count=count))
+
+    def close(self) -> None:
+        self.client.close()
