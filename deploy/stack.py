@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -109,9 +110,14 @@ def _kafka_answers(port: int) -> bool:
         return False
 
 
-def _redis_answers(port: int, password: str | None = None) -> bool:
+def _redis_answers(port: int, password: str | None = None, tls_ca: Path | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as raw:
+            sock = raw
+            if tls_ca is not None:
+                sock = ssl.create_default_context(cafile=str(tls_ca)).wrap_socket(
+                    raw, server_hostname="127.0.0.1"
+                )
             if password:
                 sock.sendall(f"AUTH {password}\r\n".encode())
                 sock.recv(64)
@@ -152,31 +158,37 @@ def redis_server_binary() -> str:
 
 
 def start_redis(
-    home: Path, *, extra_args: list[str] | None = None, password: str | None = None, timeout_s: float = 20.0
+    home: Path,
+    *,
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+    password: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+    timeout_s: float = 20.0,
 ) -> Service:
-    """Start a throwaway redis-server (no persistence) on a free loopback port."""
+    """Start a throwaway redis-server (no persistence) on a loopback port (a free one unless
+    given). ``password`` sets the default user's password; ``tls`` = (certificate, key)
+    serves TLS only (the certificate is its own CA)."""
     binary = redis_server_binary()
-    port = free_port()
+    port = port or free_port()
     data = home / "redis"
     data.mkdir(parents=True, exist_ok=True)
     log = home / "logs" / "redis.log"
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(data.resolve()),
-        *(extra_args or []),
-    ]
+    argv = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(data.resolve())]
+    if tls is None:
+        argv += ["--port", str(port)]
+    else:
+        cert, key = (str(p.resolve()) for p in tls)
+        argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key,
+                 "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]  # fmt: skip
+    if password:
+        argv += ["--requirepass", password]
+    argv += extra_args or []
     proc = _spawn("redis", argv, log)
-    _wait_for(lambda: _redis_answers(port, password), proc, "redis-server", log, timeout_s)
-    return Service("redis", proc.pid, port, f"redis://127.0.0.1:{port}/0", str(log), binary)
+    ca = tls[0] if tls else None
+    _wait_for(lambda: _redis_answers(port, password, ca), proc, "redis-server", log, timeout_s)
+    scheme = "rediss" if tls else "redis"
+    return Service("redis", proc.pid, port, f"{scheme}://127.0.0.1:{port}/0", str(log), binary)
 
 
 def start_llm(settings: Settings, model_dir: Path, progress: Progress = print) -> Service:

@@ -60,11 +60,12 @@ def cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.stack import resolve_endpoints
+    from intentstream.store import redacted
     from stream.app import run_worker
 
     endpoints = resolve_endpoints(settings, need_llm=not args.no_planner)
     say(
-        f"worker: kafka {endpoints.kafka_bootstrap}, redis {endpoints.redis_url}, "
+        f"worker: kafka {endpoints.kafka_bootstrap}, redis {redacted(endpoints.redis_url)}, "
         f"llm {endpoints.llm_base_url}"
     )
     run_worker(settings, endpoints, with_planner=not args.no_planner, loglevel=args.loglevel)
@@ -82,10 +83,10 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.stack import resolve_endpoints
-    from intentstream.store import IntentStore, connect
+    from intentstream.store import IntentStore, connect_with
 
     async def fetch() -> bytes | None:
-        client = connect(resolve_endpoints(settings).redis_url)
+        client = connect_with(settings, resolve_endpoints(settings).redis_url)
         try:
             store = IntentStore(client, prefix=settings.redis_key_prefix)
             record = await store.get(args.user_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -79,8 +80,19 @@ class IntentReader:
         self.changes_stream = changes_stream
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: str) -> IntentReader:
-        return cls(connect(url), **kwargs)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "intent",
+        changes_stream: str = "intent:changes",
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca_file: Path | None = None,
+    ) -> IntentReader:
+        """A reader on ``url`` (rediss:// for TLS; credentials override the URL's)."""
+        client = connect(url, username=username, password=password, tls_ca_file=tls_ca_file)
+        return cls(client, prefix=prefix, changes_stream=changes_stream)
 
     async def get(self, user_id: str) -> Lookup:
         """One user's intents; an empty :class:`Lookup` when there are none."""
@@ -119,8 +131,21 @@ class SyncIntentReader:
         self.changes_stream = changes_stream
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: str) -> SyncIntentReader:
-        return cls(redis.Redis.from_url(url), **kwargs)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "intent",
+        changes_stream: str = "intent:changes",
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca_file: Path | None = None,
+    ) -> SyncIntentReader:
+        options: dict[str, Any] = {"username": username, "password": password}
+        if tls_ca_file is not None:
+            options["ssl_ca_certs"] = str(tls_ca_file)
+        client = redis.Redis.from_url(url, **{k: v for k, v in options.items() if v is not None})
+        return cls(client, prefix=prefix, changes_stream=changes_stream)
 
     def get(self, user_id: str) -> Lookup:
         return _lookup(user_id, self.client.hget(record_key(self.prefix, user_id), "record"))

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     replan_cooldown_s: float = Field(2.0, ge=0.0)
     tags_per_user: int = Field(4, ge=1, le=10)
 
+    # Redis security: credentials here (e.g. from a Kubernetes Secret) override any in the URL;
+    # a rediss:// URL turns TLS on, verified against this CA file when given.
+    redis_username: str | None = None
+    redis_password: str | None = None
+    redis_tls_ca_file: Path | None = None
+
     # Redis record.
     redis_key_prefix: str = "intent"
     record_ttl_s: int = Field(7 * 24 * 3600, ge=1)

@@ -9,18 +9,31 @@ Key layout (the contract feed servers read; see docs/redis-contract.md):
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from intentstream.settings import Settings
 from schemas.codec import encode
 from schemas.record import IntentRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Whole record or nothing, and never older over newer: one script, run atomically by Redis.
 # It takes any number of users so a batch costs one command, not one per user.
@@ -47,16 +60,51 @@ return written
 """
 
 
-def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
-    """A client that waits for a free connection under bursts, and retries through short
-    outages instead of dropping a write (the script is idempotent, so a retry is safe)."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
-    return aioredis.Redis(
-        connection_pool=pool,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+def connect(
+    url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    tls_ca_file: Path | None = None,
+    max_connections: int = 64,
+) -> aioredis.Redis:
+    """A client that waits for a free connection under bursts.
+    ``username``/``password`` (Redis ACL/AUTH) override the URL's; TLS comes with rediss://."""
+    options: dict[str, Any] = {}
+    if username is not None:
+        options["username"] = username
+    if password is not None:
+        options["password"] = password
+    if tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(tls_ca_file)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=30,
+        # One quick retry replaces a pooled connection the server dropped. Longer outages are
+        # the store's to ride out (IntentStore.retry_for_s): redis-py nests its connection and
+        # command retries, so a larger count here multiplies.
+        retry=Retry(NoBackoff(), retries=1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=30,
+        **options,
     )
+    return aioredis.Redis(connection_pool=pool)
+
+
+def connect_with(settings: Settings, url: str) -> aioredis.Redis:
+    """:func:`connect` with the credentials and TLS options of ``settings``."""
+    return connect(
+        url,
+        username=settings.redis_username,
+        password=settings.redis_password,
+        tls_ca_file=settings.redis_tls_ca_file,
+    )
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 class CorruptRecord(ValueError):
@@ -95,8 +143,10 @@ class IntentStore:
         ttl_s: int = 7 * 24 * 3600,
         changes_stream: str = "intent:changes",
         changes_maxlen: int = 100_000,
+        retry_for_s: float = 30.0,
     ) -> None:
         self.client = client
+        self.retry_for_s = retry_for_s
         self.prefix = prefix
         self.ttl_ms = ttl_s * 1000
         self.changes_stream = changes_stream
@@ -122,8 +172,26 @@ class IntentStore:
             args: list[str | int | bytes] = [self.ttl_ms, self.changes_maxlen]
             for record in chunk:
                 args += [record.version, encode(record.stamped(now)), record.user_id]
-            written += [bool(flag) for flag in await self._write_if_newer(keys=keys, args=args)]
+            flags = await self._retrying(functools.partial(self._write_if_newer, keys=keys, args=args))
+            written += [bool(flag) for flag in flags]
         return written
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Ride out a Redis outage of up to ``retry_for_s`` (a restart, a failover) instead of
+        dropping a write. Safe: the script only writes what is newer, so a repeat is a no-op.
+        Wrong credentials are not an outage and fail at once."""
+        delay, deadline = 0.05, time.monotonic() + self.retry_for_s
+        while True:
+            try:
+                return await call()
+            except AuthenticationError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def version(self, user_id: str) -> int:
         """The stored plan version for ``user_id``; 0 when there is none."""

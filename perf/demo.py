@@ -23,7 +23,7 @@ from deploy import stack
 from deploy.model import ensure_model
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from intentstream.store import IntentStore, connect
+from intentstream.store import IntentStore, connect_with
 from perf.logs import load_events
 from schemas.events import BehaviorEvent
 from schemas.record import IntentRecord
@@ -80,7 +80,7 @@ async def wait_for_plans(
     say: Callable[[str], None],
 ) -> dict[str, IntentRecord]:
     """Poll Redis until every user in ``users`` has a record (or the timeout passes)."""
-    client = connect(redis_url)
+    client = connect_with(settings, redis_url)
     store = IntentStore(client, prefix=settings.redis_key_prefix)
     started = time.monotonic()
     found: dict[str, IntentRecord] = {}

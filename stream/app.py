@@ -23,7 +23,7 @@ from agents.llm import OpenAICompatibleLLM
 from agents.tagger import IntentTagger, PlanFailed
 from deploy.stack import Endpoints
 from intentstream.settings import Settings
-from intentstream.store import IntentStore, connect
+from intentstream.store import IntentStore, connect_with
 from schemas.codec import InvalidMessage, decode_event, decode_replan, decode_signal, encode
 from schemas.events import EnvSignal
 from stream.context import UserContext, apply_event, replan_request, signals_for
@@ -169,7 +169,7 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
             temperature=settings.llm_temperature,
         )
         store = IntentStore(
-            connect(endpoints.redis_url),
+            connect_with(settings, endpoints.redis_url),
             prefix=settings.redis_key_prefix,
             ttl_s=settings.record_ttl_s,
             changes_stream=settings.changes_stream,
