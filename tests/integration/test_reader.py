@@ -190,15 +190,15 @@ async def test_writer_survives_a_redis_restart_mid_burst(tmp_path: Path) -> None
     server = stack.start_redis(tmp_path / "a")
     client = connect(server.address)
     store = IntentStore(client)
-    written = 0
+    halfway = asyncio.Event()
 
     async def burst() -> None:
-        nonlocal written
         for version in range(1, 301):
             await store.write_many(
                 [record(version, f"r{i}") for i in range(20)], NOW + timedelta(seconds=version)
             )
-            written = version
+            if version == 50:
+                halfway.set()
 
     try:
         task = asyncio.create_task(burst())
