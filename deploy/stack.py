@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,6 +58,25 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_cluster_port(rng: random.Random | None = None) -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    rng = rng or random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 45_000)
+        if _port_free(port) and _port_free(port + 10_000):
+            return port
+    raise StackError("no free port pair for a Redis Cluster node")
 
 
 def _wait_for(
@@ -189,6 +209,54 @@ def start_redis(
     _wait_for(lambda: _redis_answers(port, password, ca), proc, "redis-server", log, timeout_s)
     scheme = "rediss" if tls else "redis"
     return Service("redis", proc.pid, port, f"{scheme}://127.0.0.1:{port}/0", str(log), binary)
+
+
+def start_redis_cluster(home: Path, *, nodes: int = 3, timeout_s: float = 60.0) -> list[Service]:
+    """A local Redis Cluster: ``nodes`` primaries on loopback, slots spread by redis-cli."""
+    services = []
+    try:
+        for i in range(nodes):
+            node_home = home / f"node{i}"
+            conf = (node_home / "nodes.conf").resolve()
+            args = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(conf),
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            node_home.mkdir(parents=True, exist_ok=True)
+            services.append(start_redis(node_home, port=free_cluster_port(), extra_args=args))
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise StackError("redis-cli not found: install it (Debian: apt-get install redis-tools)")
+        addresses = [f"127.0.0.1:{s.port}" for s in services]
+        create = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+        if create.returncode != 0:
+            raise StackError(
+                f"redis-cli --cluster create failed:\n{create.stdout[-1500:]}{create.stderr[-1500:]}"
+            )
+        deadline = time.monotonic() + timeout_s
+        while not all(_cluster_ok(cli, s.port) for s in services):
+            if time.monotonic() > deadline:
+                raise StackError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.2)
+        return services
+    except BaseException:
+        for service in services:
+            stop(service)
+        raise
+
+
+def _cluster_ok(cli: str, port: int) -> bool:
+    info = subprocess.run(
+        [cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True, check=False
+    )
+    return "cluster_state:ok" in info.stdout
 
 
 def start_llm(settings: Settings, model_dir: Path, progress: Progress = print) -> Service:

@@ -88,7 +88,7 @@ def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
     async def fetch() -> bytes | None:
         client = connect_with(settings, resolve_endpoints(settings).redis_url)
         try:
-            store = IntentStore(client, prefix=settings.redis_key_prefix)
+            store = IntentStore.from_settings(client, settings)
             record = await store.get(args.user_id)
             return (
                 None

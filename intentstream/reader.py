@@ -11,15 +11,15 @@ key cannot take a feed request down.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
-from intentstream.store import CorruptRecord, connect, parse_record, record_key
+from intentstream.store import CorruptRecord, RedisClient, changes_streams, connect, parse_record, record_key
 from schemas.record import IntentRecord, IntentTag
 
 
@@ -57,23 +57,25 @@ def _lookup(user_id: str, raw: bytes | str | None) -> Lookup:
         return Lookup(user_id, problem=str(exc))
 
 
-def _changes(reply: Any) -> list[Change]:
-    """Changes from an XREAD reply (``[[stream, [(id, fields), ...]], ...]`` or None)."""
-    out = []
+def _changes(reply: Any) -> tuple[list[Change], str | None]:
+    """Changes from an XREAD reply (``[[stream, [(id, fields), ...]], ...]`` or None), and
+    the last entry id read (entries that are not ours are skipped but still read past)."""
+    out, last = [], None
     for _stream, entries in reply or []:
         for stream_id, fields in entries:
+            last = stream_id.decode()
             try:
-                out.append(Change(stream_id.decode(), fields[b"user"].decode(), int(fields[b"version"])))
+                out.append(Change(last, fields[b"user"].decode(), int(fields[b"version"])))
             except (KeyError, ValueError, UnicodeDecodeError):
                 continue  # not ours: someone else wrote to the stream
-    return out
+    return out, last
 
 
 class IntentReader:
-    """asyncio reader."""
+    """asyncio reader (a single server or a Redis Cluster)."""
 
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str = "intent", changes_stream: str = "intent:changes"
+        self, client: RedisClient, *, prefix: str = "intent", changes_stream: str = "intent:changes"
     ):
         self.client = client
         self.prefix = prefix
@@ -106,15 +108,36 @@ class IntentReader:
             raws = await pipe.execute()
         return [_lookup(u, raw) for u, raw in zip(user_ids, raws, strict=True)]
 
-    async def changes(self, since: str = "$", *, block_ms: int = 5000) -> AsyncIterator[Change]:
-        """Accepted writes after ``since`` ("$": from now on; "0": from the oldest kept)."""
-        last = since
+    async def changes(
+        self, since: str = "$", *, block_ms: int = 5000, shards: int = 16, poll_s: float = 0.2
+    ) -> AsyncIterator[Change]:
+        """Accepted writes after ``since`` ("$": from now on; "0": from the oldest kept).
+        On a cluster the ``shards`` change streams are polled in turn: each user's changes
+        come in order, different users' in no set order."""
+        streams = changes_streams(self.changes_stream, self.client, shards)
+        if len(streams) == 1:
+            last = since
+            while True:
+                reply = await self.client.xread({streams[0]: last}, block=block_ms, count=500)
+                changes, last_read = _changes(reply)
+                last = last_read or last
+                for change in changes:
+                    yield change
+        positions = {stream: since for stream in streams}
+        if since == "$":  # "$" only means "from now" to a blocking read: pin it per stream
+            for stream in streams:
+                newest: Any = await self.client.xrevrange(stream, count=1)
+                positions[stream] = newest[0][0].decode() if newest else "0"
         while True:
-            for change in _changes(
-                await self.client.xread({self.changes_stream: last}, block=block_ms, count=500)
-            ):
-                last = change.stream_id
-                yield change
+            quiet = True
+            for stream in streams:
+                changes, last_read = _changes(await self.client.xread({stream: positions[stream]}, count=500))
+                positions[stream] = last_read or positions[stream]
+                for change in changes:
+                    quiet = False
+                    yield change
+            if quiet:
+                await asyncio.sleep(poll_s)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -161,7 +184,7 @@ class SyncIntentReader:
         self, since: str = "0", *, block_ms: int | None = None, count: int = 500
     ) -> list[Change]:
         """The accepted writes after ``since`` (waits up to ``block_ms`` for the first)."""
-        return _changes(self.client.xread({self.changes_stream: since}, block=block_ms, count=count))
+        return _changes(self.client.xread({self.changes_stream: since}, block=block_ms, count=count))[0]
 
     def close(self) -> None:
         self.client.close()

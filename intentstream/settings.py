@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     redis_username: str | None = None
     redis_password: str | None = None
     redis_tls_ca_file: Path | None = None
+    # Redis Cluster: records keep their per-user hash tag; notifications go to
+    # changes_shards streams (see docs/redis-contract.md).
+    redis_cluster: bool = False
+    changes_shards: int = Field(16, ge=1, le=1024)
 
     # Redis record.
     redis_key_prefix: str = "intent"

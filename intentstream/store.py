@@ -14,6 +14,7 @@ import functools
 import logging
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +61,21 @@ return written
 """
 
 
+# Cluster mode: a script may only touch keys of one slot, so the record is written by this
+# one-key script and the notification follows as a separate command (see docs).
+_WRITE_ONE_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if current and tonumber(current) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+RedisClient = aioredis.Redis | aioredis.RedisCluster
+
+
 def connect(
     url: str,
     *,
@@ -67,8 +83,10 @@ def connect(
     password: str | None = None,
     tls_ca_file: Path | None = None,
     max_connections: int = 64,
-) -> aioredis.Redis:
-    """A client that waits for a free connection under bursts.
+    cluster: bool = False,
+) -> RedisClient:
+    """A client that waits for a free connection under bursts (a Redis Cluster client when
+    ``cluster``: it follows slot moves and splits pipelines by node).
     ``username``/``password`` (Redis ACL/AUTH) override the URL's; TLS comes with rediss://."""
     options: dict[str, Any] = {}
     if username is not None:
@@ -77,6 +95,8 @@ def connect(
         options["password"] = password
     if tls_ca_file is not None:
         options["ssl_ca_certs"] = str(tls_ca_file)
+    if cluster:
+        return aioredis.RedisCluster.from_url(url, max_connections=max_connections, **options)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -92,14 +112,29 @@ def connect(
     return aioredis.Redis(connection_pool=pool)
 
 
-def connect_with(settings: Settings, url: str) -> aioredis.Redis:
-    """:func:`connect` with the credentials and TLS options of ``settings``."""
+def connect_with(settings: Settings, url: str) -> RedisClient:
+    """:func:`connect` with the credentials, TLS and cluster options of ``settings``."""
     return connect(
         url,
         username=settings.redis_username,
         password=settings.redis_password,
         tls_ca_file=settings.redis_tls_ca_file,
+        cluster=settings.redis_cluster,
     )
+
+
+def changes_streams(stream: str, client: RedisClient, shards: int) -> list[str]:
+    """The change-notification streams: one on a single server; ``shards`` on a cluster,
+    each hash-tagged into its own slot (``intent:changes:{s0}`` …)."""
+    if isinstance(client, aioredis.RedisCluster):
+        return [f"{stream}:{{s{i}}}" for i in range(shards)]
+    return [stream]
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    """Which change stream a user's notifications go to on a cluster: CRC-32 (IEEE) of the
+    UTF-8 user id, modulo the shard count."""
+    return zlib.crc32(user_id.encode()) % shards
 
 
 def redacted(url: str) -> str:
@@ -137,24 +172,43 @@ class IntentStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         prefix: str = "intent",
         ttl_s: int = 7 * 24 * 3600,
         changes_stream: str = "intent:changes",
         changes_maxlen: int = 100_000,
         retry_for_s: float = 30.0,
+        changes_shards: int = 16,
     ) -> None:
         self.client = client
         self.retry_for_s = retry_for_s
+        self.changes_shards = changes_shards
+        self.cluster = isinstance(client, aioredis.RedisCluster)
         self.prefix = prefix
         self.ttl_ms = ttl_s * 1000
         self.changes_stream = changes_stream
         self.changes_maxlen = changes_maxlen
-        self._write_if_newer = client.register_script(_WRITE_IF_NEWER)
+        self._write_if_newer = None if self.cluster else client.register_script(_WRITE_IF_NEWER)
+
+    @classmethod
+    def from_settings(cls, client: RedisClient, settings: Settings) -> IntentStore:
+        return cls(
+            client,
+            prefix=settings.redis_key_prefix,
+            ttl_s=settings.record_ttl_s,
+            changes_stream=settings.changes_stream,
+            changes_maxlen=settings.changes_maxlen,
+            changes_shards=settings.changes_shards,
+        )
 
     def key(self, user_id: str) -> str:
         return record_key(self.prefix, user_id)
+
+    async def notifications(self) -> int:
+        """How many change notifications the streams hold."""
+        streams = changes_streams(self.changes_stream, self.client, self.changes_shards)
+        return sum([await self.client.xlen(stream) for stream in streams])
 
     async def write(self, record: IntentRecord, now: datetime) -> bool:
         """Write ``record`` if its version is newer than the stored one. Returns whether it
@@ -167,14 +221,44 @@ class IntentStore:
         written: list[bool] = []
         for start in range(0, len(records), batch):
             chunk = records[start : start + batch]
-            keys = [self.key(r.user_id) for r in chunk]
-            keys.append(self.changes_stream)
-            args: list[str | int | bytes] = [self.ttl_ms, self.changes_maxlen]
-            for record in chunk:
-                args += [record.version, encode(record.stamped(now)), record.user_id]
-            flags = await self._retrying(functools.partial(self._write_if_newer, keys=keys, args=args))
-            written += [bool(flag) for flag in flags]
+            write = self._write_cluster if self.cluster else self._write_single
+            written += await self._retrying(functools.partial(write, chunk, now))
         return written
+
+    async def _write_single(self, chunk: list[IntentRecord], now: datetime) -> list[bool]:
+        """One script call writes the whole chunk and its notifications atomically."""
+        assert self._write_if_newer is not None
+        keys = [self.key(r.user_id) for r in chunk]
+        keys.append(self.changes_stream)
+        args: list[str | int | bytes] = [self.ttl_ms, self.changes_maxlen]
+        for record in chunk:
+            args += [record.version, encode(record.stamped(now)), record.user_id]
+        return [bool(flag) for flag in await self._write_if_newer(keys=keys, args=args)]
+
+    async def _write_cluster(self, chunk: list[IntentRecord], now: datetime) -> list[bool]:
+        """One one-key script per user (pipelined by node), then the notifications of the
+        accepted writes to their shard streams."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for record in chunk:
+                pipe.eval(
+                    _WRITE_ONE_IF_NEWER, 1, self.key(record.user_id),
+                    record.version, encode(record.stamped(now)), self.ttl_ms,
+                )  # fmt: skip
+            flags = [bool(flag) for flag in await pipe.execute()]
+        accepted = [r for r, ok in zip(chunk, flags, strict=True) if ok]
+        if accepted:
+            streams = changes_streams(self.changes_stream, self.client, self.changes_shards)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for record in accepted:
+                    stream = streams[shard_of(record.user_id, self.changes_shards)]
+                    pipe.xadd(
+                        stream,
+                        {"user": record.user_id, "version": record.version},
+                        maxlen=self.changes_maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        return flags
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         """Ride out a Redis outage of up to ``retry_for_s`` (a restart, a failover) instead of

@@ -21,12 +21,11 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from deploy import stack
 from intentstream.progress import say
 from intentstream.reader import IntentReader
-from intentstream.store import IntentStore, connect
+from intentstream.store import IntentStore, RedisClient, connect
 from schemas.codec import encode
 from schemas.record import IntentRecord, IntentTag
 
@@ -69,7 +68,7 @@ async def bench_writes(store: IntentStore, users: int, batch: int, pipelines: in
     return users / (time.perf_counter() - started)
 
 
-async def bench_plain_hset(client: aioredis.Redis, users: int, batch: int, pipelines: int) -> float:
+async def bench_plain_hset(client: RedisClient, users: int, batch: int, pipelines: int) -> float:
     """Baseline: the same records, stamped and encoded the same way, written as plain
     pipelined HSETs: no version check, no script, no notification."""
     records = [make_record(u, 1) for u in range(users)]
@@ -120,7 +119,7 @@ async def bench_reads(reader: IntentReader, users: int, samples: int, batch: int
 
 
 async def race(
-    store: IntentStore, client: aioredis.Redis, users: int, versions: int, writers: int
+    store: IntentStore, client: RedisClient, users: int, versions: int, writers: int
 ) -> dict[str, int]:
     """Writers deliver every version of every user in a shuffled order while a reader polls
     the same keys. Counts torn reads and versions that went backwards."""

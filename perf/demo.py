@@ -81,7 +81,7 @@ async def wait_for_plans(
 ) -> dict[str, IntentRecord]:
     """Poll Redis until every user in ``users`` has a record (or the timeout passes)."""
     client = connect_with(settings, redis_url)
-    store = IntentStore(client, prefix=settings.redis_key_prefix)
+    store = IntentStore.from_settings(client, settings)
     started = time.monotonic()
     found: dict[str, IntentRecord] = {}
     try:
@@ -90,7 +90,7 @@ async def wait_for_plans(
                 record = await store.get(user)
                 if record is not None:
                     found[user] = record
-            written = await client.xlen(settings.changes_stream)
+            written = await store.notifications()
             say(
                 f"  {len(found)}/{len(users)} followed users planned; {written} plans written in all "
                 f"({time.monotonic() - started:.0f}s)"

@@ -168,13 +168,7 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
             max_retries=settings.llm_max_retries,
             temperature=settings.llm_temperature,
         )
-        store = IntentStore(
-            connect_with(settings, endpoints.redis_url),
-            prefix=settings.redis_key_prefix,
-            ttl_s=settings.record_ttl_s,
-            changes_stream=settings.changes_stream,
-            changes_maxlen=settings.changes_maxlen,
-        )
+        store = IntentStore.from_settings(connect_with(settings, endpoints.redis_url), settings)
 
         @app.agent(replans, name="plan-intents", concurrency=settings.llm_concurrency)
         async def plan_intents(stream: faust.StreamT[bytes]) -> None:

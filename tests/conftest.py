@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from deploy import stack
 from deploy.model import ensure_model
 from intentstream.settings import REPO_ROOT, Settings
-from intentstream.store import connect
+from intentstream.store import RedisClient, connect
 
 # The converted model is built once by `make setup` under the repo's own home and reused.
 MODEL_HOME = REPO_ROOT / ".intentstream"
@@ -47,7 +46,7 @@ def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Servi
 
 
 @pytest.fixture
-async def redis_client(redis_server: stack.Service) -> AsyncIterator[aioredis.Redis]:
+async def redis_client(redis_server: stack.Service) -> AsyncIterator[RedisClient]:
     client = connect(redis_server.address)
     await client.flushdb()
     yield client
