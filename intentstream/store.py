@@ -30,7 +30,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from intentstream.settings import Settings
-from schemas.codec import encode
 from schemas.record import IntentRecord
 
 log = logging.getLogger(__name__)
@@ -232,7 +231,7 @@ class IntentStore:
         keys.append(self.changes_stream)
         args: list[str | int | bytes] = [self.ttl_ms, self.changes_maxlen]
         for record in chunk:
-            args += [record.version, encode(record.stamped(now)), record.user_id]
+            args += [record.version, record.encode_written(now), record.user_id]
         return [bool(flag) for flag in await self._write_if_newer(keys=keys, args=args)]
 
     async def _write_cluster(self, chunk: list[IntentRecord], now: datetime) -> list[bool]:
@@ -242,7 +241,7 @@ class IntentStore:
             for record in chunk:
                 pipe.eval(
                     _WRITE_ONE_IF_NEWER, 1, self.key(record.user_id),
-                    record.version, encode(record.stamped(now)), self.ttl_ms,
+                    record.version, record.encode_written(now), self.ttl_ms,
                 )  # fmt: skip
             flags = [bool(flag) for flag in await pipe.execute()]
         accepted = [r for r, ok in zip(chunk, flags, strict=True) if ok]

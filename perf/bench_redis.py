@@ -81,7 +81,7 @@ async def bench_plain_hset(client: RedisClient, users: int, batch: int, pipeline
         while not queue.empty():
             async with client.pipeline(transaction=False) as pipe:
                 for record in queue.get_nowait():
-                    value = encode(record.stamped(NOW))
+                    value = record.encode_written(NOW)
                     pipe.hset(
                         f"plain:{{{record.user_id}}}", mapping={"version": record.version, "record": value}
                     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, UtcTime
 from schemas.text import plain_text, sentence_text
@@ -19,6 +20,7 @@ TagText = Annotated[str, AfterValidator(lambda s: plain_text(s, TAG_MAX_CHARS)),
 Explanation = Annotated[
     str, AfterValidator(lambda s: sentence_text(s, EXPLANATION_MAX_CHARS)), Field(min_length=1)
 ]
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 Verdict = Literal["good", "average", "bad", "unjudged"]
 
 
@@ -82,5 +84,9 @@ class IntentRecord(_Frozen):
     model: str
     verdict: Verdict = "unjudged"
 
-    def stamped(self, now: datetime) -> IntentRecord:
-        return self.model_copy(update={"written_at": now})
+    def encode_written(self, written_at: datetime) -> bytes:
+        """The record's JSON as the store writes it: stamped with ``written_at``. (A dict
+        edit, not a model copy: this runs once per write on the hot path.)"""
+        data = self.model_dump(mode="json", exclude_none=True)
+        data["written_at"] = _TIME.dump_python(written_at, mode="json")
+        return orjson.dumps(data)
