@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+from mode import CrashingSupervisor
 
 from agents.llm import OpenAICompatibleLLM
 from agents.tagger import IntentTagger, PlanFailed
@@ -67,8 +68,10 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
     env_signals = app.topic(settings.topic_signals, partitions=settings.topic_partitions)
     replans = app.topic(settings.topic_replans, partitions=settings.topic_partitions)
     dead_letters = app.topic(settings.topic_dead_letters, partitions=settings.topic_partitions)
-    contexts = app.Table("contexts", partitions=settings.topic_partitions)
-    signals = app.GlobalTable("signals", partitions=settings.topic_partitions)
+    # Values stay raw bytes both ways: a table's default serializer would hand back decoded
+    # JSON after a recovery from the changelog, unlike what was written.
+    contexts = app.Table("contexts", partitions=settings.topic_partitions, value_type=bytes)
+    signals = app.GlobalTable("signals", partitions=settings.topic_partitions, value_type=bytes)
 
     counters = WorkerCounters()
     policy = TriggerPolicy(
@@ -102,7 +105,9 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
                 found.append(signal)
         return found
 
-    @app.agent(behaviors, name="apply-behaviors")
+    # An unexpected error stops the worker (exit code != 0) instead of faust's default of
+    # restarting the agent in a loop, which would silently stop applying events.
+    @app.agent(behaviors, name="apply-behaviors", supervisor_strategy=CrashingSupervisor)
     async def apply_behaviors(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             now = datetime.now(UTC)
@@ -138,7 +143,7 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
                 counters.replans_requested += 1
             contexts[behaviour.user_id] = ctx.to_bytes()
 
-    @app.agent(env_signals, name="apply-signals")
+    @app.agent(env_signals, name="apply-signals", supervisor_strategy=CrashingSupervisor)
     async def apply_signals(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             try:
@@ -170,7 +175,12 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
         )
         store = IntentStore.from_settings(connect_with(settings, endpoints.redis_url), settings)
 
-        @app.agent(replans, name="plan-intents", concurrency=settings.llm_concurrency)
+        @app.agent(
+            replans,
+            name="plan-intents",
+            concurrency=settings.llm_concurrency,
+            supervisor_strategy=CrashingSupervisor,
+        )
         async def plan_intents(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 try:
