@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     topic_dead_letters: str = "dead-letters"
     topic_partitions: int = Field(4, ge=1, le=1024)
     broker_session_timeout_s: float = 6.0  # a group join takes half of it on Tansu
+    # Find changelog ends by reading forward (Tansu under-reports them; see stream/tansu.py).
+    # None: only on the local stack, i.e. when KAFKA_BOOTSTRAP is not set.
+    scan_end_offsets: bool | None = None
     worker_web_port: int | None = None  # None: run the worker without faust's web server
 
     # Input limits: anything past them is dead-lettered with a reason.

@@ -38,6 +38,12 @@ def start_worker(
             "kafka_bootstrap": endpoints.kafka_bootstrap,
             "redis_url": endpoints.redis_url,
             "llm_base_url": endpoints.llm_base_url,
+            # The broker is the local Tansu when no address was configured.
+            "scan_end_offsets": (
+                settings.scan_end_offsets
+                if settings.scan_end_offsets is not None
+                else settings.kafka_bootstrap is None
+            ),
         }
     )
     # The unprefixed names win over the prefixed ones; keep the parent's out of the child.

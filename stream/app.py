@@ -28,6 +28,7 @@ from intentstream.store import IntentStore, connect_with
 from schemas.codec import InvalidMessage, decode_event, decode_replan, decode_signal, encode
 from schemas.events import EnvSignal
 from stream.context import UserContext, apply_event, replan_request, signals_for
+from stream.tansu import patch_faust_highwaters
 from stream.topics import ensure_topics
 from stream.trigger import TriggerPolicy, mark_replanned
 
@@ -231,6 +232,8 @@ def run_worker(
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
     asyncio.run(ensure_topics(endpoints.kafka_bootstrap, settings))
+    if settings.scan_end_offsets or (settings.scan_end_offsets is None and settings.kafka_bootstrap is None):
+        patch_faust_highwaters(endpoints.kafka_bootstrap)
     app = build_app(settings, endpoints, with_planner=with_planner)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -69,4 +69,5 @@ def app_settings(tmp_path: Path, broker: stack.Service, redis_server: stack.Serv
         redis_key_prefix=f"intent-{tag}",
         changes_stream=f"intent-{tag}:changes",
         topic_partitions=2,
+        scan_end_offsets=True,  # the test broker is Tansu
     )

@@ -44,13 +44,6 @@ def essence(ctx: UserContext) -> tuple[int, dict[str, int], list[dict[str, objec
     return ctx.version, ctx.counts, ctx.recent
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Tansu 0.6 under-reports ListOffsets 'latest' (the base offset of the last batch), so "
-    "faust's changelog recovery stops early and an event applied before the crash can be lost in "
-    "about 1 run of 4. Real Kafka reports it right. Issue 3 tracks the fix (read changelogs to "
-    "their true end on recovery).",
-)
 async def test_sigkill_mid_replay_then_restart_equals_uninterrupted(
     app_settings: Settings, tmp_path: Path
 ) -> None:
