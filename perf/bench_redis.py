@@ -15,6 +15,7 @@ import platform
 import random
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -51,45 +52,35 @@ def make_record(user: int, version: int) -> IntentRecord:
     )
 
 
-async def bench_writes(store: IntentStore, users: int, batch: int, pipelines: int) -> float:
-    """Versioned writes per second: ``pipelines`` concurrent pipelines of ``batch`` records."""
+async def writes_per_s(
+    users: int, batch: int, writers: int, write: Callable[[list[IntentRecord]], Awaitable[object]]
+) -> float:
+    """Records per second when ``writers`` concurrent writers drain ``users`` records in
+    batches of ``batch`` through ``write``."""
     records = [make_record(u, 1) for u in range(users)]
-    chunks = [records[i : i + batch] for i in range(0, users, batch)]
     queue: asyncio.Queue[list[IntentRecord]] = asyncio.Queue()
-    for chunk in chunks:
-        queue.put_nowait(chunk)
+    for i in range(0, users, batch):
+        queue.put_nowait(records[i : i + batch])
 
     async def drain() -> None:
         while not queue.empty():
-            await store.write_many(queue.get_nowait(), NOW)
+            await write(queue.get_nowait())
 
     started = time.perf_counter()
-    await asyncio.gather(*(drain() for _ in range(pipelines)))
+    await asyncio.gather(*(drain() for _ in range(writers)))
     return users / (time.perf_counter() - started)
 
 
-async def bench_plain_hset(client: RedisClient, users: int, batch: int, pipelines: int) -> float:
-    """Baseline: the same records, stamped and encoded the same way, written as plain
+async def plain_hset(client: RedisClient, records: list[IntentRecord]) -> None:
+    """Baseline writer: the same records, stamped and encoded the same way, as plain
     pipelined HSETs: no version check, no script, no notification."""
-    records = [make_record(u, 1) for u in range(users)]
-    chunks = [records[i : i + batch] for i in range(0, users, batch)]
-    queue: asyncio.Queue[list[IntentRecord]] = asyncio.Queue()
-    for chunk in chunks:
-        queue.put_nowait(chunk)
-
-    async def drain() -> None:
-        while not queue.empty():
-            async with client.pipeline(transaction=False) as pipe:
-                for record in queue.get_nowait():
-                    value = record.encode_written(NOW)
-                    pipe.hset(
-                        f"plain:{{{record.user_id}}}", mapping={"version": record.version, "record": value}
-                    )
-                await pipe.execute()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(drain() for _ in range(pipelines)))
-    return users / (time.perf_counter() - started)
+    async with client.pipeline(transaction=False) as pipe:
+        for record in records:
+            pipe.hset(
+                f"plain:{{{record.user_id}}}",
+                mapping={"version": record.version, "record": record.encode_written(NOW)},
+            )
+        await pipe.execute()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -168,9 +159,9 @@ async def run(redis_url: str, users: int) -> dict[str, Any]:
         await client.flushdb()
         store = IntentStore(client, changes_stream="bench:changes")
         say(f"versioned pipelined writes of {users} users ...")
-        writes = await bench_writes(store, users, batch=1000, pipelines=2)
+        writes = await writes_per_s(users, 1000, 2, lambda records: store.write_many(records, NOW))
         say("baseline: plain pipelined HSET ...")
-        plain = await bench_plain_hset(client, users, batch=1000, pipelines=2)
+        plain = await writes_per_s(users, 1000, 2, lambda records: plain_hset(client, records))
         say("reads ...")
         reads = await bench_reads(IntentReader(client, changes_stream="bench:changes"), users, 5000, 100)
         say("out-of-order writers racing a reader ...")

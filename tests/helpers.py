@@ -11,6 +11,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.record import IntentRecord, IntentTag
+
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -47,6 +49,20 @@ def signal_dict(n: int = 1, *, region: str = "Lyon", **fields: Any) -> dict[str,
     }
     base.update(fields)
     return base
+
+
+def intent_record(version: int, user: str = "u1") -> IntentRecord:
+    """A valid intent record whose one tag names its version."""
+    return IntentRecord(
+        user_id=user,
+        version=version,
+        context_version=version,
+        trigger="every_n_events",
+        tags=[IntentTag(tag=f"tag v{version}", explanation=f"From context version {version}.")],
+        event_time=NOW,
+        planned_at=NOW,
+        model="m",
+    )
 
 
 async def consume(

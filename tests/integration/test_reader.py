@@ -17,23 +17,11 @@ from hypothesis import strategies as st
 from deploy import stack
 from intentstream.reader import IntentReader, SyncIntentReader
 from intentstream.store import IntentStore, connect
-from schemas.record import IntentRecord, IntentTag
+from schemas.record import IntentRecord
 from tests.helpers import NOW
+from tests.helpers import intent_record as record
 
 pytestmark = pytest.mark.integration
-
-
-def record(version: int, user: str = "u1") -> IntentRecord:
-    return IntentRecord(
-        user_id=user,
-        version=version,
-        context_version=version,
-        trigger="every_n_events",
-        tags=[IntentTag(tag=f"tag v{version}", explanation=f"From context version {version}.")],
-        event_time=NOW,
-        planned_at=NOW,
-        model="m",
-    )
 
 
 async def test_missing_user_is_an_explicit_empty_result(redis_client: aioredis.Redis) -> None:

@@ -13,7 +13,7 @@ from deploy import stack
 from intentstream.reader import IntentReader
 from intentstream.store import IntentStore, RedisClient, changes_streams, connect, shard_of
 from tests.helpers import NOW
-from tests.integration.test_reader import record
+from tests.helpers import intent_record as record
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from intentstream.reader import IntentReader, SyncIntentReader
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect, connect_with, redacted
 from tests.helpers import NOW
-from tests.integration.test_reader import record
+from tests.helpers import intent_record as record
 
 pytestmark = pytest.mark.integration
 

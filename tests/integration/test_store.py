@@ -10,23 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from intentstream.store import CorruptRecord, IntentStore
-from schemas.record import IntentRecord, IntentTag
 from tests.helpers import NOW
+from tests.helpers import intent_record as record
 
 pytestmark = pytest.mark.integration
-
-
-def record(version: int, user: str = "u1") -> IntentRecord:
-    return IntentRecord(
-        user_id=user,
-        version=version,
-        context_version=version,
-        trigger="every_n_events",
-        tags=[IntentTag(tag=f"tag v{version}", explanation=f"from context version {version}")],
-        event_time=NOW,
-        planned_at=NOW,
-        model="m",
-    )
 
 
 async def test_newer_plan_is_written_and_read_back(redis_client: aioredis.Redis) -> None:
