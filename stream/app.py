@@ -106,8 +106,9 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
                 found.append(signal)
         return found
 
-    # An unexpected error stops the worker (exit code != 0) instead of faust's default of
-    # restarting the agent in a loop, which would silently stop applying events.
+    # An unexpected error crashes the app, so the worker stops (seen: exit code 1) instead of
+    # faust's default of restarting the agent in a loop that silently applies nothing. (A crash
+    # during start-up was once seen to hang in shutdown instead: noted on issue 3.)
     @app.agent(behaviors, name="apply-behaviors", supervisor_strategy=CrashingSupervisor)
     async def apply_behaviors(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
