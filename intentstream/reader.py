@@ -19,7 +19,15 @@ from typing import Any
 
 import redis
 
-from intentstream.store import CorruptRecord, RedisClient, changes_streams, connect, parse_record, record_key
+from intentstream.store import (
+    CorruptRecord,
+    RedisClient,
+    auth_options,
+    changes_streams,
+    connect,
+    parse_record,
+    record_key,
+)
 from schemas.record import IntentRecord, IntentTag
 
 
@@ -71,15 +79,20 @@ def _changes(reply: Any) -> tuple[list[Change], str | None]:
     return out, last
 
 
-class IntentReader:
-    """asyncio reader (a single server or a Redis Cluster)."""
+class _Layout:
+    """Where the records and notifications live (docs/redis-contract.md)."""
 
-    def __init__(
-        self, client: RedisClient, *, prefix: str = "intent", changes_stream: str = "intent:changes"
-    ):
-        self.client = client
+    def __init__(self, *, prefix: str = "intent", changes_stream: str = "intent:changes") -> None:
         self.prefix = prefix
         self.changes_stream = changes_stream
+
+
+class IntentReader(_Layout):
+    """asyncio reader (a single server or a Redis Cluster)."""
+
+    def __init__(self, client: RedisClient, **layout: str) -> None:
+        super().__init__(**layout)
+        self.client = client
 
     @classmethod
     def from_url(
@@ -143,15 +156,12 @@ class IntentReader:
         await self.client.aclose()
 
 
-class SyncIntentReader:
-    """Blocking reader, for feed servers without an event loop."""
+class SyncIntentReader(_Layout):
+    """Blocking reader, for feed servers without an event loop (a single server)."""
 
-    def __init__(
-        self, client: redis.Redis, *, prefix: str = "intent", changes_stream: str = "intent:changes"
-    ):
+    def __init__(self, client: redis.Redis, **layout: str) -> None:
+        super().__init__(**layout)
         self.client = client
-        self.prefix = prefix
-        self.changes_stream = changes_stream
 
     @classmethod
     def from_url(
@@ -164,10 +174,8 @@ class SyncIntentReader:
         password: str | None = None,
         tls_ca_file: Path | None = None,
     ) -> SyncIntentReader:
-        options: dict[str, Any] = {"username": username, "password": password}
-        if tls_ca_file is not None:
-            options["ssl_ca_certs"] = str(tls_ca_file)
-        client = redis.Redis.from_url(url, **{k: v for k, v in options.items() if v is not None})
+        options = auth_options(username=username, password=password, tls_ca_file=tls_ca_file)
+        client = redis.Redis.from_url(url, **options)
         return cls(client, prefix=prefix, changes_stream=changes_stream)
 
     def get(self, user_id: str) -> Lookup:

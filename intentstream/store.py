@@ -75,6 +75,16 @@ return 1
 RedisClient = aioredis.Redis | aioredis.RedisCluster
 
 
+def auth_options(
+    *, username: str | None = None, password: str | None = None, tls_ca_file: Path | None = None
+) -> dict[str, Any]:
+    """redis-py connection options for AUTH/ACL credentials and a TLS CA file (set ones only)."""
+    options: dict[str, Any] = {"username": username, "password": password}
+    if tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(tls_ca_file)
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def connect(
     url: str,
     *,
@@ -87,13 +97,7 @@ def connect(
     """A client that waits for a free connection under bursts (a Redis Cluster client when
     ``cluster``: it follows slot moves and splits pipelines by node).
     ``username``/``password`` (Redis ACL/AUTH) override the URL's; TLS comes with rediss://."""
-    options: dict[str, Any] = {}
-    if username is not None:
-        options["username"] = username
-    if password is not None:
-        options["password"] = password
-    if tls_ca_file is not None:
-        options["ssl_ca_certs"] = str(tls_ca_file)
+    options = auth_options(username=username, password=password, tls_ca_file=tls_ca_file)
     if cluster:
         return aioredis.RedisCluster.from_url(url, max_connections=max_connections, **options)
     pool = aioredis.BlockingConnectionPool.from_url(
