@@ -48,8 +48,14 @@ class Endpoints:
     """Where the worker finds its three services."""
 
     kafka_bootstrap: str
-    redis_url: str
+    redis_url: str | None  # None for an ingestion-only worker
     llm_base_url: str | None
+
+    @property
+    def redis(self) -> str:
+        if self.redis_url is None:
+            raise StackError("no redis configured: set REDIS_URL or run `intentstream up`")
+        return self.redis_url
 
 
 def free_port() -> int:
@@ -365,7 +371,7 @@ def save_state(settings: Settings, services: Mapping[str, Service]) -> None:
     tmp.replace(settings.state_file)
 
 
-def resolve_endpoints(settings: Settings, *, need_llm: bool = False) -> Endpoints:
+def resolve_endpoints(settings: Settings, *, need_llm: bool = False, need_redis: bool = True) -> Endpoints:
     """Configured addresses win; otherwise the running local stack's; otherwise a clear error."""
     state = load_state(settings)
 
@@ -377,7 +383,9 @@ def resolve_endpoints(settings: Settings, *, need_llm: bool = False) -> Endpoint
         raise StackError(f"no {name} configured: set {env} or run `intentstream {how}`")
 
     kafka = pick(settings.kafka_bootstrap, "broker", "KAFKA_BOOTSTRAP", "up")
-    redis_url = pick(settings.redis_url, "redis", "REDIS_URL", "up")
+    redis_url = None
+    if need_redis or settings.redis_url or "redis" in state:
+        redis_url = pick(settings.redis_url, "redis", "REDIS_URL", "up")
     llm = None
     if need_llm or settings.llm_base_url or "llm" in state:
         llm = pick(settings.llm_base_url, "llm", "LLM_BASE_URL", "llm")

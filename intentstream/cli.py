@@ -63,9 +63,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.store import redacted
     from stream.app import run_worker
 
-    endpoints = resolve_endpoints(settings, need_llm=not args.no_planner)
+    endpoints = resolve_endpoints(settings, need_llm=not args.no_planner, need_redis=not args.no_planner)
     say(
-        f"worker: kafka {endpoints.kafka_bootstrap}, redis {redacted(endpoints.redis_url)}, "
+        f"worker: kafka {endpoints.kafka_bootstrap}, "
+        f"redis {endpoints.redis_url and redacted(endpoints.redis_url)}, "
         f"llm {endpoints.llm_base_url}"
     )
     run_worker(settings, endpoints, with_planner=not args.no_planner, loglevel=args.loglevel)
@@ -86,7 +87,7 @@ def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.store import IntentStore, connect_with
 
     async def fetch() -> bytes | None:
-        client = connect_with(settings, resolve_endpoints(settings).redis_url)
+        client = connect_with(settings, resolve_endpoints(settings).redis)
         try:
             store = IntentStore.from_settings(client, settings)
             record = await store.get(args.user_id)
@@ -118,6 +119,14 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from perf.bench_redis import bench_redis
 
         result = bench_redis(args.users, args.redis_url)
+    elif args.what == "context":
+        from perf.bench_context import bench_context
+
+        result = bench_context(settings)
+    else:
+        from perf.bench_ingest import bench_ingest
+
+        result = bench_ingest(settings, args.events)
     option = 0 if args.json else orjson.OPT_INDENT_2
     print(orjson.dumps(result, option=option).decode())
     return 0
@@ -159,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(func=cmd_get)
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON (baselines measured in the same run)")
-    bench.add_argument("what", choices=["redis"])
+    bench.add_argument("what", choices=["redis", "context", "ingest"])
     bench.add_argument("--users", type=int, default=100_000, help="users written and read")
     bench.add_argument("--redis-url", default=None, help="an existing server (default: start a local one)")
+    bench.add_argument("--events", type=int, default=100_000, help="ingest: events replayed")
     bench.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     bench.set_defaults(func=cmd_bench)
 

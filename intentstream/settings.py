@@ -65,11 +65,27 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(16 * 1024, ge=256)
     max_future_skew_s: float = Field(300.0, ge=0.0)
 
-    # Per-user context and the re-plan rule.
-    context_recent_events: int = Field(20, ge=1, le=500)
-    context_seen_ids: int = Field(512, ge=16, le=100_000)
+    # Per-user compressed context (stream/context.py).
+    context_recent_events: int = Field(6, ge=1, le=100)  # behaviours kept in full
+    context_max_interests: int = Field(12, ge=1, le=64)  # interest clusters for older ones
+    context_seen_ids: int = Field(128, ge=16, le=4096)  # event-id hashes for duplicates
+    context_join_similarity: float = Field(0.55, ge=0.0, le=1.0)
+    interest_half_life_s: float = Field(3600.0, gt=0.0)  # event time
+
+    # The re-plan rule (stream/trigger.py) and the budget that matches LLM capacity.
     replan_every_n_events: int = Field(5, ge=1)
     replan_cooldown_s: float = Field(2.0, ge=0.0)
+    replan_drift_threshold: float = Field(0.35, gt=0.0, le=2.0)
+    replan_stale_after_s: float = Field(3600.0, gt=0.0)
+    replan_sweep_interval_s: float = Field(30.0, gt=0.0)
+    replan_budget_per_s: float = Field(2.0, gt=0.0)  # re-plans let out per second per worker
+    replan_budget_burst: float = Field(20.0, ge=1.0)
+    replan_queue_capacity: int = Field(10_000, ge=1)  # pending re-plans; beyond, least urgent shed
+
+    # The ingest hot path (stream/ingest.py).
+    ingest_batch_max: int = Field(5000, ge=1, le=100_000)
+    broker_outage_s: float = Field(60.0, gt=0.0)  # then the worker exits with an error
+    stats_interval_s: float = Field(2.0, gt=0.0)  # <home>/workers/<app>-<pid>.json
     tags_per_user: int = Field(4, ge=1, le=10)
 
     # Redis security: credentials here (e.g. from a Kubernetes Secret) override any in the URL;

@@ -167,7 +167,7 @@ def run_demo(
         records = asyncio.run(
             wait_for_plans(
                 settings,
-                endpoints.redis_url,
+                endpoints.redis,
                 followed,
                 timeout_s=timeout_s,
                 alive=lambda: proc.poll() is None,

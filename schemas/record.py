@@ -39,6 +39,16 @@ class RecentBehavior(_Frozen):
     price: float | None = None
 
 
+class Interest(_Frozen):
+    """An interest cluster of the compressed context: older behaviours folded together."""
+
+    text: ItemText
+    counts: dict[str, int]
+    price_low: float | None = None
+    price_high: float | None = None
+    last_seen: UtcTime
+
+
 class ActiveSignal(_Frozen):
     """An environment signal in force for the user when the re-plan was requested."""
 
@@ -59,6 +69,7 @@ class ReplanRequest(_Frozen):
     region: ShortText | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     recent: list[RecentBehavior] = Field(default_factory=list, max_length=500)
+    interests: list[Interest] = Field(default_factory=list, max_length=50)
     signals: list[ActiveSignal] = Field(default_factory=list, max_length=50)
 
 

@@ -1,8 +1,8 @@
-"""The faust app. Reads like its diagram:
+"""The faust app of one worker. Reads like its diagram:
 
-    behaviours ─► validate ─bad─► dead-letters
-                     └─► contexts table (changelog) ─► trigger ─► replans
-    env-signals ─► validate ─► signals global table
+    behaviours ─► context service (stream/ingest.py) ─► contexts changelog, replans
+    env-signals ─► validate ─bad─► dead-letters
+                     └─► signals global table (changelog read by every context service)
     replans ─► tagger (LLM) ─► Redis intent store
 
 The agents only move data; the decisions are the plain functions in ``stream.context``,
@@ -18,38 +18,36 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
-from mode import CrashingSupervisor
+from mode import CrashingSupervisor, Service
 
 from agents.llm import OpenAICompatibleLLM
 from agents.tagger import IntentTagger, PlanFailed
 from deploy.stack import Endpoints
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
-from schemas.codec import InvalidMessage, decode_event, decode_replan, decode_signal, encode
-from schemas.events import EnvSignal
-from stream.context import UserContext, apply_event, replan_request, signals_for
+from schemas.codec import InvalidMessage, decode_replan, decode_signal
+from stream.ingest import ContextService
 from stream.tansu import patch_faust_highwaters
 from stream.topics import ensure_topics
-from stream.trigger import TriggerPolicy, mark_replanned
 
 log = logging.getLogger("intentstream.worker")
 
 
 @dataclass
 class WorkerCounters:
-    """What the worker did since it started; logged periodically."""
+    """What the worker's faust agents did since it started; logged periodically (the
+    context service keeps its own, see ContextService.stats)."""
 
-    applied: int = 0
-    duplicates: int = 0
     dead_lettered: dict[str, int] = field(default_factory=dict)
-    replans_requested: int = 0
     replans_skipped_stale: int = 0
     plans_written: int = 0
     plans_rejected_stale: int = 0
     plans_failed: int = 0
 
 
-def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = True) -> faust.App:
+def build_app(
+    settings: Settings, endpoints: Endpoints, *, with_planner: bool = True, scan_end_offsets: bool = False
+) -> faust.App:
     """The stream app for one worker process. ``with_planner=False`` runs ingestion only."""
     settings.home.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -65,21 +63,20 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
         key_serializer="raw",
         value_serializer="raw",
     )
-    behaviors = app.topic(settings.topic_behaviors, partitions=settings.topic_partitions)
     env_signals = app.topic(settings.topic_signals, partitions=settings.topic_partitions)
     replans = app.topic(settings.topic_replans, partitions=settings.topic_partitions)
     dead_letters = app.topic(settings.topic_dead_letters, partitions=settings.topic_partitions)
     # Values stay raw bytes both ways: a table's default serializer would hand back decoded
     # JSON after a recovery from the changelog, unlike what was written.
-    contexts = app.Table("contexts", partitions=settings.topic_partitions, value_type=bytes)
     signals = app.GlobalTable("signals", partitions=settings.topic_partitions, value_type=bytes)
 
     counters = WorkerCounters()
-    policy = TriggerPolicy(
-        every_n_events=settings.replan_every_n_events, cooldown_s=settings.replan_cooldown_s
-    )
     skew = timedelta(seconds=settings.max_future_skew_s)
-    decoded_signals: dict[bytes, EnvSignal] = {}
+    contexts = ContextService(settings, endpoints.kafka_bootstrap, scan_end_offsets=scan_end_offsets)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def start_contexts() -> None:
+        await app.add_runtime_dependency(_Running(contexts, loop=app.loop, beacon=app.beacon))
 
     async def dead_letter(message: Any, error: InvalidMessage) -> None:
         """Park the original bytes with the reason; the stream goes on."""
@@ -95,56 +92,8 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
             },
         )
 
-    def signals_in_force(now: datetime) -> list[EnvSignal]:
-        found = []
-        for raw in signals.values():
-            signal = decoded_signals.get(raw)
-            if signal is None:
-                # Validated on the way in; stored signals may lie in the future by now.
-                signal = decoded_signals[raw] = EnvSignal.model_validate_json(raw)
-            if signal.active_at(now):
-                found.append(signal)
-        return found
-
     # An unexpected error crashes the app, so the worker stops (seen: exit code 1) instead of
-    # faust's default of restarting the agent in a loop that silently applies nothing. (A crash
-    # during start-up was once seen to hang in shutdown instead: noted on issue 3.)
-    @app.agent(behaviors, name="apply-behaviors", supervisor_strategy=CrashingSupervisor)
-    async def apply_behaviors(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            now = datetime.now(UTC)
-            try:
-                behaviour = decode_event(
-                    event.value,
-                    now=now,
-                    key=event.key,
-                    max_bytes=settings.max_event_bytes,
-                    max_future_skew=skew,
-                )
-            except InvalidMessage as exc:
-                await dead_letter(event.message, exc)
-                continue
-            raw = contexts.get(behaviour.user_id)
-            ctx = UserContext.from_bytes(raw) if raw else UserContext(behaviour.user_id)
-            if not apply_event(
-                ctx,
-                behaviour,
-                recent_limit=settings.context_recent_events,
-                seen_limit=settings.context_seen_ids,
-            ):
-                counters.duplicates += 1
-                continue
-            counters.applied += 1
-            trigger = policy.decide(ctx, behaviour, now.timestamp())
-            if trigger is not None:
-                mark_replanned(ctx, now.timestamp())
-                request = replan_request(
-                    ctx, trigger=trigger, signals=signals_for(ctx, signals_in_force(now), now), now=now
-                )
-                await replans.send(key=behaviour.user_id.encode(), value=encode(request))
-                counters.replans_requested += 1
-            contexts[behaviour.user_id] = ctx.to_bytes()
-
+    # faust's default of restarting the agent in a loop that silently applies nothing.
     @app.agent(env_signals, name="apply-signals", supervisor_strategy=CrashingSupervisor)
     async def apply_signals(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
@@ -175,7 +124,7 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
             max_retries=settings.llm_max_retries,
             temperature=settings.llm_temperature,
         )
-        store = IntentStore.from_settings(connect_with(settings, endpoints.redis_url), settings)
+        store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
 
         @app.agent(
             replans,
@@ -222,9 +171,23 @@ def build_app(settings: Settings, endpoints: Endpoints, *, with_planner: bool = 
     return app
 
 
+class _Running(Service):
+    """Runs the context service for as long as the faust worker runs."""
+
+    def __init__(self, service: ContextService, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+    async def on_start(self) -> None:
+        await self.service.start()
+
+    async def on_stop(self) -> None:
+        await self.service.stop()
+
+
 def _require(value: str | None, name: str) -> str:
     if value is None:
-        raise ValueError(f"{name} is not set and no local LLM server is running (`intentstream llm`)")
+        raise ValueError(f"{name} is not set and the local stack does not run it (`intentstream up`/`llm`)")
     return value
 
 
@@ -233,8 +196,11 @@ def run_worker(
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
     asyncio.run(ensure_topics(endpoints.kafka_bootstrap, settings))
-    if settings.scan_end_offsets or (settings.scan_end_offsets is None and settings.kafka_bootstrap is None):
+    scan = settings.scan_end_offsets or (
+        settings.scan_end_offsets is None and settings.kafka_bootstrap is None
+    )
+    if scan:
         patch_faust_highwaters(endpoints.kafka_bootstrap)
-    app = build_app(settings, endpoints, with_planner=with_planner)
+    app = build_app(settings, endpoints, with_planner=with_planner, scan_end_offsets=scan)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

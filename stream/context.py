@@ -1,20 +1,68 @@
-"""A user's context: the functional core the stream worker keeps per user.
+"""A user's compressed context: the functional core the stream worker keeps per user.
 
-Plain data and plain functions, tested without Kafka. The context is bounded whatever the
-history length: a window of recent behaviours in full, counts by action, and a bounded
-window of seen event ids that makes redelivered events no-ops.
+Plain data and plain functions, tested without Kafka. Bounded whatever the history length
+(a hybrid representation, after RecGPT V2):
+
+* ``recent``: the last few behaviours in full;
+* ``interests``: older behaviours folded into interest clusters. Each item or query is
+  embedded once (``stream.entities``, cached by item id) and joins the most similar cluster,
+  or founds one; a cluster keeps a representative text, counts by action, a recency-decayed
+  weight and a price band. Beyond ``max_interests`` the two most similar clusters merge;
+* profile facts: region, first and newest event time, counts by action;
+* ``interest``: a recency-decayed sum of entity vectors, updated in O(1) per event, and
+  ``plan_interest``, its value when the last re-plan was requested (the drift test);
+* idempotence: a per-partition offset watermark (exact, for redeliveries after a crash) and
+  a bounded set of event-id hashes (for the same events published twice).
+
+Every update is incremental: one event touches one context, never the history.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import base64
+import math
+import zlib
+from array import array
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 
-from schemas.events import BehaviorEvent, EnvSignal
-from schemas.record import ActiveSignal, RecentBehavior, ReplanRequest
+from schemas.events import Action, BehaviorEvent, EnvSignal
+from schemas.record import ActiveSignal, Interest, RecentBehavior, ReplanRequest
+from stream.entities import DIMS, EntityCache, Vector
+
+ACTION_WEIGHT = {
+    Action.VIEW.value: 1.0,
+    Action.SEARCH.value: 2.0,
+    Action.CART.value: 3.0,
+    Action.PURCHASE.value: 4.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ContextShape:
+    """The bounds and constants of a context (from the settings)."""
+
+    recent: int = 6  # behaviours kept in full
+    max_interests: int = 12
+    seen_ids: int = 128  # event-id hashes kept for duplicate detection
+    join_similarity: float = 0.55  # cosine at or above which an entity joins a cluster
+    half_life_s: float = 3600.0  # event-time half-life of interest weights
+
+
+@dataclass(slots=True)
+class InterestCluster:
+    text: str  # the representative: the entity that founded the cluster
+    category: str | None
+    brand: str | None
+    counts: dict[str, int]
+    weight: float  # decayed to ``updated_ts``
+    updated_ts: float
+    price_low: float | None = None
+    price_high: float | None = None
 
 
 @dataclass(slots=True)
@@ -26,52 +74,215 @@ class UserContext:
     region: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     recent: list[dict[str, Any]] = field(default_factory=list)  # RecentBehavior dicts, oldest first
-    seen: list[str] = field(default_factory=list)  # recent event ids, oldest first
+    interests: list[InterestCluster] = field(default_factory=list)
+    first_event_ts: float = 0.0
     newest_event_ts: float = 0.0  # epoch seconds of the newest behaviour applied
+    interest: Vector = field(default_factory=lambda: np.zeros(DIMS, np.float32))
+    interest_ts: float = 0.0  # event time ``interest`` is decayed to
+    seen: list[int] = field(default_factory=list)  # event-id hashes, oldest first
+    offsets: dict[str, int] = field(default_factory=dict)  # partition -> last applied offset
+    # The re-plan bookkeeping.
     events_since_plan: int = 0
-    last_replan_at: float = 0.0  # epoch seconds (processing time) of the last replan request
+    last_replan_at: float = 0.0  # processing time of the last re-plan request
+    plan_interest: Vector = field(default_factory=lambda: np.zeros(DIMS, np.float32))
+    signals_seen: list[str] = field(default_factory=list)  # signal ids that already re-planned
+    # Not serialized: the interest clusters' vectors, one row each, rebuilt when needed.
+    cluster_matrix: Vector | None = field(default=None, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(
+            {
+                "user_id": self.user_id,
+                "version": self.version,
+                "region": self.region,
+                "counts": self.counts,
+                "recent": self.recent,
+                "interests": self.interests,  # orjson writes dataclasses natively
+                "first_event_ts": self.first_event_ts,
+                "newest_event_ts": self.newest_event_ts,
+                "interest": _pack_vector(self.interest),
+                "interest_ts": self.interest_ts,
+                "seen": base64.b64encode(array("Q", self.seen).tobytes()).decode(),
+                "offsets": self.offsets,
+                "events_since_plan": self.events_since_plan,
+                "last_replan_at": self.last_replan_at,
+                "plan_interest": _pack_vector(self.plan_interest),
+                "signals_seen": self.signals_seen,
+            }
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> UserContext:
-        return cls(**orjson.loads(raw))
+        data = orjson.loads(raw)
+        data["interests"] = [InterestCluster(**c) for c in data["interests"]]
+        data["interest"] = _unpack_vector(data["interest"])
+        data["plan_interest"] = _unpack_vector(data["plan_interest"])
+        data["seen"] = array("Q", base64.b64decode(data["seen"])).tolist()
+        return cls(**data)
 
 
-def _item_text(event: BehaviorEvent) -> str:
-    if event.query:
-        return event.query
-    return event.item_text or event.category or event.brand or ""
+def _pack_vector(v: Vector) -> str:
+    return base64.b64encode(v.astype(np.float16).tobytes()).decode()
 
 
-def apply_event(ctx: UserContext, event: BehaviorEvent, *, recent_limit: int, seen_limit: int) -> bool:
-    """Fold one behaviour into ``ctx`` in place. Returns False (and changes nothing) for an
-    event id already applied, so redeliveries and replays never double-count."""
-    if event.event_id in ctx.seen:
+def _unpack_vector(text: str) -> Vector:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float16).astype(np.float32)
+
+
+def event_hash(event_id: str) -> int:
+    """64 bits, stable across processes: CRC-32 and Adler-32 side by side (cheap, and with
+    128 ids kept per user a false "duplicate" is about one in 10^17)."""
+    raw = event_id.encode()
+    return zlib.crc32(raw) << 32 | zlib.adler32(raw)
+
+
+def _entity_key(b: dict[str, Any]) -> str:
+    item: str | None = b.get("item")
+    return item or "t:" + b["text"]
+
+
+def _decay(half_life_s: float, dt: float) -> float:
+    return math.exp2(-max(dt, 0.0) / half_life_s)
+
+
+def apply_event(
+    ctx: UserContext,
+    event: BehaviorEvent,
+    shape: ContextShape,
+    entities: EntityCache,
+    position: tuple[int, int] | None = None,
+) -> bool:
+    """Fold one behaviour into ``ctx`` in place. ``position`` is the message's (partition,
+    offset). Returns False, changing nothing, for a message or event already applied."""
+    if position is not None:
+        partition, offset = str(position[0]), position[1]
+        if offset <= ctx.offsets.get(partition, -1):
+            return False
+        ctx.offsets[partition] = offset
+    digest = event_hash(event.event_id)
+    if digest in ctx.seen:
         return False
-    ctx.seen.append(event.event_id)
-    del ctx.seen[:-seen_limit]
+    ctx.seen.append(digest)
+    if len(ctx.seen) > shape.seen_ids:
+        del ctx.seen[0]
+    action = event.action.value
     ctx.version += 1
     ctx.events_since_plan += 1
-    ctx.counts[event.action.value] = ctx.counts.get(event.action.value, 0) + 1
+    ctx.counts[action] = ctx.counts.get(action, 0) + 1
     if event.region:
         ctx.region = event.region
-    behaviour = RecentBehavior(
-        action=event.action,
-        ts=event.ts,
-        text=_item_text(event),
-        category=event.category,
-        brand=event.brand,
-        price=event.price,
-    )
-    ctx.recent.append(behaviour.model_dump(mode="json", exclude_none=True))
-    # Keep time order even when events arrive slightly out of order.
-    if len(ctx.recent) > 1 and ctx.recent[-1]["ts"] < ctx.recent[-2]["ts"]:
-        ctx.recent.sort(key=lambda b: b["ts"])
-    del ctx.recent[:-recent_limit]
-    ctx.newest_event_ts = max(ctx.newest_event_ts, event.ts.timestamp())
+    ts = event.ts.timestamp()
+    ctx.first_event_ts = min(ctx.first_event_ts, ts) if ctx.first_event_ts else ts
+    if ts > ctx.newest_event_ts:
+        ctx.newest_event_ts = ts
+
+    text = event.query or event.item_text or event.category or event.brand or ""
+    behaviour: dict[str, Any] = {"action": action, "ts": ts, "text": text}
+    if event.category:
+        behaviour["category"] = event.category
+    if event.brand:
+        behaviour["brand"] = event.brand
+    if event.price is not None:
+        behaviour["price"] = event.price
+    if event.item_id and not event.query:
+        behaviour["item"] = event.item_id
+    if text:
+        vector = entities.get(_entity_key(behaviour), text, event.category, event.brand)
+        weight = ACTION_WEIGHT[action]
+        if ts >= ctx.interest_ts:
+            if ts > ctx.interest_ts:
+                ctx.interest *= _decay(shape.half_life_s, ts - ctx.interest_ts)
+                ctx.interest_ts = ts
+            ctx.interest += weight * vector
+        else:  # out of order: add it decayed to where the sum stands
+            ctx.interest += (weight * _decay(shape.half_life_s, ctx.interest_ts - ts)) * vector
+
+    recent = ctx.recent
+    recent.append(behaviour)
+    if len(recent) > 1 and ts < recent[-2]["ts"]:
+        recent.sort(key=lambda b: b["ts"])  # keep time order when events arrive late
+    while len(recent) > shape.recent:
+        _fold(ctx, recent.pop(0), shape, entities)
     return True
+
+
+def _fold(ctx: UserContext, b: dict[str, Any], shape: ContextShape, entities: EntityCache) -> None:
+    """Entity compression: an old behaviour joins its most similar interest cluster."""
+    if not b["text"]:
+        return  # undescribed items live on only in the counts
+    vector = entities.get(_entity_key(b), b["text"], b.get("category"), b.get("brand"))
+    matrix = ctx.cluster_matrix
+    if matrix is None or len(matrix) != len(ctx.interests):
+        matrix = ctx.cluster_matrix = _matrix(ctx, entities)
+    best = None
+    if len(matrix):
+        sims = matrix @ vector
+        i = int(np.argmax(sims))
+        if sims[i] >= shape.join_similarity:
+            best = ctx.interests[i]
+    if best is None:
+        best = InterestCluster(b["text"], b.get("category"), b.get("brand"), {}, 0.0, b["ts"])
+        ctx.interests.append(best)
+        ctx.cluster_matrix = np.vstack([matrix, _cluster_vector(best, entities)])
+    _add(best, b["action"], ACTION_WEIGHT[b["action"]], b["ts"], b.get("price"), shape)
+    if len(ctx.interests) > shape.max_interests:
+        _merge_closest(ctx, entities, shape)
+
+
+def _matrix(ctx: UserContext, entities: EntityCache) -> Vector:
+    if not ctx.interests:
+        return np.zeros((0, DIMS), np.float32)
+    return np.stack([_cluster_vector(c, entities) for c in ctx.interests])
+
+
+def _add(
+    cluster: InterestCluster, action: str, weight: float, ts: float, price: float | None, shape: ContextShape
+) -> None:
+    cluster.counts[action] = cluster.counts.get(action, 0) + 1
+    if ts >= cluster.updated_ts:
+        cluster.weight = cluster.weight * _decay(shape.half_life_s, ts - cluster.updated_ts) + weight
+        cluster.updated_ts = ts
+    else:
+        cluster.weight += weight * _decay(shape.half_life_s, cluster.updated_ts - ts)
+    if price is not None:
+        cluster.price_low = price if cluster.price_low is None else min(cluster.price_low, price)
+        cluster.price_high = price if cluster.price_high is None else max(cluster.price_high, price)
+
+
+def _cluster_vector(cluster: InterestCluster, entities: EntityCache) -> Vector:
+    key = f"rep:{cluster.text}\x1f{cluster.category}\x1f{cluster.brand}"
+    return entities.get(key, cluster.text, cluster.category, cluster.brand)
+
+
+def _merge_closest(ctx: UserContext, entities: EntityCache, shape: ContextShape) -> None:
+    """Merge the lighter of the two most similar clusters into the heavier one."""
+    vectors = _matrix(ctx, entities)
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(sims)), sims.shape)
+    keep, gone = sorted((ctx.interests[int(i)], ctx.interests[int(j)]), key=lambda c: -c.weight)
+    for action, n in gone.counts.items():
+        keep.counts[action] = keep.counts.get(action, 0) + n
+    at = max(keep.updated_ts, gone.updated_ts)
+    keep.weight = keep.weight * _decay(shape.half_life_s, at - keep.updated_ts) + gone.weight * _decay(
+        shape.half_life_s, at - gone.updated_ts
+    )
+    keep.updated_ts = at
+    for price in (gone.price_low, gone.price_high):
+        if price is not None:
+            keep.price_low = price if keep.price_low is None else min(keep.price_low, price)
+            keep.price_high = price if keep.price_high is None else max(keep.price_high, price)
+    ctx.interests.remove(gone)
+    ctx.cluster_matrix = None
+
+
+def drift(ctx: UserContext) -> float:
+    """How far the interest vector moved since the last re-plan: 1 - cosine, in [0, 2].
+    1.0 when there was no plan yet (or nothing to compare)."""
+    a, b = float(np.linalg.norm(ctx.interest)), float(np.linalg.norm(ctx.plan_interest))
+    if not a or not b:
+        return 1.0
+    return 1.0 - float(ctx.interest @ ctx.plan_interest) / (a * b)
 
 
 def signals_for(ctx: UserContext, signals: list[EnvSignal], now: datetime) -> list[ActiveSignal]:
@@ -79,14 +290,36 @@ def signals_for(ctx: UserContext, signals: list[EnvSignal], now: datetime) -> li
     return [
         ActiveSignal(kind=s.kind.value, text=s.text, valid_until=s.valid_until)
         for s in signals
-        if s.active_at(now) and s.region in ("*", ctx.region)
+        if concerns(s, ctx) and s.active_at(now)
+    ]
+
+
+def concerns(signal: EnvSignal, ctx: UserContext) -> bool:
+    return signal.region == "*" or (signal.region is not None and signal.region == ctx.region)
+
+
+def interest_summaries(ctx: UserContext, limit: int = 6) -> list[Interest]:
+    """The heaviest interest clusters, as of the newest event, heaviest first."""
+    ranked = sorted(
+        ctx.interests,
+        key=lambda c: -c.weight * 2 ** (-(ctx.newest_event_ts - c.updated_ts) / 3600.0),
+    )
+    return [
+        Interest(
+            text=c.text,
+            counts=dict(c.counts),
+            price_low=c.price_low,
+            price_high=c.price_high,
+            last_seen=datetime.fromtimestamp(c.updated_ts, UTC),
+        )
+        for c in ranked[:limit]
     ]
 
 
 def replan_request(
     ctx: UserContext, *, trigger: str, signals: list[ActiveSignal], now: datetime
 ) -> ReplanRequest:
-    """Snapshot the context for the planners."""
+    """Snapshot the compressed context for the planners."""
     return ReplanRequest(
         user_id=ctx.user_id,
         context_version=ctx.version,
@@ -96,5 +329,6 @@ def replan_request(
         region=ctx.region,
         counts=dict(ctx.counts),
         recent=[RecentBehavior.model_validate(b) for b in ctx.recent],
+        interests=interest_summaries(ctx),
         signals=signals,
     )

@@ -1,37 +1,156 @@
-"""When to re-plan a user's intents: a pure function of (context, event, now)."""
+"""When to re-plan a user's intents, and how many re-plans the LLM gets.
+
+``TriggerPolicy.decide`` is a pure function of (context, what just happened, now). The
+``ReplanQueue`` sits between the decisions and the replans topic: it keeps only the newest
+pending request per user, serves the most urgent first, and lets out no more than the
+global budget per second (matched to what the LLM serves), counting what it drops.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from schemas.events import Action, BehaviorEvent
-from stream.context import UserContext
+from schemas.events import Action, BehaviorEvent, EnvSignal
+from stream.context import UserContext, drift
 
 STRONG_ACTIONS = frozenset({Action.CART, Action.PURCHASE, Action.SEARCH})
+
+# Priorities: lower is more urgent.
+STRONG, SIGNAL, DRIFT, EVERY_N, STALE = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    reason: str
+    priority: int
 
 
 @dataclass(frozen=True, slots=True)
 class TriggerPolicy:
-    """Re-plan on strong events or every ``every_n_events``, never within ``cooldown_s``."""
+    """Re-plan on a strong event, a new environment signal for the user, an interest drift,
+    every ``every_n_events``, or a stale plan; never within ``cooldown_s`` of the last one."""
 
     every_n_events: int = 5
     cooldown_s: float = 2.0
+    drift_threshold: float = 0.35  # 1 - cosine between the interest now and at the last plan
+    drift_min_events: int = 2
+    stale_after_s: float = 3600.0  # processing time since the last plan, with new events
 
-    def decide(self, ctx: UserContext, event: BehaviorEvent, now_s: float) -> str | None:
-        """The trigger reason, or None to keep the current plan. Called after the event
-        was applied to ``ctx``."""
+    def decide(
+        self,
+        ctx: UserContext,
+        now_s: float,
+        event: BehaviorEvent | None = None,
+        signal: EnvSignal | None = None,
+    ) -> Decision | None:
+        """The trigger, or None to keep the current plan. Called after ``event`` was applied
+        to ``ctx``, or when ``signal`` (which concerns the user) arrived."""
         if ctx.last_replan_at and now_s - ctx.last_replan_at < self.cooldown_s:
             return None
-        if not any(b["text"] for b in ctx.recent):
+        if not any(b["text"] for b in ctx.recent) and not ctx.interests:
             return None  # nothing described to ground a plan on
-        if event.action in STRONG_ACTIONS:
-            return f"strong_event:{event.action.value}"
+        if event is not None and event.action in STRONG_ACTIONS:
+            return Decision(f"strong_event:{event.action.value}", STRONG)
+        if signal is not None:
+            return None if signal.signal_id in ctx.signals_seen else Decision(f"signal:{signal.kind}", SIGNAL)
+        moved = ctx.last_replan_at and ctx.events_since_plan >= self.drift_min_events
+        if moved and drift(ctx) >= self.drift_threshold:
+            return Decision("drift", DRIFT)
         if ctx.events_since_plan >= self.every_n_events:
-            return "every_n_events"
+            return Decision("every_n_events", EVERY_N)
+        if ctx.last_replan_at and ctx.events_since_plan and now_s - ctx.last_replan_at >= self.stale_after_s:
+            return Decision("stale", STALE)
         return None
 
 
-def mark_replanned(ctx: UserContext, now_s: float) -> None:
+def mark_replanned(ctx: UserContext, now_s: float, signal: EnvSignal | None = None) -> None:
     """Record that a re-plan was requested for ``ctx`` at ``now_s``."""
     ctx.last_replan_at = now_s
     ctx.events_since_plan = 0
+    ctx.plan_interest = ctx.interest.copy()
+    if signal is not None:
+        ctx.signals_seen.append(signal.signal_id)
+        del ctx.signals_seen[:-16]
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class QueueCounters:
+    offered: int = 0
+    sent: int = 0
+    superseded: int = 0  # replaced by a newer request for the same user
+    shed: int = 0  # dropped because the queue was full
+
+
+@dataclass
+class ReplanQueue(Generic[T]):
+    """Pending re-plan requests: newest per user, most urgent first, at most
+    ``rate_per_s`` out per second (bursts up to ``burst``), at most ``capacity`` waiting."""
+
+    rate_per_s: float
+    burst: float
+    capacity: int
+    clock: Callable[[], float]
+    counters: QueueCounters = field(default_factory=QueueCounters)
+    _pending: dict[str, tuple[int, int, T]] = field(default_factory=dict)
+    _heap: list[tuple[int, int, str]] = field(default_factory=list)  # most urgent on top
+    _worst: list[tuple[int, int, str]] = field(default_factory=list)  # least urgent on top
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _tokens: float = -1.0
+    _refilled_at: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def offer(self, user_id: str, priority: int, item: T) -> None:
+        self.counters.offered += 1
+        old = self._pending.get(user_id)
+        if old is not None:
+            self.counters.superseded += 1
+            priority = min(priority, old[0])  # the user stays as urgent as their most urgent cause
+        elif len(self._pending) >= self.capacity:
+            self._shed_one()
+        seq = next(self._seq)
+        self._pending[user_id] = (priority, seq, item)
+        heapq.heappush(self._heap, (priority, seq, user_id))
+        heapq.heappush(self._worst, (-priority, seq, user_id))
+
+    def _shed_one(self) -> None:
+        """Drop the least urgent, oldest pending request."""
+        while self._worst:
+            _, seq, user_id = heapq.heappop(self._worst)
+            current = self._pending.get(user_id)
+            if current is not None and current[1] == seq:
+                del self._pending[user_id]
+                self.counters.shed += 1
+                return
+
+    def take(self) -> list[T]:
+        """The requests the budget lets out now, most urgent first."""
+        now = self.clock()
+        if self._tokens < 0:
+            self._tokens, self._refilled_at = self.burst, now
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled_at) * self.rate_per_s)
+        self._refilled_at = now
+        out: list[T] = []
+        while self._heap and self._tokens >= 1.0:
+            _, seq, user_id = heapq.heappop(self._heap)
+            current = self._pending.get(user_id)
+            if current is None or current[1] != seq:
+                continue  # superseded or shed: a stale heap entry
+            del self._pending[user_id]
+            out.append(current[2])
+            self._tokens -= 1.0
+        self.counters.sent += len(out)
+        if len(self._heap) + len(self._worst) > 8 * max(len(self._pending), 1024):
+            self._heap = [(p, s, u) for u, (p, s, _) in self._pending.items()]
+            self._worst = [(-p, s, u) for u, (p, s, _) in self._pending.items()]
+            heapq.heapify(self._heap)
+            heapq.heapify(self._worst)
+        return out

@@ -11,7 +11,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
+from intentstream.settings import Settings
 from schemas.record import IntentRecord, IntentTag
+from stream.context import UserContext, apply_event
+from stream.entities import EntityCache
+from stream.ingest import shape_of
 
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -113,3 +117,29 @@ async def eventually(check: Callable[[], Any], timeout_s: float = 60.0, every_s:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(every_s)
+
+
+def expected_contexts(settings: Settings, events: list) -> dict[str, UserContext]:  # type: ignore[type-arg]
+    """The uninterrupted run: every event folded once, in order."""
+    contexts: dict[str, UserContext] = {}
+    shape, entities = shape_of(settings), EntityCache()
+    for event in events:
+        ctx = contexts.setdefault(event.user_id, UserContext(event.user_id))
+        apply_event(ctx, event, shape, entities)
+    return contexts
+
+
+def latest_contexts(records: list) -> dict[str, UserContext]:  # type: ignore[type-arg]
+    found: dict[str, UserContext] = {}
+    for r in records:
+        if r.value is not None:
+            ctx = UserContext.from_bytes(r.value)
+            found[ctx.user_id] = ctx
+    return found
+
+
+def essence(ctx: UserContext) -> tuple[object, ...]:
+    """What must not differ: versions, counts, the recent window (without the item ids'
+    internal keys), the interest clusters and the duplicate-detection state."""
+    interests = [(c.text, c.counts, round(c.weight, 3), c.price_low, c.price_high) for c in ctx.interests]
+    return ctx.version, ctx.counts, ctx.recent, interests, ctx.seen

@@ -20,7 +20,8 @@ from intentstream.store import IntentStore
 from perf.demo import start_worker, stop_worker
 from perf.logs import load_events
 from schemas.events import BehaviorEvent
-from stream.context import UserContext, apply_event, replan_request
+from stream.context import ContextShape, UserContext, apply_event, replan_request
+from stream.entities import EntityCache
 from tests.helpers import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.llm]
@@ -42,8 +43,9 @@ async def test_tagger_plans_a_real_user_on_the_real_model(llm_server: stack.Serv
     tagger = IntentTagger(llm, max_tags=3, max_tokens=300, max_retries=2, temperature=0.0)
     events = active_rees46_user()
     ctx = UserContext(events[0].user_id)
+    entities = EntityCache()
     for e in events:
-        apply_event(ctx, e, recent_limit=20, seen_limit=100)
+        apply_event(ctx, e, ContextShape(), entities)
     now = datetime.now(UTC)
     record, cost = await tagger.plan(replan_request(ctx, trigger="test", signals=[], now=now), now)
     await llm.aclose()

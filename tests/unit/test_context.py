@@ -1,21 +1,39 @@
-"""The per-user context: bounded, idempotent by event id, time-ordered."""
+"""The compressed per-user context: bounded, incremental, idempotent, time-ordered."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
+
 from schemas.events import BehaviorEvent, EnvSignal
-from stream.context import UserContext, apply_event, replan_request, signals_for
+from stream.context import (
+    ContextShape,
+    UserContext,
+    apply_event,
+    drift,
+    event_hash,
+    interest_summaries,
+    replan_request,
+    signals_for,
+)
+from stream.entities import EntityCache, embed
 from tests.helpers import NOW, event_dict, signal_dict
+
+SHAPE = ContextShape(recent=4, max_interests=3, seen_ids=32)
 
 
 def event(n: int, **fields: Any) -> BehaviorEvent:
     return BehaviorEvent.model_validate(event_dict(n, **fields))
 
 
-def apply(ctx: UserContext, e: BehaviorEvent, recent: int = 20, seen: int = 100) -> bool:
-    return apply_event(ctx, e, recent_limit=recent, seen_limit=seen)
+def apply(ctx: UserContext, e: BehaviorEvent, position: tuple[int, int] | None = None) -> bool:
+    return apply_event(ctx, e, SHAPE, EntityCache(), position)
 
 
 def test_event_updates_counts_version_and_recent() -> None:
@@ -26,23 +44,94 @@ def test_event_updates_counts_version_and_recent() -> None:
     assert ctx.counts == {"view": 1, "cart": 1}
     assert [b["action"] for b in ctx.recent] == ["view", "cart"]
     assert ctx.newest_event_ts == event(2).ts.timestamp()
+    assert ctx.first_event_ts == event(1).ts.timestamp()
 
 
-def test_redelivered_event_is_not_counted_twice() -> None:
+def test_the_same_event_published_twice_is_counted_once() -> None:
     ctx = UserContext("u1")
-    assert apply(ctx, event(1))
+    assert apply(ctx, event(1), (0, 10))
     before = ctx.to_bytes()
-    assert not apply(ctx, event(1))
-    assert ctx.to_bytes() == before
+    assert not apply(ctx, event(1), (0, 11))  # same event id, a new offset: a replay
+    assert ctx.version == 1
+    assert ctx.to_bytes() != before  # only the watermark moved
+    assert UserContext.from_bytes(ctx.to_bytes()).version == 1
 
 
-def test_context_stays_bounded_over_a_long_history() -> None:
+def test_a_redelivered_message_is_skipped_by_its_offset() -> None:
     ctx = UserContext("u1")
-    for n in range(5000):
-        apply(ctx, event(n), recent=20, seen=64)
-    assert len(ctx.recent) == 20
-    assert len(ctx.seen) == 64
-    assert ctx.version == 5000
+    for n in range(40):  # more than the seen-set holds: the watermark still catches it
+        apply(ctx, event(n), (0, n))
+    assert not apply(ctx, event(0), (0, 0))
+    assert ctx.version == 40
+    assert apply(ctx, event(99), (1, 0))  # another partition has its own watermark
+
+
+def test_event_hash_is_stable_across_processes() -> None:
+    """A restarted worker must recognise the ids hashed before the restart."""
+    code = "from stream.context import event_hash; print(event_hash('rees46-2'))"
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert runs == {str(event_hash("rees46-2"))}
+    assert event_hash("a") != event_hash("b")
+
+
+def test_older_behaviours_fold_into_bounded_interest_clusters() -> None:
+    ctx = UserContext("u1")
+    entities = EntityCache()
+    kinds = [
+        {"item_text": "samsung smartphone", "category": "electronics.smartphone", "brand": "samsung"},
+        {"item_text": "bosch kettle", "category": "appliances.kitchen.kettle", "brand": "bosch"},
+        {"item_text": "nike sneakers", "category": "apparel.shoes", "brand": "nike"},
+        {"item_text": "lego bricks", "category": "kids.toys", "brand": "lego"},
+        {"item_text": "sofa", "category": "furniture.living_room.sofa", "brand": "ikea"},
+    ]
+    for n in range(200):
+        kind = kinds[n % len(kinds)]
+        apply_event(ctx, event(n, item_id=f"i{n % 11}", **kind), SHAPE, entities)
+    assert len(ctx.recent) == SHAPE.recent
+    assert len(ctx.interests) <= SHAPE.max_interests
+    folded = sum(sum(c.counts.values()) for c in ctx.interests)
+    assert folded == 200 - SHAPE.recent  # nothing dropped: merged clusters keep their counts
+    assert all(c.weight > 0 for c in ctx.interests)
+
+
+def test_similar_items_share_a_cluster_and_keep_a_price_band() -> None:
+    ctx = UserContext("u1")
+    entities = EntityCache()
+    for n in range(10):
+        apply_event(ctx, event(n, item_id=f"phone{n}", price=100.0 + 10 * n), SHAPE, entities)
+    assert len(ctx.interests) == 1
+    cluster = ctx.interests[0]
+    assert cluster.counts == {"view": 6}
+    assert (cluster.price_low, cluster.price_high) == (100.0, 150.0)
+
+
+def test_context_stays_under_8_kb_at_10k_events() -> None:
+    ctx = UserContext("u1")
+    entities = EntityCache()
+    shape = ContextShape()  # the defaults
+    categories = itertools.cycle(["a.b", "c.d.e", "f", "g.h", "i.j.k", "l", "m.n", "o.p", "q", "r.s"])
+    for n in range(10_000):
+        category = next(categories)
+        apply_event(
+            ctx,
+            event(
+                n, item_id=f"i{n % 997}", item_text=f"thing {n % 97}", category=category, brand=f"b{n % 13}"
+            ),
+            shape,
+            entities,
+            (0, n),
+        )
+    assert ctx.version == 10_000
+    assert len(ctx.seen) == shape.seen_ids
     assert len(ctx.to_bytes()) < 8 * 1024
 
 
@@ -52,6 +141,7 @@ def test_out_of_order_events_are_kept_in_time_order() -> None:
     apply(ctx, event(2))
     assert [b["ts"] for b in ctx.recent] == sorted(b["ts"] for b in ctx.recent)
     assert ctx.newest_event_ts == event(5).ts.timestamp()
+    assert ctx.first_event_ts == event(2).ts.timestamp()
 
 
 def test_region_is_learned_from_events() -> None:
@@ -63,8 +153,44 @@ def test_region_is_learned_from_events() -> None:
 
 def test_bytes_round_trip() -> None:
     ctx = UserContext("u1")
-    apply(ctx, event(1, region="Lyon"))
-    assert UserContext.from_bytes(ctx.to_bytes()) == ctx
+    entities = EntityCache()
+    for n in range(12):
+        apply_event(ctx, event(n, region="Lyon"), SHAPE, entities, (0, n))
+    again = UserContext.from_bytes(ctx.to_bytes())
+    assert again.to_bytes() == ctx.to_bytes()
+    assert again.seen == ctx.seen
+    assert np.allclose(again.interest, ctx.interest, rtol=1e-2)
+    # A restored context goes on exactly like the original.
+    apply_event(ctx, event(50), SHAPE, entities, (0, 50))
+    apply_event(again, event(50), SHAPE, entities, (0, 50))
+    assert [c.counts for c in again.interests] == [c.counts for c in ctx.interests]
+
+
+def test_drift_grows_when_interests_move() -> None:
+    ctx = UserContext("u1")
+    entities = EntityCache()
+    for n in range(5):
+        apply_event(ctx, event(n), SHAPE, entities)
+    ctx.plan_interest = ctx.interest.copy()
+    assert drift(ctx) < 0.01
+    for n in range(5, 15):
+        apply_event(
+            ctx,
+            event(
+                n, item_text="bosch kettle", category="appliances.kitchen.kettle", brand="bosch", item_id="k1"
+            ),
+            SHAPE,
+            entities,
+        )
+    assert drift(ctx) > 0.35
+
+
+def test_embeddings_group_neighbouring_categories() -> None:
+    phone = embed("samsung galaxy", "electronics.smartphone", "samsung")
+    other_phone = embed("apple iphone", "electronics.smartphone", "apple")
+    kettle = embed("bosch kettle", "appliances.kitchen.kettle", "bosch")
+    assert float(phone @ other_phone) > float(phone @ kettle)
+    assert embed("").any() == False  # noqa: E712 - no features, no direction
 
 
 def test_signals_reach_only_their_region_and_expire() -> None:
@@ -74,14 +200,18 @@ def test_signals_reach_only_their_region_and_expire() -> None:
     elsewhere = EnvSignal.model_validate(signal_dict(3, region="Oslo"))
     active = signals_for(ctx, [here, everyone, elsewhere], NOW)
     assert {s.text for s in active} == {"heavy rain all weekend", "national holiday"}
-    assert signals_for(ctx, [here], NOW + timedelta(days=5)) == []
+    assert signals_for(ctx, [here], NOW + timedelta(days=5)) == []  # expired
+    assert signals_for(UserContext("u2"), [here], NOW) == []  # region unknown: only "*" signals
 
 
-def test_replan_request_snapshots_the_context() -> None:
+def test_replan_request_snapshots_the_compressed_context() -> None:
     ctx = UserContext("u1")
-    for n in range(3):
-        apply(ctx, event(n))
+    entities = EntityCache()
+    for n in range(10):
+        apply_event(ctx, event(n), SHAPE, entities)
     request = replan_request(ctx, trigger="every_n_events", signals=[], now=NOW)
-    assert request.context_version == 3
-    assert len(request.recent) == 3
-    assert request.newest_event_time == event(2).ts
+    assert request.context_version == 10
+    assert len(request.recent) == SHAPE.recent
+    assert request.interests == interest_summaries(ctx)
+    assert sum(sum(i.counts.values()) for i in request.interests) == 10 - SHAPE.recent
+    assert request.newest_event_time == event(9).ts

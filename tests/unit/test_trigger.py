@@ -1,59 +1,163 @@
-"""The re-plan rule: strong events, every N events, a cooldown, nothing to ground on."""
+"""The re-plan rule (a pure function) and the queue that holds re-plans to the budget."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from schemas.events import BehaviorEvent
-from stream.context import UserContext, apply_event
-from stream.trigger import TriggerPolicy, mark_replanned
-from tests.helpers import event_dict
+from schemas.events import BehaviorEvent, EnvSignal
+from stream.context import ContextShape, UserContext, apply_event
+from stream.entities import EntityCache
+from stream.trigger import STRONG, Decision, ReplanQueue, TriggerPolicy, mark_replanned
+from tests.helpers import event_dict, signal_dict
 
-POLICY = TriggerPolicy(every_n_events=3, cooldown_s=10.0)
+POLICY = TriggerPolicy(every_n_events=3, cooldown_s=10.0, drift_threshold=0.35, stale_after_s=600.0)
+ENTITIES = EntityCache()
 
 
 def feed(ctx: UserContext, n: int, **fields: Any) -> BehaviorEvent:
     e = BehaviorEvent.model_validate(event_dict(n, **fields))
-    apply_event(ctx, e, recent_limit=20, seen_limit=100)
+    apply_event(ctx, e, ContextShape(), ENTITIES)
     return e
+
+
+def reason(decision: Decision | None) -> str | None:
+    return None if decision is None else decision.reason
 
 
 def test_views_replan_every_n_events() -> None:
     ctx = UserContext("u1")
-    decisions = [POLICY.decide(ctx, feed(ctx, n), now_s=1000.0) for n in range(3)]
+    decisions = [reason(POLICY.decide(ctx, 1000.0, event=feed(ctx, n))) for n in range(3)]
     assert decisions == [None, None, "every_n_events"]
 
 
-def test_strong_events_replan_at_once() -> None:
+def test_strong_events_replan_at_once_with_top_priority() -> None:
     for action in ("cart", "purchase", "search"):
         ctx = UserContext("u1")
-        assert POLICY.decide(ctx, feed(ctx, 1, action=action), now_s=1000.0) == f"strong_event:{action}"
+        decision = POLICY.decide(ctx, 1000.0, event=feed(ctx, 1, action=action))
+        assert decision == Decision(f"strong_event:{action}", STRONG)
 
 
 def test_cooldown_holds_back_replans_then_lets_them_through() -> None:
     ctx = UserContext("u1")
     mark_replanned(ctx, 1000.0)
-    assert POLICY.decide(ctx, feed(ctx, 1, action="cart"), now_s=1005.0) is None
-    assert POLICY.decide(ctx, feed(ctx, 2, action="cart"), now_s=1011.0) == "strong_event:cart"
+    assert POLICY.decide(ctx, 1005.0, event=feed(ctx, 1, action="cart")) is None
+    assert reason(POLICY.decide(ctx, 1011.0, event=feed(ctx, 2, action="cart"))) == "strong_event:cart"
 
 
 def test_events_counted_during_cooldown_still_trigger_later() -> None:
     ctx = UserContext("u1")
     mark_replanned(ctx, 1000.0)
     for n in range(5):
-        assert POLICY.decide(ctx, feed(ctx, n), now_s=1001.0) is None
-    assert POLICY.decide(ctx, feed(ctx, 9), now_s=1020.0) == "every_n_events"
+        assert POLICY.decide(ctx, 1001.0, event=feed(ctx, n)) is None
+    assert reason(POLICY.decide(ctx, 1020.0)) in ("drift", "every_n_events")
+
+
+def test_drift_replans_before_every_n_when_interests_move() -> None:
+    ctx = UserContext("u1")
+    for n in (-7200, -7199, -7198):  # phones two hours (two half-lives) earlier
+        feed(ctx, n, price=100.0)
+    mark_replanned(ctx, 1000.0)
+    feed(ctx, 10, item_text="bosch kettle", category="appliances.kitchen.kettle", brand="bosch", item_id="k")
+    kettle = feed(
+        ctx, 11, item_text="bosch kettle", category="appliances.kitchen.kettle", brand="bosch", item_id="k"
+    )
+    assert reason(POLICY.decide(ctx, 1020.0, event=kettle)) == "drift"
+
+
+def test_same_interest_does_not_drift() -> None:
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n)
+    mark_replanned(ctx, 1000.0)
+    assert POLICY.decide(ctx, 1020.0, event=feed(ctx, 4)) is None
+
+
+def test_stale_plan_with_new_events_is_refreshed() -> None:
+    ctx = UserContext("u1")
+    feed(ctx, 1)
+    mark_replanned(ctx, 1000.0)
+    assert POLICY.decide(ctx, 1500.0) is None  # nothing new yet
+    feed(ctx, 1)  # a duplicate changes nothing
+    feed(ctx, 2)
+    assert POLICY.decide(ctx, 1500.0) is None  # not stale yet
+    assert reason(POLICY.decide(ctx, 1601.0)) == "stale"
+
+
+def test_a_new_signal_replans_its_users_once() -> None:
+    ctx = UserContext("u1", region="Lyon")
+    feed(ctx, 1)
+    rain = EnvSignal.model_validate(signal_dict(1))
+    decision = POLICY.decide(ctx, 1000.0, signal=rain)
+    assert reason(decision) == "signal:weather"
+    mark_replanned(ctx, 1000.0, rain)
+    assert POLICY.decide(ctx, 2000.0, signal=rain) is None
 
 
 def test_no_replan_without_any_described_item() -> None:
     ctx = UserContext("u1")
     e = feed(ctx, 1, action="cart", item_text=None, category=None, brand=None)
-    assert POLICY.decide(ctx, e, now_s=1000.0) is None
+    assert POLICY.decide(ctx, 1000.0, event=e) is None
 
 
-def test_mark_replanned_resets_the_counter() -> None:
+def test_mark_replanned_resets_the_counter_and_remembers_the_interest() -> None:
     ctx = UserContext("u1")
     feed(ctx, 1)
     mark_replanned(ctx, 50.0)
     assert ctx.events_since_plan == 0
     assert ctx.last_replan_at == 50.0
+    assert (ctx.plan_interest == ctx.interest).all()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_queue_keeps_only_the_newest_request_per_user() -> None:
+    queue: ReplanQueue[str] = ReplanQueue(rate_per_s=100, burst=100, capacity=10, clock=Clock())
+    queue.offer("u1", 3, "u1 v1")
+    queue.offer("u1", 3, "u1 v2")
+    queue.offer("u2", 3, "u2 v1")
+    assert queue.take() == ["u1 v2", "u2 v1"]
+    assert queue.counters.superseded == 1
+    assert queue.take() == []
+
+
+def test_queue_serves_the_most_urgent_first_within_the_budget() -> None:
+    clock = Clock()
+    queue: ReplanQueue[str] = ReplanQueue(rate_per_s=2, burst=2, capacity=100, clock=clock)
+    for i in range(5):
+        queue.offer(f"viewer{i}", 3, f"viewer{i}")
+    queue.offer("buyer", 0, "buyer")
+    assert queue.take() == ["buyer", "viewer0"]  # the burst
+    assert queue.take() == []  # no budget left at this instant
+    clock.now = 1.0
+    assert queue.take() == ["viewer1", "viewer2"]  # two per second
+    assert queue.counters.sent == 4
+    assert len(queue) == 2
+
+
+def test_queue_sheds_the_least_urgent_oldest_when_full_and_counts_it() -> None:
+    queue: ReplanQueue[str] = ReplanQueue(rate_per_s=1000, burst=1000, capacity=3, clock=Clock())
+    queue.offer("a", 4, "a")
+    queue.offer("b", 4, "b")
+    queue.offer("c", 0, "c")
+    queue.offer("d", 1, "d")  # full: "a" (stale, oldest) goes
+    assert queue.counters.shed == 1
+    assert queue.take() == ["c", "d", "b"]
+
+
+def test_a_storm_of_signals_is_held_to_the_budget() -> None:
+    clock = Clock()
+    queue: ReplanQueue[int] = ReplanQueue(rate_per_s=5, burst=5, capacity=1000, clock=clock)
+    for user in range(10_000):
+        queue.offer(f"u{user}", 1, user)
+    sent = []
+    for second in range(10):
+        clock.now = float(second)
+        sent += queue.take()
+    assert len(sent) <= 5 + 5 * 9
+    assert queue.counters.shed == 10_000 - 1000
