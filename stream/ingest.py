@@ -189,7 +189,15 @@ class ContextService:
         await self._producer.start()
         self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
         await self._consumer.start()
-        for loop in (self._consume, self._follow_signals, self._drain_replans, self._sweep, self._report):
+        loops = (
+            self._consume,
+            self._follow_signals,
+            self._drain_replans,
+            self._sweep,
+            self._report,
+            self._watch_broker,
+        )
+        for loop in loops:
             self._tasks.append(asyncio.create_task(self._guarded(loop), name=loop.__name__))
 
     async def stop(self) -> None:
@@ -337,6 +345,27 @@ class ContextService:
                 )
             )
         await asyncio.gather(*futures)
+
+    async def _watch_broker(self) -> None:
+        """aiokafka reconnects by itself, quietly; this makes a broker that stays away for
+        longer than ``broker_outage_s`` stop the worker with a clear error instead."""
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5.0)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                away = time.monotonic() - last_ok
+                if away > self.settings.broker_outage_s:
+                    raise BrokerUnavailable(
+                        f"the broker at {self.bootstrap} has not answered for {away:.0f}s "
+                        f"(INTENTSTREAM_BROKER_OUTAGE_S={self.settings.broker_outage_s:.0f}): {exc!r}"
+                    ) from exc
+                log.warning("the broker at %s does not answer (%.0fs so far): %r", self.bootstrap, away, exc)
+            else:
+                if time.monotonic() - last_ok > 3.0:
+                    log.info("the broker at %s answers again", self.bootstrap)
+                last_ok = time.monotonic()
 
     # -- re-plans ---------------------------------------------------------------------
 

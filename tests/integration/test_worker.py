@@ -15,7 +15,7 @@ from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
 from perf.demo import start_worker, stop_worker
 from stream.context import UserContext
-from tests.helpers import NOW, consume, event_dict
+from tests.helpers import NOW, consume, event_dict, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,3 +122,55 @@ async def test_signals_reach_the_users_of_their_region(
     replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
     request = orjson.loads(replans[0].value)
     assert [s["text"] for s in request["signals"]] == ["heavy rain all weekend"]
+
+
+async def test_a_signal_replans_the_users_it_concerns_within_the_budget(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.helpers import signal_dict
+
+    settings = app_settings.model_copy(
+        update={"replan_every_n_events": 100, "replan_budget_per_s": 2.0, "replan_budget_burst": 2.0}
+    )
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap is not None
+    lyon = [f"lyon{i}" for i in range(8)]
+    oslo = [f"oslo{i}" for i in range(4)]
+    worker = start_worker(settings, resolve_endpoints(settings), tmp_path / "worker.log", planner=False)
+    try:
+        async with IntentProducer(bootstrap, settings) as producer:
+            await producer.send_events(
+                [event_dict(1, user=u, region="Lyon") for u in lyon]
+                + [event_dict(1, user=u, region="Oslo") for u in oslo]
+            )
+        await consume(
+            bootstrap,
+            f"{settings.app_id}-contexts-changelog",
+            until=lambda r: len({c.user_id for c in latest_contexts(r).values()}) == 12,
+        )
+        now = NOW.now(NOW.tzinfo)
+        async with IntentProducer(bootstrap, settings) as producer:
+            await producer.send_signal(  # expired already: concerns nobody any more
+                signal_dict(
+                    7,
+                    region="Lyon",
+                    valid_from=(now - timedelta(days=2)).isoformat(),
+                    valid_until=(now - timedelta(days=1)).isoformat(),
+                    ts=(now - timedelta(days=2)).isoformat(),
+                )
+            )
+            await producer.send_signal(signal_dict(8, region="Atlantis"))  # no user lives there
+            await producer.send_signal(signal_dict(9, region="Lyon"))
+        replans = await consume(bootstrap, settings.topic_replans, until=lambda r: len(r) >= len(lyon))
+        # Nothing more comes: not for Oslo, not for the expired or the unknown region.
+        more = await consume(bootstrap, settings.topic_replans, until=lambda r: False, timeout_s=4)
+    finally:
+        stop_worker(worker)
+        print((tmp_path / "worker.log").read_text()[-3000:])
+    requests = [orjson.loads(r.value) for r in more]
+    assert sorted(r["user_id"] for r in requests) == sorted(lyon)
+    assert {r["trigger"] for r in requests} == {"signal:weather"}
+    assert all([s["text"] for s in r["signals"]] == ["heavy rain all weekend"] for r in requests)
+    # The budget (2/s, bursts of 2) spreads 8 re-plans over at least 3 seconds.
+    stamps = sorted(r.timestamp for r in replans)
+    assert (stamps[-1] - stamps[0]) / 1000 >= 2.5
