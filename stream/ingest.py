@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
@@ -85,7 +86,7 @@ class Freshness:
     """Event produced → context durable, in milliseconds: a bounded ring of (produced at,
     latency) samples, summarised over the newest ``window_s`` of production."""
 
-    def __init__(self, size: int = 50_000, window_s: float = 10.0) -> None:
+    def __init__(self, size: int = 250_000, window_s: float = 10.0) -> None:
         self.samples: deque[tuple[float, float]] = deque(maxlen=size)
         self.window_ms = window_s * 1000
 
@@ -95,18 +96,15 @@ class Freshness:
     def percentiles(self) -> dict[str, float]:
         if not self.samples:
             return {}
-        since = self.samples[-1][0] - self.window_ms
-        ordered = sorted(latency for produced, latency in self.samples if produced >= since)
-
-        def at(q: float) -> float:
-            return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
-
+        data = np.array(self.samples)
+        recent = data[data[:, 0] >= data[-1, 0] - self.window_ms, 1]
+        p50, p95, p99 = np.percentile(recent, [50, 95, 99])
         return {
-            "p50": at(0.50),
-            "p95": at(0.95),
-            "p99": at(0.99),
-            "max": round(ordered[-1], 2),
-            "samples": len(ordered),
+            "p50": round(float(p50), 2),
+            "p95": round(float(p95), 2),
+            "p99": round(float(p99), 2),
+            "max": round(float(recent.max()), 2),
+            "samples": len(recent),
         }
 
 
@@ -201,12 +199,12 @@ class ContextService:
             self._tasks.append(asyncio.create_task(self._guarded(loop), name=loop.__name__))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        async with self._lock:
+        async with self._lock:  # a batch in flight finishes (written and committed) first
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(KafkaError):
                 await self._producer.flush()
         await self._consumer.stop()  # leaves the group: peers take over at once
@@ -398,21 +396,26 @@ class ContextService:
             await asyncio.gather(*futures)
 
     async def _sweep(self) -> None:
-        """Re-plan users whose plan went stale (no event arrives to ask for it)."""
+        """Re-plan users whose plan went stale (no event arrives to ask for it). Walks the
+        contexts in slices, letting batches through in between, so a sweep over millions of
+        users never stalls ingestion."""
         while True:
             await asyncio.sleep(self.settings.replan_sweep_interval_s)
-            async with self._lock:
-                now = datetime.now(UTC)
-                changed = []
-                for partition, owned in self.contexts.items():
-                    for ctx in owned.values():
-                        decision = self.policy.decide(ctx, now.timestamp())
-                        if decision is not None:
+            users = [(p, u) for p, owned in self.contexts.items() for u in owned]
+            for start in range(0, len(users), 2000):
+                async with self._lock:
+                    now_s = time.time()
+                    changed = []
+                    for partition, user in users[start : start + 2000]:
+                        ctx = self.contexts.get(partition, {}).get(user)
+                        if ctx is not None and (decision := self.policy.decide(ctx, now_s)) is not None:
                             self._request(ctx, decision)
                             changed.append((partition, ctx))
-                await self._write(changed)
-                for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
-                    del self.signals[signal_id]  # expired
+                    await self._write(changed)
+                await asyncio.sleep(0)
+            now = datetime.now(UTC)
+            for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
+                del self.signals[signal_id]  # expired
 
     # -- environment signals ----------------------------------------------------------
 
