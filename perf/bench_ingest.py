@@ -196,9 +196,7 @@ def run(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         for share in (2, 4):  # half the measured rate (the target's condition), then a quarter
             extra = remapped(base, max(2000, int(rate / share * 10)), start_loop=loop)
             loop += len(extra) // len(base) + 1
-            say(
-                f"freshness: {len(extra)} events at {rate / share:,.0f}/s (1/{share} of the measured rate)"
-            )
+            say(f"freshness: {len(extra)} events at {rate / share:,.0f}/s (1/{share} of the measured rate)")
             asyncio.run(publish(bootstrap, settings.topic_behaviors, extra, rate=rate / share))
             total += len(extra)
             time.sleep(settings.stats_interval_s)
