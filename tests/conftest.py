@@ -15,6 +15,11 @@ from deploy.model import ensure_model
 from intentstream.settings import REPO_ROOT, Settings
 from intentstream.store import RedisClient, connect
 
+# The Triton kernels run on the CPU under the interpreter in the tests (set before anything
+# imports triton; nothing above does). kernels/compile_check.py compiles them for Hopper in a
+# clean process.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # The converted model is built once by `make setup` under the repo's own home and reused.
 MODEL_HOME = REPO_ROOT / ".intentstream"
 
