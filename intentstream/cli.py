@@ -123,6 +123,10 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from perf.bench_context import bench_context
 
         result = bench_context(settings)
+    elif args.what == "kernels":
+        from perf.bench_kernels import bench_kernels
+
+        result = bench_kernels()
     else:
         from perf.bench_ingest import bench_ingest
 
@@ -168,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(func=cmd_get)
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON (baselines measured in the same run)")
-    bench.add_argument("what", choices=["redis", "context", "ingest"])
+    bench.add_argument("what", choices=["redis", "context", "ingest", "kernels"])
     bench.add_argument("--users", type=int, default=100_000, help="users written and read")
     bench.add_argument("--redis-url", default=None, help="an existing server (default: start a local one)")
     bench.add_argument("--events", type=int, default=100_000, help="ingest: events replayed")
