@@ -12,9 +12,9 @@ aiokafka's ``getmany`` delivers about 300,000/s. So this service consumes with a
 directly, in its own consumer group, inside the faust worker (which still runs the signal
 validation and the planners).
 
-Nothing lost, nothing counted twice: after each batch every changed context is written to
-the compacted changelog and acknowledged by the broker *before* the batch's offsets are
-committed. After a crash the batch is delivered again and each context skips what it had
+Nothing lost, nothing counted twice: every context a batch changed is written to the
+compacted changelog and acknowledged by the broker *before* the batch's offsets are
+committed (the next batch is fetched and applied while those writes are in flight). After a crash the batch is delivered again and each context skips what it had
 already applied (its per-partition offset watermark). A partition's contexts are rebuilt
 from its changelog partition when it is assigned (start-up, scale-out, a peer's death).
 """
@@ -128,6 +128,22 @@ class ContextCounters:
     last_batch_at: float = 0.0
 
 
+@dataclass
+class _Staged:
+    """A batch applied in memory whose changelog writes are in flight."""
+
+    records: list[tuple[int, bytes, bytes]]  # (partition, key, context bytes)
+    offsets: dict[TopicPartition, int]
+    produced_ms: list[float]
+    apply_s: float
+    acked: asyncio.Future[Any] | None = None
+    acked_ms: float = 0.0
+
+    def mark_acked(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.acked_ms = time.time() * 1000
+
+
 class ContextService:
     """Consumes behaviours for the partitions this worker owns and keeps their contexts."""
 
@@ -155,6 +171,7 @@ class ContextService:
         self._changelog = contexts_changelog(settings)
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: _Staged | None = None
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
 
     # -- life cycle -------------------------------------------------------------------
@@ -205,6 +222,8 @@ class ContextService:
             for task in self._tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            with contextlib.suppress(KafkaError, BrokerUnavailable):
+                await self._settle()
             with contextlib.suppress(KafkaError):
                 await self._producer.flush()
         await self._consumer.stop()  # leaves the group: peers take over at once
@@ -229,15 +248,22 @@ class ContextService:
     # -- the hot path -----------------------------------------------------------------
 
     async def _consume(self) -> None:
+        """Batch N+1 is fetched and applied while batch N's changelog writes are on their
+        way; N's offsets are committed once its writes are acknowledged."""
         while True:
-            batch = await self._consumer.getmany(timeout_ms=100, max_records=self.settings.ingest_batch_max)
-            if batch:
-                async with self._lock:
-                    await self.apply_batch(batch)
+            batch = await self._consumer.getmany(
+                timeout_ms=0 if self._inflight else 100, max_records=self.settings.ingest_batch_max
+            )
+            async with self._lock:
+                staged = await self.apply_batch(batch) if batch else None
+                await self._settle()
+                self._inflight = staged
 
-    async def apply_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Apply, write the changed contexts, then commit. Records of partitions revoked
-        meanwhile are skipped: their new owner reads them again."""
+    async def apply_batch(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> _Staged | None:
+        """Apply a batch and send the changed contexts to the changelog (not yet awaited).
+        Records of partitions revoked meanwhile are skipped: their new owner reads them."""
         started = time.perf_counter()
         now = datetime.now(UTC)
         now_s = now.timestamp()
@@ -276,18 +302,56 @@ class ContextService:
                 if decision is not None:
                     self._request(ctx, decision)
         if not offsets:
-            return
-        applied_at = time.perf_counter()
+            return None
         await self._dead_letter(dead)
-        await self._write(dirty.values())
-        written_at = time.perf_counter()
-        done_ms = time.time() * 1000
-        for ms in produced_ms:
+        staged = _Staged(
+            records=[(partition, ctx.user_id.encode(), ctx.to_bytes()) for partition, ctx in dirty.values()],
+            offsets=offsets,
+            produced_ms=produced_ms,
+            apply_s=time.perf_counter() - started,
+        )
+        await self._send(staged)
+        return staged
+
+    async def _send(self, staged: _Staged) -> None:
+        futures = [
+            await self._producer.send(self._changelog, value, key=key, partition=partition)
+            for partition, key, value in staged.records
+        ]
+        staged.acked = asyncio.gather(*futures)
+        staged.acked.add_done_callback(staged.mark_acked)
+
+    async def _settle(self) -> None:
+        """Wait for the in-flight batch's writes (resending through an outage of up to
+        ``broker_outage_s``), then commit its offsets."""
+        staged, self._inflight = self._inflight, None
+        if staged is None:
+            return
+        waited = time.perf_counter()
+        deadline = time.monotonic() + self.settings.broker_outage_s
+        while True:
+            try:
+                if staged.acked is not None:
+                    await staged.acked
+                break
+            except KafkaError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"the broker at {self.bootstrap} did not take {len(staged.records)} context "
+                        f"writes for {self.settings.broker_outage_s:.0f}s: {exc}"
+                    ) from exc
+                log.warning("changelog write failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                await self._send(staged)
+        self.counters.changelog_writes += len(staged.records)
+        done_ms = staged.acked_ms or time.time() * 1000
+        for ms in staged.produced_ms:
             self.freshness.add(ms, done_ms - ms)
         self.counters.last_batch_at = time.time()
+        committing = time.perf_counter()
         assigned = self._consumer.assignment()
         try:
-            await self._consumer.commit({tp: o for tp, o in offsets.items() if tp in assigned})
+            await self._consumer.commit({tp: o for tp, o in staged.offsets.items() if tp in assigned})
         except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
             # The batch will be delivered again to whoever owns the partition; every context
             # it touched is already written with its watermark, so it is skipped there.
@@ -295,9 +359,9 @@ class ContextService:
             log.warning("commit failed (%s); the batch will be redelivered and skipped", exc)
         c = self.counters
         c.batches += 1
-        c.seconds_apply += applied_at - started
-        c.seconds_write += written_at - applied_at
-        c.seconds_commit += time.perf_counter() - written_at
+        c.seconds_apply += staged.apply_s
+        c.seconds_write += committing - waited
+        c.seconds_commit += time.perf_counter() - committing
 
     async def _write(self, changed: Iterable[tuple[int, UserContext]]) -> None:
         """Write contexts to their changelog partition and wait for the broker's ack,
@@ -484,7 +548,8 @@ class ContextService:
             )
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:  # waits for the batch in flight, which commits its offsets
+        async with self._lock:  # waits for the batch being applied ...
+            await self._settle()  # ... and the writes in flight, then commits their offsets
             if revoked:
                 log.info("partitions %s revoked", sorted(tp.partition for tp in revoked))
 
