@@ -322,6 +322,21 @@ def _http_ok(port: int, path: str) -> bool:
         return False
 
 
+def health(settings: Settings) -> dict[str, dict[str, object]]:
+    """Each service of the local stack: its address, whether its process is still the one
+    started, and whether it answers on its port."""
+    return {
+        name: {
+            "address": service.address,
+            "pid": service.pid,
+            "running": _is_ours(service),
+            "answering": _tcp_open(service.port),
+            "log": service.log,
+        }
+        for name, service in load_state(settings).items()
+    }
+
+
 def _is_ours(service: Service) -> bool:
     """The pid still runs the command we started (pids get reused)."""
     try:

@@ -33,6 +33,54 @@ def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """The local stack's services and the workers' key figures; exit 1 if anything is down."""
+    import os
+    import time
+
+    from deploy import stack
+    from stream.ingest import read_stats
+
+    services = stack.health(settings)
+    workers = []
+    for path in sorted((settings.home / "workers").glob("*.json")):
+        stats = read_stats(path)
+        if stats is None or time.time() - stats["at"] > 10 * settings.stats_interval_s:
+            continue  # a worker that stopped (or died) long ago
+        alive = os.path.exists(f"/proc/{stats['pid']}")
+        workers.append(
+            {
+                "pid": stats["pid"],
+                "alive": alive,
+                **{
+                    k: stats[k]
+                    for k in ("partitions", "users", "events_per_s", "freshness_ms", "replan_queue")
+                },
+            }
+        )
+    healthy = all(s["running"] and s["answering"] for s in services.values()) and all(
+        w["alive"] for w in workers
+    )
+    if args.json:
+        print(orjson.dumps({"healthy": healthy, "services": services, "workers": workers}).decode())
+        return 0 if healthy else 1
+    if not services:
+        say("local stack: not running (`intentstream up`)")
+    for name, s in services.items():
+        state = "up" if s["running"] and s["answering"] else "DOWN"
+        print(f"{name:8} {state:5} {s['address']}  pid {s['pid']}  log {s['log']}")
+    for w in workers:
+        fresh = w["freshness_ms"].get("p99")
+        print(
+            f"worker   {'up' if w['alive'] else 'DEAD':5} pid {w['pid']}  partitions {w['partitions']}  "
+            f"users {w['users']}  events/s {w['events_per_s']}  freshness p99 {fresh} ms  "
+            f"replans pending {w['replan_queue']['pending']}"
+        )
+    if not workers:
+        say("no worker has reported in the last seconds (`intentstream worker`)")
+    return 0 if healthy and services else 1
+
+
 def cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
     from deploy import stack
     from deploy.model import ensure_model
@@ -144,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("up", help="start the local broker (Tansu) and redis-server").set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop everything `up` and `llm` started").set_defaults(func=cmd_down)
+    status = sub.add_parser("status", help="health of the local stack and the running workers")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
 
     llm = sub.add_parser(
         "llm", help="start the vLLM OpenAI-compatible server on CPU (fetches the model once)"

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(5000, ge=1, le=100_000)
     broker_outage_s: float = Field(60.0, gt=0.0)  # then the worker exits with an error
     stats_interval_s: float = Field(2.0, gt=0.0)  # <home>/workers/<app>-<pid>.json
+
+    # Prometheus /metrics of each worker (stream/metrics.py); None: not served.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     tags_per_user: int = Field(4, ge=1, le=10)
 
     # Redis security: credentials here (e.g. from a Kubernetes Secret) override any in the URL;

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,22 +26,12 @@ from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
 from schemas.codec import InvalidMessage, decode_replan, decode_signal
 from stream.ingest import ContextService
+from stream.metrics import PlannerCounters
+from stream.metrics import serve as serve_metrics
 from stream.tansu import patch_faust_highwaters
 from stream.topics import ensure_topics
 
 log = logging.getLogger("intentstream.worker")
-
-
-@dataclass
-class WorkerCounters:
-    """What the worker's faust agents did since it started; logged periodically (the
-    context service keeps its own, see ContextService.stats)."""
-
-    dead_lettered: dict[str, int] = field(default_factory=dict)
-    replans_skipped_stale: int = 0
-    plans_written: int = 0
-    plans_rejected_stale: int = 0
-    plans_failed: int = 0
 
 
 def build_app(
@@ -70,13 +59,16 @@ def build_app(
     # JSON after a recovery from the changelog, unlike what was written.
     signals = app.GlobalTable("signals", partitions=settings.topic_partitions, value_type=bytes)
 
-    counters = WorkerCounters()
+    counters = PlannerCounters()
     skew = timedelta(seconds=settings.max_future_skew_s)
     contexts = ContextService(settings, endpoints.kafka_bootstrap, scan_end_offsets=scan_end_offsets)
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_contexts() -> None:
         await app.add_runtime_dependency(_Running(contexts, loop=app.loop, beacon=app.beacon))
+        if settings.metrics_port is not None:
+            serve_metrics(contexts, counters, settings.metrics_host, settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
     async def dead_letter(message: Any, error: InvalidMessage) -> None:
         """Park the original bytes with the reason; the stream goes on."""
@@ -149,6 +141,10 @@ def build_app(
                     counters.plans_failed += 1
                     log.error("%s; the user keeps the previous record", exc)
                     continue
+                counters.llm_requests += 1
+                counters.llm_prompt_tokens += cost.prompt_tokens
+                counters.llm_completion_tokens += cost.completion_tokens
+                counters.llm_seconds += cost.latency_s
                 if await store.write(record, datetime.now(UTC)):
                     counters.plans_written += 1
                     log.info(

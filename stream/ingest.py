@@ -14,8 +14,9 @@ validation and the planners).
 
 Nothing lost, nothing counted twice: every context a batch changed is written to the
 compacted changelog and acknowledged by the broker *before* the batch's offsets are
-committed (the next batch is fetched and applied while those writes are in flight). After a crash the batch is delivered again and each context skips what it had
-already applied (its per-partition offset watermark). A partition's contexts are rebuilt
+committed (the next batch is fetched and applied while those writes are in flight). After
+a crash the batch is delivered again and each context skips what it had already applied
+(its per-partition offset watermark). A partition's contexts are rebuilt
 from its changelog partition when it is assigned (start-up, scale-out, a peer's death).
 """
 
@@ -172,6 +173,7 @@ class ContextService:
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: _Staged | None = None
+        self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
 
     # -- life cycle -------------------------------------------------------------------
@@ -276,6 +278,9 @@ class ContextService:
             owned = self.contexts.get(tp.partition)
             if owned is None:
                 continue
+            end = self._consumer.highwater(tp)
+            if end is not None and records:
+                self.lag[tp.partition] = max(0, end - records[-1].offset - 1)
             for record in records:
                 offsets[tp] = record.offset + 1
                 try:
@@ -531,6 +536,7 @@ class ContextService:
             owned = {tp.partition for tp in assigned}
             for partition in [p for p in self.contexts if p not in owned]:
                 del self.contexts[partition]
+                self.lag.pop(partition, None)
             new = sorted(p for p in owned if p not in self.contexts)
             if not new:
                 return
