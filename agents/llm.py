@@ -99,6 +99,13 @@ class OpenAICompatibleLLM:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"malformed LLM reply: {response.text[:300]}") from exc
 
+    async def answers(self) -> bool:
+        """Whether the server lists its models now (a readiness check)."""
+        try:
+            return (await self._client.get("/models", timeout=3.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

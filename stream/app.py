@@ -12,12 +12,15 @@ The agents only move data; the decisions are the plain functions in ``stream.con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
 from mode import CrashingSupervisor, Service
+from redis.exceptions import RedisError
 
 from agents.llm import OpenAICompatibleLLM
 from agents.tagger import IntentTagger, PlanFailed
@@ -67,7 +70,7 @@ def build_app(
     async def start_contexts() -> None:
         await app.add_runtime_dependency(_Running(contexts, loop=app.loop, beacon=app.beacon))
         if settings.metrics_port is not None:
-            serve_metrics(contexts, counters, settings.metrics_host, settings.metrics_port)
+            serve_metrics(contexts, counters, contexts.health, settings.metrics_host, settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
     async def dead_letter(message: Any, error: InvalidMessage) -> None:
@@ -117,6 +120,16 @@ def build_app(
             temperature=settings.llm_temperature,
         )
         store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
+        health = contexts.health
+        health.redis = health.llm = 0.0  # a planner is ready only when both answer
+
+        @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+        async def check_dependencies() -> None:
+            with contextlib.suppress(RedisError, OSError):
+                if await store.client.ping():
+                    health.redis = time.monotonic()
+            if await llm.answers():
+                health.llm = time.monotonic()
 
         @app.agent(
             replans,

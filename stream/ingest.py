@@ -46,6 +46,7 @@ from schemas.codec import InvalidMessage, decode_event, encode
 from schemas.events import EnvSignal
 from stream.context import ContextShape, UserContext, apply_event, concerns, replan_request, signals_for
 from stream.entities import EntityCache
+from stream.metrics import Health
 from stream.tansu import scanned_end_offsets
 from stream.trigger import Decision, ReplanQueue, TriggerPolicy, mark_replanned
 
@@ -173,6 +174,7 @@ class ContextService:
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: _Staged | None = None
+        self.health = Health()
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
 
@@ -419,8 +421,10 @@ class ContextService:
         last_ok = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
+            self.health.beat = time.monotonic()
             try:
                 await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5.0)
+                self.health.broker = time.monotonic()
             except (KafkaError, OSError, TimeoutError) as exc:
                 away = time.monotonic() - last_ok
                 if away > self.settings.broker_outage_s:

@@ -1,16 +1,22 @@
-"""Prometheus metrics of one worker, served on INTENTSTREAM_METRICS_PORT.
+"""Prometheus metrics and health probes of one worker, served on INTENTSTREAM_METRICS_PORT:
 
-Read from the worker's own counters when scraped (a collector, not instrumented calls), so
-the hot path pays nothing for them.
+/metrics   Prometheus text, read from the worker's own counters when scraped (a
+           collector, not instrumented calls: the hot path pays nothing for it)
+/healthz   liveness: the worker's event loop has ticked in the last 30 s
+/readyz    readiness: the broker, Redis and (for planners) the LLM answered recently
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -104,8 +110,57 @@ class WorkerCollector(Collector):
         yield users
 
 
-def serve(contexts: ContextService, planner: PlannerCounters, host: str, port: int) -> None:
-    """Serve /metrics on ``host:port`` from a background thread."""
+@dataclass
+class Health:
+    """When each dependency last answered (monotonic seconds); None: not needed here."""
+
+    beat: float = field(default_factory=time.monotonic)  # the event loop's last tick
+    broker: float = 0.0
+    redis: float | None = None
+    llm: float | None = None
+    max_age_s: float = 15.0
+
+    def live(self) -> bool:
+        return time.monotonic() - self.beat < 30.0
+
+    def readiness(self) -> tuple[bool, dict[str, bool]]:
+        now = time.monotonic()
+        checks = {
+            name: now - at < self.max_age_s
+            for name, at in (("broker", self.broker), ("redis", self.redis), ("llm", self.llm))
+            if at is not None
+        }
+        return all(checks.values()), checks
+
+
+def serve(contexts: ContextService, planner: PlannerCounters, health: Health, host: str, port: int) -> None:
+    """Serve /metrics, /healthz and /readyz on ``host:port`` from a background thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(contexts, planner))
-    start_http_server(port, addr=host, registry=registry)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                live = health.live()
+                self._reply(200 if live else 503, orjson.dumps({"live": live}), "application/json")
+            elif self.path == "/readyz":
+                ready, checks = health.readiness()
+                body = orjson.dumps({"ready": ready, **checks})
+                self._reply(200 if ready else 503, body, "application/json")
+            else:
+                self._reply(404, b"not found", "text/plain")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass  # probes every few seconds would flood the log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
