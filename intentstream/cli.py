@@ -117,7 +117,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         f"redis {endpoints.redis_url and redacted(endpoints.redis_url)}, "
         f"llm {endpoints.llm_base_url}"
     )
-    run_worker(settings, endpoints, with_planner=not args.no_planner, loglevel=args.loglevel)
+    if args.no_planner and args.planner_only:
+        say("--no-planner and --planner-only exclude each other")
+        return 2
+    run_worker(
+        settings,
+        endpoints,
+        with_planner=not args.no_planner,
+        with_contexts=not args.planner_only,
+        loglevel=args.loglevel,
+    )
     return 0
 
 
@@ -204,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a stream worker (faust) until SIGTERM")
     worker.add_argument("--no-planner", action="store_true", help="ingest only; no LLM re-planning")
+    worker.add_argument(
+        "--planner-only", action="store_true", help="plan only: read replans, keep no contexts"
+    )
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(func=cmd_worker)
 

@@ -38,9 +38,15 @@ log = logging.getLogger("intentstream.worker")
 
 
 def build_app(
-    settings: Settings, endpoints: Endpoints, *, with_planner: bool = True, scan_end_offsets: bool = False
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    with_planner: bool = True,
+    with_contexts: bool = True,
+    scan_end_offsets: bool = False,
 ) -> faust.App:
-    """The stream app for one worker process. ``with_planner=False`` runs ingestion only."""
+    """The stream app for one worker process. ``with_planner=False`` runs ingestion only;
+    ``with_contexts=False`` runs the planner only (so planners scale on their own)."""
     settings.home.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
@@ -68,7 +74,9 @@ def build_app(
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_contexts() -> None:
-        await app.add_runtime_dependency(_Running(contexts, loop=app.loop, beacon=app.beacon))
+        await app.add_runtime_dependency(
+            _Running(contexts, consume=with_contexts, loop=app.loop, beacon=app.beacon)
+        )
         if settings.metrics_port is not None:
             serve_metrics(contexts, counters, contexts.health, settings.metrics_host, settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
@@ -183,12 +191,13 @@ def build_app(
 class _Running(Service):
     """Runs the context service for as long as the faust worker runs."""
 
-    def __init__(self, service: ContextService, **kwargs: Any) -> None:
+    def __init__(self, service: ContextService, *, consume: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.service = service
+        self.consume = consume
 
     async def on_start(self) -> None:
-        await self.service.start()
+        await self.service.start(consume=self.consume)
 
     async def on_stop(self) -> None:
         await self.service.stop()
@@ -201,7 +210,12 @@ def _require(value: str | None, name: str) -> str:
 
 
 def run_worker(
-    settings: Settings, endpoints: Endpoints, *, with_planner: bool = True, loglevel: str = "info"
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    with_planner: bool = True,
+    with_contexts: bool = True,
+    loglevel: str = "info",
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
     asyncio.run(ensure_topics(endpoints.kafka_bootstrap, settings))
@@ -210,6 +224,8 @@ def run_worker(
     )
     if scan:
         patch_faust_highwaters(endpoints.kafka_bootstrap)
-    app = build_app(settings, endpoints, with_planner=with_planner, scan_end_offsets=scan)
+    app = build_app(
+        settings, endpoints, with_planner=with_planner, with_contexts=with_contexts, scan_end_offsets=scan
+    )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -174,14 +174,16 @@ class ContextService:
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: _Staged | None = None
+        self._consuming = False
         self.health = Health()
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
 
     # -- life cycle -------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect (aiokafka clients need the running loop) and start the loops."""
+    async def start(self, consume: bool = True) -> None:
+        """Connect (aiokafka clients need the running loop) and start the loops. Without
+        ``consume`` (a planner-only worker) only the broker watchdog runs."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=f"{self.settings.app_id}-contexts",
@@ -206,8 +208,12 @@ class ContextService:
         # batch loop for tens of milliseconds, so collect the young generation less often.
         gc.set_threshold(50_000, 20, 100)
         await self._producer.start()
+        if not consume:
+            self._tasks.append(asyncio.create_task(self._guarded(self._watch_broker), name="watch"))
+            return
         self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
         await self._consumer.start()
+        self._consuming = True
         loops = (
             self._consume,
             self._follow_signals,
@@ -230,7 +236,8 @@ class ContextService:
                 await self._settle()
             with contextlib.suppress(KafkaError):
                 await self._producer.flush()
-        await self._consumer.stop()  # leaves the group: peers take over at once
+        if self._consuming:
+            await self._consumer.stop()  # leaves the group: peers take over at once
         await self._producer.stop()
 
     async def _guarded(self, loop: Any) -> None:

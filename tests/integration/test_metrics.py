@@ -60,11 +60,12 @@ async def test_two_workers_expose_metrics_that_add_up(app_settings: Settings, tm
             return samples if done and dead else None
 
         samples = await eventually(counted, timeout_s=90)
-        for port in ports:
-            assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"live": True}
-            ready = httpx.get(f"http://127.0.0.1:{port}/readyz")
-            assert (ready.status_code, ready.json()) == (200, {"ready": True, "broker": True})
-            assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404
+        async with httpx.AsyncClient() as client:
+            for port in ports:
+                assert (await client.get(f"http://127.0.0.1:{port}/healthz")).json() == {"live": True}
+                ready = await client.get(f"http://127.0.0.1:{port}/readyz")
+                assert (ready.status_code, ready.json()) == (200, {"ready": True, "broker": True})
+                assert (await client.get(f"http://127.0.0.1:{port}/nope")).status_code == 404
     finally:
         for worker in workers:
             stop_worker(worker)
