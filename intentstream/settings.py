@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,8 @@ class Settings(BaseSettings):
     ingest_batch_max: int = Field(5000, ge=1, le=100_000)
     broker_outage_s: float = Field(60.0, gt=0.0)  # then the worker exits with an error
     stats_interval_s: float = Field(2.0, gt=0.0)  # <home>/workers/<app>-<pid>.json
+
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, with user/event ids
 
     # Prometheus /metrics of each worker (stream/metrics.py); None: not served.
     metrics_port: int | None = Field(None, ge=1, le=65535)

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from agents.llm import OpenAICompatibleLLM
 from agents.tagger import IntentTagger, PlanFailed
 from deploy.stack import Endpoints
+from intentstream.logs import json_logging_config
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
 from schemas.codec import InvalidMessage, decode_replan, decode_signal
@@ -84,7 +85,13 @@ def build_app(
     async def dead_letter(message: Any, error: InvalidMessage) -> None:
         """Park the original bytes with the reason; the stream goes on."""
         counters.dead_lettered[error.reason] = counters.dead_lettered.get(error.reason, 0) + 1
-        log.warning("dead-lettered %s/%d/%d: %s", message.topic, message.partition, message.offset, error)
+        source = f"{message.topic}/{message.partition}/{message.offset}"
+        log.warning(
+            "dead-lettered %s: %s",
+            source,
+            error,
+            extra={"event_id": error.message_id, "reason": error.reason, "source": source},
+        )
         await dead_letters.send(
             key=message.key,
             value=message.value,
@@ -160,7 +167,9 @@ def build_app(
                     record, cost = await tagger.plan(request, datetime.now(UTC))
                 except PlanFailed as exc:
                     counters.plans_failed += 1
-                    log.error("%s; the user keeps the previous record", exc)
+                    log.error(
+                        "%s; the user keeps the previous record", exc, extra={"user_id": request.user_id}
+                    )
                     continue
                 counters.llm_requests += 1
                 counters.llm_prompt_tokens += cost.prompt_tokens
@@ -177,6 +186,7 @@ def build_app(
                         cost.prompt_tokens,
                         cost.completion_tokens,
                         cost.latency_s,
+                        extra={"user_id": record.user_id},
                     )
                 else:
                     counters.plans_rejected_stale += 1
@@ -227,5 +237,6 @@ def run_worker(
     app = build_app(
         settings, endpoints, with_planner=with_planner, with_contexts=with_contexts, scan_end_offsets=scan
     )
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    logging_config = json_logging_config(loglevel) if settings.log_format == "json" else None
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config)
     worker.execute_from_commandline()

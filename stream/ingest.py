@@ -407,7 +407,13 @@ class ContextService:
         for record, error in dead:
             reason = error.reason
             self.counters.dead_lettered[reason] = self.counters.dead_lettered.get(reason, 0) + 1
-            log.warning("dead-lettered %s/%d/%d: %s", record.topic, record.partition, record.offset, error)
+            source = f"{record.topic}/{record.partition}/{record.offset}"
+            log.warning(
+                "dead-lettered %s: %s",
+                source,
+                error,
+                extra={"event_id": error.message_id, "reason": reason, "source": source},
+            )
             futures.append(
                 await self._producer.send(
                     self.settings.topic_dead_letters,
