@@ -224,6 +224,10 @@ def run(settings: Settings, n: int, work: Path) -> dict[str, Any]:
         "freshness_ms_p99": half.get("p99"),
         "freshness_by_rate": freshness,
         "bytes_per_user_context": done["bytes_per_context_mean"],
+        # Trigger decisions while applying the N events at full speed (the cooldown is in
+        # processing time, so a replay at full speed decides fewer than real time would).
+        "replans_decided_per_1000_events": round(1000 * sum(done["counters"]["triggers"].values()) / n, 1),
+        "replans_by_reason": done["counters"]["triggers"],
         "duplicates_skipped": fresh["counters"]["duplicates"],
         "dead_lettered": fresh["counters"]["dead_lettered"],
         "events_source": (
