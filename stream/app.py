@@ -177,6 +177,7 @@ def build_app(
                 counters.llm_seconds += cost.latency_s
                 if await store.write(record, datetime.now(UTC)):
                     counters.plans_written += 1
+                    counters.verdicts[record.verdict] = counters.verdicts.get(record.verdict, 0) + 1
                     log.info(
                         "user %s v%d (%s): %s [%d prompt + %d generated tokens, %.1fs]",
                         record.user_id,

@@ -37,6 +37,7 @@ class PlannerCounters:
     llm_prompt_tokens: int = 0
     llm_completion_tokens: int = 0
     llm_seconds: float = 0.0
+    verdicts: dict[str, int] = field(default_factory=dict)  # of the records written
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -103,8 +104,18 @@ class WorkerCollector(Collector):
             "llm_tokens", "LLM tokens by kind (stage: tagger).", "kind",
             {"prompt": p.llm_prompt_tokens, "completion": p.llm_completion_tokens},
         )  # fmt: skip
-        yield _counter("llm_requests", "Plans that got an answer from the LLM.", p.llm_requests)
-        yield _counter("llm_seconds", "Seconds spent waiting for the LLM.", p.llm_seconds)
+        stage = {"tagger": 1.0}
+        yield _labelled(
+            "llm_requests",
+            "LLM answers by agent stage.",
+            "stage",
+            {k: v * p.llm_requests for k, v in stage.items()},
+        )
+        yield _labelled(
+            "llm_seconds", "Seconds waiting for the LLM by agent stage.", "stage",
+            {k: v * p.llm_seconds for k, v in stage.items()},
+        )  # fmt: skip
+        yield _labelled("judge_verdicts", "Verdicts of the records written.", "verdict", dict(p.verdicts))
         users = GaugeMetricFamily("intentstream_contexts", "User contexts held by this worker.")
         users.add_metric([], sum(len(owned) for owned in self.contexts.contexts.values()))
         yield users
