@@ -111,15 +111,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.store import redacted
     from stream.app import run_worker
 
+    if args.no_planner and args.planner_only:
+        say("--no-planner and --planner-only exclude each other")
+        return 2
     endpoints = resolve_endpoints(settings, need_llm=not args.no_planner, need_redis=not args.no_planner)
     say(
         f"worker: kafka {endpoints.kafka_bootstrap}, "
         f"redis {endpoints.redis_url and redacted(endpoints.redis_url)}, "
         f"llm {endpoints.llm_base_url}"
     )
-    if args.no_planner and args.planner_only:
-        say("--no-planner and --planner-only exclude each other")
-        return 2
     run_worker(
         settings,
         endpoints,
@@ -133,7 +133,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from perf.replay import replay
 
-    sent, stats = asyncio.run(replay(settings, Path(args.log), args.format, limit=args.limit, rate=args.rate))
+    sent, stats = asyncio.run(
+        replay(settings, Path(args.log), args.format, limit=args.limit, rate=args.rate, speedup=args.speedup)
+    )
     skipped = dict(stats.skipped)
     print(orjson.dumps({"sent": sent, "rows_read": stats.rows, "skipped": skipped}).decode())
     return 0
@@ -193,6 +195,13 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="intentstream", description=__doc__ and "Streaming real-time intent engine."
@@ -225,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--log", required=True, help="path of the log file")
     replay.add_argument("--format", required=True, choices=FORMATS)
     replay.add_argument("--limit", type=int, default=None, help="publish only the first N events")
-    replay.add_argument(
-        "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
-    )
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=_positive, default=None, help="events per second")
+    pace.add_argument("--speedup", type=_positive, default=None, help="the log's own timing, X times faster")
+    pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
     replay.set_defaults(func=cmd_replay)
 
     get = sub.add_parser("get", help="print a user's intent record from Redis")

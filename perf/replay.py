@@ -17,11 +17,28 @@ from perf.logs import LoadStats, LogFormat, load_events
 from schemas.events import BehaviorEvent
 
 
-async def paced(events: Iterable[BehaviorEvent], rate: float, meter: Meter) -> AsyncIterator[BehaviorEvent]:
-    """Yield events no faster than ``rate`` per second."""
+def due_at(
+    event: BehaviorEvent, first_ts: float, index: int, rate: float | None, speedup: float | None
+) -> float:
+    """Seconds after the start of the replay when ``event`` (the ``index``-th) is due:
+    ``rate`` events per second, or the log's own timing ``speedup`` times faster (events
+    out of time order are sent at once, never reordered)."""
+    if rate is not None:
+        return index / rate
+    if speedup is not None:
+        return max(0.0, (event.ts.timestamp() - first_ts) / speedup)
+    return 0.0
+
+
+async def paced(
+    events: Iterable[BehaviorEvent], meter: Meter, *, rate: float | None, speedup: float | None
+) -> AsyncIterator[BehaviorEvent]:
+    """Yield events no sooner than they are due."""
     started = time.monotonic()
+    first_ts: float | None = None
     for i, event in enumerate(events):
-        ahead = i / rate - (time.monotonic() - started)
+        first_ts = event.ts.timestamp() if first_ts is None else first_ts
+        ahead = due_at(event, first_ts, i, rate, speedup) - (time.monotonic() - started)
         if ahead > 0:
             await asyncio.sleep(ahead)
         meter.advance()
@@ -35,7 +52,13 @@ def counted(events: Iterable[BehaviorEvent], meter: Meter) -> Iterator[BehaviorE
 
 
 async def replay(
-    settings: Settings, log: Path, fmt: LogFormat, *, limit: int | None = None, rate: float | None = None
+    settings: Settings,
+    log: Path,
+    fmt: LogFormat,
+    *,
+    limit: int | None = None,
+    rate: float | None = None,
+    speedup: float | None = None,
 ) -> tuple[int, LoadStats]:
     """Publish the log's events; returns how many the broker confirmed, and the load stats."""
     stats = LoadStats()
@@ -45,7 +68,8 @@ async def replay(
     meter = Meter(f"replaying {log.name}", limit)
     bootstrap = resolve_endpoints(settings).kafka_bootstrap
     async with IntentProducer(bootstrap, settings) as producer:
-        source = paced(events, rate, meter) if rate else counted(events, meter)
+        paced_ = rate is not None or speedup is not None
+        source = paced(events, meter, rate=rate, speedup=speedup) if paced_ else counted(events, meter)
         sent = await producer.send_events(source)
     meter.close()
     return sent, stats
