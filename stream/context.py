@@ -42,6 +42,9 @@ ACTION_WEIGHT = {
 }
 
 
+HALF_LIFE_S = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class ContextShape:
     """The bounds and constants of a context (from the settings)."""
@@ -50,7 +53,7 @@ class ContextShape:
     max_interests: int = 12
     seen_ids: int = 128  # event-id hashes kept for duplicate detection
     join_similarity: float = 0.55  # cosine at or above which an entity joins a cluster
-    half_life_s: float = 3600.0  # event-time half-life of interest weights
+    half_life_s: float = HALF_LIFE_S  # event-time half-life of interest weights
 
 
 @dataclass(slots=True)
@@ -298,11 +301,10 @@ def concerns(signal: EnvSignal, ctx: UserContext) -> bool:
     return signal.region == "*" or (signal.region is not None and signal.region == ctx.region)
 
 
-def interest_summaries(ctx: UserContext, limit: int = 6) -> list[Interest]:
+def interest_summaries(ctx: UserContext, limit: int = 6, half_life_s: float = HALF_LIFE_S) -> list[Interest]:
     """The heaviest interest clusters, as of the newest event, heaviest first."""
     ranked = sorted(
-        ctx.interests,
-        key=lambda c: -c.weight * 2 ** (-(ctx.newest_event_ts - c.updated_ts) / 3600.0),
+        ctx.interests, key=lambda c: -c.weight * _decay(half_life_s, ctx.newest_event_ts - c.updated_ts)
     )
     return [
         Interest(
