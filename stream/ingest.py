@@ -40,6 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 
 from intentstream.settings import Settings
 from schemas.codec import InvalidMessage, decode_event, encode
@@ -175,6 +176,7 @@ class ContextService:
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: _Staged | None = None
         self._consuming = False
+        self._fanned_out: set[str] = set()  # signal ids already fanned out to this worker's users
         self.health = Health()
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
@@ -502,6 +504,10 @@ class ContextService:
             now = datetime.now(UTC)
             for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
                 del self.signals[signal_id]  # expired
+                self._fanned_out.discard(signal_id)
+            for signal in [s for s in self.signals.values() if s.signal_id not in self._fanned_out]:
+                if signal.active_at(now):
+                    await self._fan_out(signal)  # came into force since it arrived
 
     # -- environment signals ----------------------------------------------------------
 
@@ -518,8 +524,20 @@ class ContextService:
                 batch = await reader.getmany(timeout_ms=500)
                 for records in batch.values():
                     for record in records:
-                        if record.value:
-                            await self.on_signal(EnvSignal.model_validate_json(record.value))
+                        if not record.value:
+                            continue
+                        try:
+                            signal = EnvSignal.model_validate_json(record.value)
+                        except ValidationError as exc:  # validated upstream; never fatal here
+                            log.error(
+                                "unreadable signal at %s/%d/%d skipped: %s",
+                                record.topic,
+                                record.partition,
+                                record.offset,
+                                str(exc)[:300],
+                            )
+                            continue
+                        await self.on_signal(signal)
         finally:
             await reader.stop()
 
@@ -529,15 +547,21 @@ class ContextService:
         if signal.valid_until <= now:
             return  # expired before it reached us: nothing to do
         self.signals[signal.signal_id] = signal
-        if not signal.active_at(now):
-            return  # in force later: picked up by re-plans from then on
+        if signal.active_at(now):
+            await self._fan_out(signal)
+        # else: in force later; the sweep fans it out once it is
+
+    async def _fan_out(self, signal: EnvSignal) -> None:
+        """Re-plan (through the budget) the owned users the signal concerns, once each."""
+        self._fanned_out.add(signal.signal_id)
+        now_s = time.time()
         async with self._lock:
             changed = []
             for partition, owned in self.contexts.items():
                 for ctx in owned.values():
                     if not concerns(signal, ctx):
                         continue
-                    decision = self.policy.decide(ctx, now.timestamp(), signal=signal)
+                    decision = self.policy.decide(ctx, now_s, signal=signal)
                     if decision is not None:
                         self._request(ctx, decision, signal)
                         self.counters.signals_fanned_out += 1

@@ -174,3 +174,43 @@ async def test_a_signal_replans_the_users_it_concerns_within_the_budget(
     # The budget (2/s, bursts of 2) spreads 8 re-plans over at least 3 seconds.
     stamps = sorted(r.timestamp for r in replans)
     assert (stamps[-1] - stamps[0]) / 1000 >= 2.5
+
+
+async def test_a_signal_that_comes_into_force_later_replans_its_users_then(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.helpers import signal_dict
+
+    settings = app_settings.model_copy(update={"replan_every_n_events": 100, "replan_sweep_interval_s": 1.0})
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap is not None
+    worker = start_worker(settings, resolve_endpoints(settings), tmp_path / "worker.log", planner=False)
+    try:
+        async with IntentProducer(bootstrap, settings) as producer:
+            await producer.send_events([event_dict(1, user=f"oslo{i}", region="Oslo") for i in range(3)])
+        await consume(
+            bootstrap,
+            f"{settings.app_id}-contexts-changelog",
+            until=lambda r: len(latest_contexts(r)) == 3,
+        )
+        now = NOW.now(NOW.tzinfo)
+        starts = now + timedelta(seconds=6)
+        async with IntentProducer(bootstrap, settings) as producer:
+            await producer.send_signal(
+                signal_dict(
+                    5,
+                    region="Oslo",
+                    text="snow storm",
+                    valid_from=starts.isoformat(),
+                    valid_until=(now + timedelta(hours=3)).isoformat(),
+                    ts=now.isoformat(),
+                )
+            )
+        replans = await consume(bootstrap, settings.topic_replans, until=lambda r: len(r) >= 3, timeout_s=60)
+    finally:
+        stop_worker(worker)
+        print((tmp_path / "worker.log").read_text()[-3000:])
+    assert all(r.timestamp / 1000 >= starts.timestamp() for r in replans)  # not before it is in force
+    requests = [orjson.loads(r.value) for r in replans]
+    assert {r["trigger"] for r in requests} == {"signal:weather"}
+    assert all([s["text"] for s in r["signals"]] == ["snow storm"] for r in requests)
