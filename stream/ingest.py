@@ -210,6 +210,7 @@ class ContextService:
         # batch loop for tens of milliseconds, so collect the young generation less often.
         gc.set_threshold(50_000, 20, 100)
         await self._producer.start()
+        await self._producer.client.add_topic(self.settings.topic_behaviors)  # what the watchdog asks about
         if not consume:
             self._tasks.append(asyncio.create_task(self._guarded(self._watch_broker), name="watch"))
             return
@@ -438,7 +439,10 @@ class ContextService:
             await asyncio.sleep(1.0)
             self.health.beat = time.monotonic()
             try:
-                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5.0)
+                # Metadata of the few topics this client tracks: a real round trip, and a small
+                # one (all-topics metadata can take seconds on a broker with many topics).
+                if not await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout=5.0):
+                    raise KafkaError("metadata update failed")
                 self.health.broker = time.monotonic()
             except (KafkaError, OSError, TimeoutError) as exc:
                 away = time.monotonic() - last_ok
