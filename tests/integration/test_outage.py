@@ -33,7 +33,7 @@ def own_broker(tmp_path: Path) -> Iterator[stack.Service]:
 async def test_worker_resumes_after_the_broker_returns_and_exits_clearly_when_it_does_not(
     app_settings: Settings, own_broker: stack.Service, tmp_path: Path
 ) -> None:
-    settings = app_settings.model_copy(update={"kafka_bootstrap": own_broker.address, "broker_outage_s": 8.0})
+    settings = app_settings.model_copy(update={"kafka_bootstrap": own_broker.address, "broker_outage_s": 12.0})
     endpoints = stack.Endpoints(own_broker.address, None, None)
     changelog = f"{settings.app_id}-contexts-changelog"
     log = tmp_path / "worker.log"
@@ -64,4 +64,4 @@ async def test_worker_resumes_after_the_broker_returns_and_exits_clearly_when_it
     output = log.read_text()
     assert exit_code == 3
     assert "has not answered for" in output
-    assert "INTENTSTREAM_BROKER_OUTAGE_S=8" in output
+    assert "INTENTSTREAM_BROKER_OUTAGE_S=12" in output
