@@ -44,7 +44,6 @@ class Settings(BaseSettings):
     llm_python: Path | None = None  # the vLLM environment's interpreter; default .venv-llm
     llm_startup_timeout_s: float = 600.0
     llm_request_timeout_s: float = 180.0
-    llm_max_tokens: int = Field(400, ge=32, le=4096)
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_concurrency: int = Field(4, ge=1, le=256)
     llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -93,7 +92,10 @@ class Settings(BaseSettings):
     # Prometheus /metrics of each worker (stream/metrics.py); None: not served.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
+    # The HMAS agents (agents/chain.py).
     tags_per_user: int = Field(4, ge=1, le=10)
+    judge_online: bool = True  # judge every plan before writing; a "bad" one is not written
+    agents_embedder: Literal["minilm", "hashed"] = "minilm"  # merges near-duplicate tags
 
     # Redis security: credentials here (e.g. from a Kubernetes Secret) override any in the URL;
     # a rediss:// URL turns TLS on, verified against this CA file when given.

@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 from tokenizers import Tokenizer
 
-from agents.prompts import behaviour_data
+from agents.evidence import user_view
+from agents.planner import planner_data
+from agents.v1 import raw_line
 from intentstream.progress import say
 from intentstream.settings import Settings
 from perf.logs import LogFormat, load_events
@@ -34,18 +36,9 @@ LOGS: dict[str, tuple[str, LogFormat]] = {
 }
 
 
-def raw_line(e: BehaviorEvent) -> str:
-    """One behaviour as plain text, the way a V1-style prompt lists the history."""
-    parts = [e.ts.strftime("%Y-%m-%d %H:%M:%S"), e.action.value]
-    parts += [p for p in (e.query, e.item_text, e.category, e.brand) if p]
-    if e.price is not None:
-        parts.append(f"price {e.price:.2f}")
-    return " ".join(parts)
-
-
 def rendered(ctx: UserContext) -> str:
     request = replan_request(ctx, trigger="report", signals=[], now=datetime.now(UTC))
-    return orjson.dumps(behaviour_data(request)).decode()
+    return orjson.dumps(planner_data(user_view(request, request.requested_at))).decode()
 
 
 def load_tokenizer(settings: Settings) -> Tokenizer:

@@ -3,10 +3,10 @@
     behaviours ─► context service (stream/ingest.py) ─► contexts changelog, replans
     env-signals ─► validate ─bad─► dead-letters
                      └─► signals global table (changelog read by every context service)
-    replans ─► tagger (LLM) ─► Redis intent store
+    replans ─► HMAS agents (agents/chain.py, on vLLM) ─► judge gate ─► Redis intent store
 
 The agents only move data; the decisions are the plain functions in ``stream.context``,
-``stream.trigger`` and ``agents.tagger``.
+``stream.trigger`` and ``agents``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import faust
 from mode import CrashingSupervisor, Service
 from redis.exceptions import RedisError
 
+from agents.chain import IntentChain, PlanFailed, PlanRejected
+from agents.embedding import embedder_for
 from agents.llm import OpenAICompatibleLLM
-from agents.tagger import IntentTagger, PlanFailed
 from deploy.stack import Endpoints
 from intentstream.logs import json_logging_config
 from intentstream.settings import Settings
@@ -127,12 +128,12 @@ def build_app(
             timeout_s=settings.llm_request_timeout_s,
             concurrency=settings.llm_concurrency,
         )
-        tagger = IntentTagger(
+        chain = IntentChain(
             llm,
+            embedder_for(settings.agents_embedder),
             max_tags=settings.tags_per_user,
-            max_tokens=settings.llm_max_tokens,
-            max_retries=settings.llm_max_retries,
-            temperature=settings.llm_temperature,
+            retries=settings.llm_max_retries,
+            judge=settings.judge_online,
         )
         store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
         health = contexts.health
@@ -164,17 +165,24 @@ def build_app(
                     counters.replans_skipped_stale += 1
                     continue
                 try:
-                    record, cost = await tagger.plan(request, datetime.now(UTC))
+                    plan = await chain.plan(request, datetime.now(UTC))
                 except PlanFailed as exc:
+                    counters.book(exc.cost)
                     counters.plans_failed += 1
                     log.error(
                         "%s; the user keeps the previous record", exc, extra={"user_id": request.user_id}
                     )
                     continue
-                counters.llm_requests += 1
-                counters.llm_prompt_tokens += cost.prompt_tokens
-                counters.llm_completion_tokens += cost.completion_tokens
-                counters.llm_seconds += cost.latency_s
+                except PlanRejected as exc:
+                    counters.book(exc.cost)
+                    counters.plans_rejected_judge += 1
+                    counters.verdicts["bad"] = counters.verdicts.get("bad", 0) + 1
+                    log.warning(
+                        "%s; the user keeps the previous record", exc, extra={"user_id": request.user_id}
+                    )
+                    continue
+                record, cost = plan.record, plan.cost
+                counters.book(cost)
                 if await store.write(record, datetime.now(UTC)):
                     counters.plans_written += 1
                     counters.verdicts[record.verdict] = counters.verdicts.get(record.verdict, 0) + 1

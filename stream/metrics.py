@@ -20,6 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agents.stage import PlanCost, StageCost
+
 if TYPE_CHECKING:
     from stream.ingest import ContextService
 
@@ -33,11 +35,21 @@ class PlannerCounters:
     plans_written: int = 0
     plans_rejected_stale: int = 0  # Redis held a newer record
     plans_failed: int = 0
-    llm_requests: int = 0
-    llm_prompt_tokens: int = 0
-    llm_completion_tokens: int = 0
-    llm_seconds: float = 0.0
-    verdicts: dict[str, int] = field(default_factory=dict)  # of the records written
+    plans_rejected_judge: int = 0  # judged bad: not written
+    plans_repaired: int = 0  # plans where code fixed or replaced an agent's answer
+    stages: dict[str, StageCost] = field(default_factory=dict)  # LLM cost by agent stage
+    verdicts: dict[str, int] = field(default_factory=dict)  # judge verdicts (bad ones are not written)
+
+    def book(self, cost: PlanCost) -> None:
+        """Add one plan's LLM cost, stage by stage."""
+        for name, spent in cost.stages.items():
+            mine = self.stages.setdefault(name, StageCost())
+            mine.calls += spent.calls
+            mine.invalid += spent.invalid
+            mine.prompt_tokens += spent.prompt_tokens
+            mine.completion_tokens += spent.completion_tokens
+            mine.latency_s += spent.latency_s
+        self.plans_repaired += bool(cost.repairs)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -94,28 +106,34 @@ class WorkerCollector(Collector):
         yield _labelled(
             "plans", "Plans by outcome.", "outcome",
             {"written": p.plans_written, "stale": p.plans_rejected_stale, "failed": p.plans_failed,
-             "skipped": p.replans_skipped_stale},
+             "skipped": p.replans_skipped_stale, "judged_bad": p.plans_rejected_judge,
+             "repaired": p.plans_repaired},
         )  # fmt: skip
         yield _labelled(
             "redis_writes", "Intent record writes to Redis.", "result",
             {"accepted": p.plans_written, "stale": p.plans_rejected_stale},
         )  # fmt: skip
+        tokens = CounterMetricFamily(
+            "intentstream_llm_tokens", "LLM tokens by agent stage and kind.", labels=["stage", "kind"]
+        )
+        for name, spent in sorted(p.stages.items()):
+            tokens.add_metric([name, "prompt"], spent.prompt_tokens)
+            tokens.add_metric([name, "completion"], spent.completion_tokens)
+        yield tokens
         yield _labelled(
-            "llm_tokens", "LLM tokens by kind (stage: tagger).", "kind",
-            {"prompt": p.llm_prompt_tokens, "completion": p.llm_completion_tokens},
-        )  # fmt: skip
-        stage = {"tagger": 1.0}
-        yield _labelled(
-            "llm_requests",
-            "LLM answers by agent stage.",
-            "stage",
-            {k: v * p.llm_requests for k, v in stage.items()},
+            "llm_requests", "LLM answers by agent stage.", "stage", {k: v.calls for k, v in p.stages.items()}
         )
         yield _labelled(
-            "llm_seconds", "Seconds waiting for the LLM by agent stage.", "stage",
-            {k: v * p.llm_seconds for k, v in stage.items()},
+            "llm_invalid_answers", "LLM answers rejected by validation (then retried or repaired), by stage.",
+            "stage", {k: v.invalid for k, v in p.stages.items()},
         )  # fmt: skip
-        yield _labelled("judge_verdicts", "Verdicts of the records written.", "verdict", dict(p.verdicts))
+        yield _labelled(
+            "llm_seconds", "Seconds waiting for the LLM by agent stage.", "stage",
+            {k: v.latency_s for k, v in p.stages.items()},
+        )  # fmt: skip
+        yield _labelled(
+            "judge_verdicts", "Judge verdicts (bad plans are not written).", "verdict", dict(p.verdicts)
+        )
         users = GaugeMetricFamily("intentstream_contexts", "User contexts held by this worker.")
         users.add_metric([], sum(len(owned) for owned in self.contexts.contexts.values()))
         yield users

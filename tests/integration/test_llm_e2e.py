@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from agents.chain import IntentChain
+from agents.embedding import MiniLMEmbedder
 from agents.llm import OpenAICompatibleLLM
-from agents.tagger import IntentTagger
 from deploy import stack
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
@@ -37,26 +38,32 @@ def active_rees46_user(skip: int = 0) -> list[BehaviorEvent]:
     return [e for e in events if e.user_id == user]
 
 
-async def test_tagger_plans_a_real_user_on_the_real_model(llm_server: stack.Service) -> None:
+async def test_hmas_chain_plans_a_real_user_on_the_real_model(llm_server: stack.Service) -> None:
     settings = Settings()
-    llm = OpenAICompatibleLLM(llm_server.address, settings.llm_model_name, concurrency=2)
-    tagger = IntentTagger(llm, max_tags=3, max_tokens=300, max_retries=2, temperature=0.0)
+    llm = OpenAICompatibleLLM(llm_server.address, settings.llm_model_name, concurrency=4)
+    chain = IntentChain(llm, MiniLMEmbedder(), max_tags=3, retries=2, judge=True)
     events = active_rees46_user()
     ctx = UserContext(events[0].user_id)
     entities = EntityCache()
     for e in events:
         apply_event(ctx, e, ContextShape(), entities)
     now = datetime.now(UTC)
-    record, cost = await tagger.plan(replan_request(ctx, trigger="test", signals=[], now=now), now)
+    plan = await chain.plan(replan_request(ctx, trigger="test", signals=[], now=now), now)
     await llm.aclose()
+    record, cost = plan.record, plan.cost
     assert 1 <= len(record.tags) <= 3
     for tag in record.tags:
         assert 2 <= len(tag.tag.split()) <= 5
         assert tag.explanation
         assert "<" not in tag.explanation
     assert record.model == settings.llm_model_name
-    assert cost.prompt_tokens > 0
-    assert cost.completion_tokens > 0
+    assert {"planner", "expert", "style_guide", "explainer", "judge_relevance", "judge_senior"} <= set(
+        cost.stages
+    )
+    assert all(stage.prompt_tokens > 0 and stage.completion_tokens > 0 for stage in cost.stages.values())
+    assert plan.judgement is not None
+    assert record.verdict == plan.judgement.verdict != "bad"  # a bad one raises PlanRejected
+    assert set(plan.judgement.sub) == {"relevance", "grounding", "timeliness", "diversity", "safety_format"}
 
 
 async def test_events_in_kafka_become_intents_in_redis(
@@ -81,7 +88,15 @@ async def test_events_in_kafka_become_intents_in_redis(
             redis_client, prefix=settings.redis_key_prefix, changes_stream=settings.changes_stream
         )
         record = await eventually(lambda: store.get(user), timeout_s=300, every_s=2)
-        attacker = await eventually(lambda: store.get("attacker"), timeout_s=300, every_s=2)
+        log = tmp_path / "worker.log"
+        # The attacker's only event is a hostile query: written clean, judged bad or failed.
+        attacker_done = (
+            "user attacker v",
+            "plan for user attacker judged bad",
+            "no valid plan for user attacker",
+        )
+        await eventually(lambda: any(s in log.read_text() for s in attacker_done), timeout_s=300, every_s=2)
+        attacker = await store.get("attacker")
     finally:
         stop_worker(worker)
         print((tmp_path / "worker.log").read_text()[-4000:])
@@ -93,6 +108,6 @@ async def test_events_in_kafka_become_intents_in_redis(
     assert record.written_at is not None
     assert record.written_at >= record.planned_at
     assert record.tags
-    for tag in [*record.tags, *attacker.tags]:
+    for tag in [*record.tags, *(attacker.tags if attacker else [])]:
         assert not any(ch in tag.tag + tag.explanation for ch in "<>{}")
     assert await redis_client.xlen(settings.changes_stream) >= 2

@@ -33,7 +33,9 @@ def own_broker(tmp_path: Path) -> Iterator[stack.Service]:
 async def test_worker_resumes_after_the_broker_returns_and_exits_clearly_when_it_does_not(
     app_settings: Settings, own_broker: stack.Service, tmp_path: Path
 ) -> None:
-    settings = app_settings.model_copy(update={"kafka_bootstrap": own_broker.address, "broker_outage_s": 12.0})
+    settings = app_settings.model_copy(
+        update={"kafka_bootstrap": own_broker.address, "broker_outage_s": 12.0}
+    )
     endpoints = stack.Endpoints(own_broker.address, None, None)
     changelog = f"{settings.app_id}-contexts-changelog"
     log = tmp_path / "worker.log"

@@ -1,0 +1,223 @@
+"""The decision arbiter: joint reasoning over the whole candidate pool.
+
+In code (pure, tested): tags cleaned to plain text; candidates with no word in the user's
+data dropped (ungrounded); near-duplicates merged (embedding similarity, or one tag's words
+containing the other's); a strength from the evidence behind each. Then one LLM call sees
+the pool and the profile together and picks and orders the final tags. If it gives no
+usable answer, the pool's own ranking is used (a repair, counted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel
+
+from agents.embedding import TextEmbedder, similarity
+from agents.evidence import UserView, grounding, words
+from agents.experts import Candidate
+from agents.llm import LLM
+from agents.prompts import INSTRUCTION_LIKE, data_block, id_list_property, object_schema, system_prompt
+from agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
+from schemas.record import TAG_MAX_CHARS
+from schemas.text import plain_text
+
+MERGE_SIMILARITY = 0.72  # all-MiniLM-L6-v2 cosine; "running shoes" ~ "nike running shoes" is 0.90
+
+_TASK = """\
+Your task: you are the arbiter. Experts proposed the candidate tags below (c ids), each \
+with its rationale and how well its words are found in the shopper's data (grounded, 0 to \
+1). Choose the tags that best describe what this shopper wants now, strongest first: prefer \
+tags backed by carts, purchases, searches and recent items; skip tags that repeat another, \
+are vague, or do not fit the profile. Answer with the chosen c ids in order.
+"""
+
+_EXAMPLE_DATA = {
+    "candidates": [
+        {
+            "id": "c1",
+            "tag": "garmin sports watch",
+            "rationale": "A Garmin watch is in the cart.",
+            "grounded": 1.0,
+            "strength": 3.5,
+        },
+        {
+            "id": "c2",
+            "tag": "running shoes",
+            "rationale": "Viewed Nike and Asics shoes.",
+            "grounded": 1.0,
+            "strength": 3.2,
+        },
+        {
+            "id": "c3",
+            "tag": "fitness lifestyle",
+            "rationale": "Likes sport.",
+            "grounded": 0.0,
+            "strength": 0.4,
+        },
+        {
+            "id": "c4",
+            "tag": "kitchen appliances",
+            "rationale": "Bought a kettle.",
+            "grounded": 0.5,
+            "strength": 1.5,
+        },
+    ],
+    "profile": {"actions": {"view": 9, "cart": 1, "purchase": 1}, "season": "autumn"},
+}
+_EXAMPLE_ANSWER = {"keep": ["c1", "c2", "c4"]}  # fmt: skip
+
+
+def arbiter_stage(max_tags: int) -> Stage:
+    return Stage(
+        name="arbiter",
+        system=system_prompt(_TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
+        schema=object_schema(keep=id_list_property(max_tags, pattern="^c[0-9]{1,2}$")),
+        max_tokens=60,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pooled:
+    """A candidate in the arbiter's pool, after cleaning and merging."""
+
+    id: str
+    tag: str
+    rationale: str
+    evidence: tuple[str, ...]
+    grounded: float  # share of the tag's words found in the user's data
+    strength: float  # weight of the evidence behind it
+    merged: tuple[str, ...] = ()  # tags folded into this one
+
+    @property
+    def score(self) -> float:
+        """The pool's own ranking, used when the LLM arbiter gives no usable answer."""
+        return self.strength * (0.5 + self.grounded)
+
+
+def clean_tag(text: str) -> str | None:
+    """The tag as plain text of 2 to 5 words, or None."""
+    if INSTRUCTION_LIKE.search(text):
+        return None
+    tag = plain_text(text, TAG_MAX_CHARS)
+    return tag if 2 <= len(tag.split()) <= 5 else None
+
+
+def pool_candidates(
+    candidates: Sequence[Candidate],
+    view: UserView,
+    embedder: TextEmbedder,
+    merge_at: float = MERGE_SIMILARITY,
+) -> list[Pooled]:
+    """Clean, ground, merge and rank the experts' candidates (strongest first)."""
+    vocabulary = view.vocabulary()
+    weights = {e.id: e.weight for e in view.evidence}
+    kept: list[Pooled] = []
+    for c in candidates:
+        tag = clean_tag(c.tag)
+        if tag is None:
+            continue
+        share = grounding(tag, vocabulary)
+        if share == 0.0:
+            continue  # nothing of it is in the user's data
+        strength = sum(weights.get(i, 0.0) for i in c.evidence)
+        kept.append(Pooled("", tag, plain_text(c.rationale, 200), c.evidence, share, strength))
+    kept.sort(key=lambda p: p.score, reverse=True)
+    if not kept:
+        return []
+    sims = similarity(embedder, [p.tag.casefold() for p in kept])
+    merged: list[int] = []  # indices into kept, strongest first
+    folded: dict[int, list[int]] = {}
+    for i, p in enumerate(kept):
+        mine = set(words(p.tag))
+        for j in merged:
+            theirs = set(words(kept[j].tag))
+            if sims[i, j] >= merge_at or (mine and theirs and (mine <= theirs or theirs <= mine)):
+                folded.setdefault(j, []).append(i)
+                break
+        else:
+            merged.append(i)
+    pool = []
+    for n, j in enumerate(merged):
+        head = kept[j]
+        others = [kept[i] for i in folded.get(j, [])]
+        evidence = tuple(dict.fromkeys([*head.evidence, *(e for o in others for e in o.evidence)]))
+        strength = sum(weights.get(i, 0.0) for i in evidence)
+        pool.append(
+            Pooled(f"c{n + 1}", head.tag, head.rationale, evidence, head.grounded, strength,
+                   tuple(o.tag for o in others))
+        )  # fmt: skip
+    return pool
+
+
+def evidence_pool(view: UserView, max_tags: int) -> list[Pooled]:
+    """Tags named after the strongest evidence itself: the repair when no expert's candidate
+    is grounded (a small model tends to guess a product type for a brand-only item)."""
+    pool: list[Pooled] = []
+    for e in sorted((e for e in view.evidence if e.kind != "signal"), key=lambda e: -e.weight):
+        tag = clean_tag(e.text) or clean_tag(e.text + " products")
+        if tag and all(tag.casefold() != p.tag.casefold() for p in pool):
+            pool.append(
+                Pooled(f"c{len(pool) + 1}", tag, "named after the item itself", (e.id,), 1.0, e.weight)
+            )
+    return pool[:max_tags]
+
+
+class _Answer(BaseModel):
+    keep: list[str]
+
+
+def parse_keep(text: str, pool: Sequence[Pooled], max_tags: int) -> list[Pooled]:
+    """The pool entries the arbiter kept, in its order (unknown and repeated ids ignored)."""
+    answer = parse_model(_Answer, text)
+    by_id = {p.id: p for p in pool}
+    chosen = [by_id[i] for i in dict.fromkeys(answer.keep) if i in by_id]
+    if not chosen:
+        raise ValueError("the arbiter kept no candidate of the pool")
+    return chosen[:max_tags]
+
+
+def arbiter_data(pool: Sequence[Pooled], view: UserView) -> dict[str, Any]:
+    candidates = [
+        {"id": p.id, "tag": p.tag, "rationale": p.rationale, "grounded": round(p.grounded, 2),
+         "strength": round(p.strength, 1)}
+        for p in pool
+    ]  # fmt: skip
+    data: dict[str, Any] = {"candidates": candidates, "profile": view.profile()}
+    if view.signals:
+        data["signals"] = [s.text for s in view.signals]
+    return data
+
+
+class Arbiter:
+    """The decision arbiter agent."""
+
+    def __init__(self, llm: LLM, embedder: TextEmbedder, max_tags: int, retries: int = 2) -> None:
+        self.llm = llm
+        self.embedder = embedder
+        self.max_tags = max_tags
+        self.stage = replace(arbiter_stage(max_tags), retries=retries)
+
+    async def decide(self, candidates: Sequence[Candidate], view: UserView, cost: PlanCost) -> list[Pooled]:
+        """The final tags, strongest first; empty when no candidate is grounded."""
+        pool = pool_candidates(candidates, view, self.embedder)
+        if not pool:
+            pool = evidence_pool(view, self.max_tags)
+            cost.repairs.append(f"arbiter: no grounded candidate; {len(pool)} tag(s) taken from the evidence")
+        if len(pool) <= 1:
+            return pool  # nothing to weigh against each other: no LLM call
+        data = data_block(arbiter_data(pool, view))
+        try:
+            return await ask(
+                self.llm,
+                self.stage,
+                data,
+                lambda text: parse_keep(text, pool, self.max_tags),
+                cost,
+                view.user_id,
+            )
+        except StageFailed as exc:
+            cost.repairs.append(f"arbiter: ranked by evidence instead ({exc})")
+            return pool[: self.max_tags]

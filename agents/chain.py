@@ -1,0 +1,133 @@
+"""The hierarchical multi-agent chain (HMAS) that turns a re-plan request into a record:
+
+    global planner ─► experts (one per facet, concurrently) ─► arbiter ─► tags
+    style guide ─► explanations ─► judge (sub-judges ─► senior judge) ─► gate ─► record
+
+The planner reads the compressed context once; each expert sees only its facet's evidence;
+the arbiter and the explainer see candidates and their evidence, never the whole context
+again. That is where the chain saves the tokens the V1 baseline (agents/v1.py) spends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from agents.arbiter import Arbiter
+from agents.embedding import TextEmbedder
+from agents.evidence import UserView, user_view
+from agents.experts import STAGE as EXPERT_STAGE
+from agents.experts import Candidate, Expert
+from agents.explainer import Explained, Explainer
+from agents.judge import Judge, Judgement
+from agents.llm import LLM
+from agents.planner import STAGE as PLANNER_STAGE
+from agents.planner import Planner
+from agents.stage import PlanCost, StageFailed
+from schemas.record import IntentRecord, IntentTag, ReplanRequest
+
+log = logging.getLogger(__name__)
+
+JUDGE_STAGES = ("judge_relevance", "judge_senior")
+
+
+class PlanFailed(RuntimeError):
+    """No valid plan after the bounded retries; the user keeps their previous record."""
+
+    def __init__(self, user_id: str, reason: str, cost: PlanCost) -> None:
+        super().__init__(f"no valid plan for user {user_id}: {reason}")
+        self.user_id = user_id
+        self.cost = cost
+
+
+class PlanRejected(RuntimeError):
+    """The judge found the plan bad; it is not written and the user keeps the previous record."""
+
+    def __init__(self, user_id: str, judgement: Judgement, cost: PlanCost) -> None:
+        reasons = "; ".join(judgement.defects) or judgement.floor or "no reason given"
+        super().__init__(f"plan for user {user_id} judged bad: {reasons}")
+        self.user_id = user_id
+        self.judgement = judgement
+        self.cost = cost
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One run of the chain: the record, its judgement (None when not judged) and its cost."""
+
+    record: IntentRecord
+    judgement: Judgement | None
+    cost: PlanCost
+
+
+class IntentChain:
+    """HMAS: planner, experts, arbiter, explainer and (online) judge."""
+
+    def __init__(
+        self,
+        llm: LLM,
+        embedder: TextEmbedder,
+        *,
+        max_tags: int,
+        retries: int = 2,
+        judge: bool = True,
+    ) -> None:
+        self.llm = llm
+        self.max_tags = max_tags
+        self.planner = Planner(llm, replace(PLANNER_STAGE, retries=retries))
+        self.expert = Expert(llm, replace(EXPERT_STAGE, retries=retries))
+        self.arbiter = Arbiter(llm, embedder, max_tags, retries)
+        self.explainer = Explainer(llm, max_tags, retries)
+        self.judge = Judge(llm, embedder, max_tags, retries) if judge else None
+
+    async def draft(self, view: UserView, cost: PlanCost) -> list[Explained]:
+        """Tags with explanations, before judging. Raises :class:`StageFailed` or
+        :class:`PlanFailed`."""
+        facets = await self.planner.plan(view, cost)
+        proposals = await asyncio.gather(
+            *(self.expert.propose(view, facet, cost) for facet in facets), return_exceptions=True
+        )
+        candidates: list[Candidate] = []
+        for facet, proposal in zip(facets, proposals, strict=True):
+            if isinstance(proposal, StageFailed):
+                log.warning("expert for %r gave nothing: %s", facet.name, proposal)
+            elif isinstance(proposal, BaseException):
+                raise proposal
+            else:
+                candidates.extend(proposal)
+        tags = await self.arbiter.decide(candidates, view, cost)
+        if not tags:
+            raise PlanFailed(view.user_id, "no candidate tag is grounded in the user's data", cost)
+        return await self.explainer.explain(tags, view, cost)
+
+    async def plan(self, request: ReplanRequest, now: datetime) -> Plan:
+        """A judged, validated record for ``request``; :class:`PlanFailed` when the agents
+        give nothing valid, :class:`PlanRejected` when the judge finds it bad."""
+        view = user_view(request, now)
+        cost = PlanCost()
+        try:
+            drafted = await self.draft(view, cost)
+        except StageFailed as exc:
+            raise PlanFailed(request.user_id, str(exc), cost) from exc
+        judgement: Judgement | None = None
+        if self.judge is not None:
+            try:
+                judgement = await self.judge.judge(drafted, view, cost)
+            except StageFailed as exc:  # an unjudged refresh beats none; the record says so
+                log.warning("judge gave no verdict for user %s: %s", request.user_id, exc)
+            if judgement is not None and judgement.verdict == "bad":
+                raise PlanRejected(request.user_id, judgement, cost)
+        record = IntentRecord(
+            user_id=request.user_id,
+            version=request.context_version,
+            context_version=request.context_version,
+            trigger=request.trigger,
+            tags=[IntentTag(tag=t.tag, explanation=t.explanation) for t in drafted],
+            event_time=request.newest_event_time,
+            planned_at=now,
+            model=self.llm.model,
+            verdict=judgement.verdict if judgement else "unjudged",
+        )
+        return Plan(record, judgement, cost)

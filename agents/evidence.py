@@ -1,0 +1,139 @@
+"""What the agents know of one user, as numbered pieces of evidence.
+
+Every agent cites evidence by id ("r2": a recent item, "h1": an earlier interest, "s1": an
+environment signal), so a tag can be traced to the behaviour or signal behind it, an expert
+can be shown only its facet's evidence, and grounding is checked in code rather than trusted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.record import ReplanRequest
+
+EvidenceKind = Literal["recent", "earlier", "signal"]
+
+# How strongly one action shows an interest (a purchase says more than a glance).
+ACTION_WEIGHT = {"purchase": 3.0, "cart": 2.5, "search": 2.0, "favourite": 1.5, "click": 1.2, "view": 1.0}
+
+_WORD = re.compile(r"[^\W_]+")
+# Words that say nothing about what a shopper wants; never count as grounding.
+STOPWORDS = frozenset(
+    {
+        "a", "an", "and", "the", "of", "for", "to", "in", "on", "with", "by", "at", "from", "or",
+        "your", "you", "my", "our", "their", "new", "set", "pack", "products", "product", "items",
+        "item", "things", "stuff", "shopping", "interest", "interests", "related", "other",
+    }
+)  # fmt: skip
+
+
+def words(text: str) -> list[str]:
+    """Lower-case content words (letters and digits, length 3 or more, no stopwords)."""
+    return [w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in STOPWORDS]
+
+
+def stem(word: str) -> str:
+    # "rain"/"rainy", "shoe"/"shoes", "kitchen"/"kitchenware": a 4-letter prefix is enough
+    # for grounding and never needs a language-specific stemmer.
+    return word[:4] if len(word) > 4 else word
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One recent item, earlier interest or signal, with how strongly it shows an interest."""
+
+    id: str
+    kind: EvidenceKind
+    text: str
+    counts: dict[str, int]
+    price: float | str | None = None
+    weight: float = 0.0
+
+    def as_data(self) -> dict[str, Any]:
+        """The evidence as the agents see it, inside the data block."""
+        entry: dict[str, Any] = {"id": self.id, "item" if self.kind != "signal" else "signal": self.text}
+        entry.update(self.counts)
+        if self.price is not None:
+            entry["price"] = self.price
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    """One user at one moment, for the agents: evidence, region, action counts and time."""
+
+    user_id: str
+    evidence: tuple[Evidence, ...]
+    region: str | None
+    counts: dict[str, int]
+    moment: datetime
+
+    def pick(self, ids: Iterable[str]) -> list[Evidence]:
+        """The evidence with these ids, in the view's order; unknown ids are ignored."""
+        wanted = set(ids)
+        return [e for e in self.evidence if e.id in wanted]
+
+    @property
+    def signals(self) -> list[Evidence]:
+        return [e for e in self.evidence if e.kind == "signal"]
+
+    def vocabulary(self, ids: Iterable[str] | None = None) -> frozenset[str]:
+        """Stems of every content word in the evidence (or in the evidence with ``ids``)."""
+        chosen = self.evidence if ids is None else self.pick(ids)
+        return frozenset(stem(w) for e in chosen for w in words(e.text))
+
+    def profile(self) -> dict[str, Any]:
+        """The profile facts every agent may rely on."""
+        facts: dict[str, Any] = {"actions": self.counts, "season": season(self.moment)}
+        if self.region:
+            facts["region"] = self.region
+        return facts
+
+
+def grounding(text: str, vocabulary: frozenset[str]) -> float:
+    """Share of the content words of ``text`` that appear (by stem) in ``vocabulary``."""
+    content = words(text)
+    if not content:
+        return 0.0
+    return sum(stem(w) in vocabulary for w in content) / len(content)
+
+
+def season(moment: datetime) -> str:
+    """Meteorological season, northern hemisphere (both shared logs are European stores)."""
+    return ("winter", "spring", "summer", "autumn")[(moment.month % 12) // 3]
+
+
+def user_view(request: ReplanRequest, now: datetime) -> UserView:
+    """Number the request's recent items (repeats folded, newest first), earlier interests
+    and signals. Items without any description are left out: small models invent things
+    about them."""
+    recent: dict[str, dict[str, int]] = {}
+    prices: dict[str, float] = {}
+    for b in request.recent:
+        if not b.text:
+            continue
+        counts = recent.pop(b.text, {})
+        counts[b.action.value] = counts.get(b.action.value, 0) + 1
+        recent[b.text] = counts  # re-inserted: most recent last
+        if b.price is not None:
+            prices[b.text] = round(b.price, 2)
+    evidence: list[Evidence] = []
+    for rank, (text, counts) in enumerate(reversed(recent.items())):
+        weight = sum(ACTION_WEIGHT.get(a, 1.0) * n for a, n in counts.items()) * 0.9**rank
+        evidence.append(Evidence(f"r{rank + 1}", "recent", text, counts, prices.get(text), weight))
+    for rank, interest in enumerate(request.interests):
+        price: float | str | None = None
+        if interest.price_low is not None and interest.price_high is not None:
+            low, high = round(interest.price_low), round(interest.price_high)
+            price = low if low == high else f"{low}-{high}"
+        weight = sum(ACTION_WEIGHT.get(a, 1.0) * n for a, n in interest.counts.items()) * 0.5 * 0.9**rank
+        evidence.append(
+            Evidence(f"h{rank + 1}", "earlier", interest.text, dict(interest.counts), price, weight)
+        )
+    for rank, signal in enumerate(request.signals):
+        evidence.append(Evidence(f"s{rank + 1}", "signal", f"{signal.kind}: {signal.text}", {}, None, 1.0))
+    return UserView(request.user_id, tuple(evidence), request.region, dict(request.counts), now)

@@ -1,0 +1,125 @@
+"""The global planner: reads the whole compressed context once and splits the user's intent
+into a few facets, each with a brief for one expert and the evidence that expert may see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agents.evidence import UserView
+from agents.llm import LLM
+from agents.prompts import (
+    array_of,
+    data_block,
+    id_list_property,
+    object_schema,
+    sentence_property,
+    system_prompt,
+    tag_property,
+)
+from agents.stage import PlanCost, Stage, ask, parse_model
+
+MAX_FACETS = 3
+BRIEF_MAX_CHARS = 120
+
+_TASK = f"""\
+Your task: group the shopper's data into at most {MAX_FACETS} facets, separate things they \
+may want (different product types or occasions), strongest first. For each facet give a \
+name of 2 to 5 words, a brief (one sentence) telling an expert what to look for, and the ids \
+of the data that show it. Use each id in at most one facet. A signal id goes with a facet \
+only when the signal plausibly affects it (rain: umbrellas, holidays: gifts).
+"""
+
+_EXAMPLE_DATA = {
+    "items": [
+        {"id": "r1", "item": "garmin electronics watch", "view": 1, "cart": 1, "price": 199.0},
+        {"id": "r2", "item": "nike sport shoes", "view": 3, "price": 89.0},
+        {"id": "h1", "item": "asics running shoes", "view": 4, "price": "70-95"},
+        {"id": "h2", "item": "kitchen kettle", "purchase": 1, "price": 25},
+        {"id": "s1", "signal": "weather: heavy rain this weekend"},
+    ],
+    "profile": {"actions": {"view": 9, "cart": 1, "purchase": 1}, "season": "autumn"},
+}
+_EXAMPLE_ANSWER = {
+    "facets": [
+        {"facet": "running gear", "brief": "Look at the sports watch and the running shoes.",
+         "evidence": ["r1", "r2", "h1"]},
+        {"facet": "kitchen appliances", "brief": "Look at the kettle and other small appliances.",
+         "evidence": ["h2"]},
+    ]
+}  # fmt: skip
+
+STAGE = Stage(
+    name="planner",
+    system=system_prompt(_TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
+    schema=object_schema(
+        facets=array_of(
+            object_schema(
+                facet=tag_property(),
+                brief=sentence_property(BRIEF_MAX_CHARS),
+                evidence=id_list_property(8),
+            ),
+            MAX_FACETS,
+        )
+    ),
+    max_tokens=220,
+)
+
+
+class _Facet(BaseModel):
+    facet: str = Field(max_length=64)
+    brief: str = Field(max_length=BRIEF_MAX_CHARS * 2)
+    evidence: list[str]
+
+
+class _Answer(BaseModel):
+    facets: list[_Facet]
+
+
+@dataclass(frozen=True, slots=True)
+class Facet:
+    """One part of the user's intent, for one expert."""
+
+    name: str
+    brief: str
+    evidence: tuple[str, ...]  # ids into the user's view
+
+
+def planner_data(view: UserView) -> dict[str, Any]:
+    """Everything the planner sees: all evidence and the profile."""
+    return {"items": [e.as_data() for e in view.evidence], "profile": view.profile()}
+
+
+def parse_facets(text: str, view: UserView) -> list[Facet]:
+    """Validate the planner's answer against the view: unknown ids and ids already used by a
+    stronger facet are dropped, and so are facets left without evidence. ValueError when no
+    facet is left."""
+    answer = parse_model(_Answer, text)
+    known = {e.id for e in view.evidence}
+    used: set[str] = set()
+    facets: list[Facet] = []
+    for raw in answer.facets[:MAX_FACETS]:
+        ids = tuple(dict.fromkeys(i for i in raw.evidence if i in known and i not in used))
+        if not any(not i.startswith("s") for i in ids):
+            continue  # a signal alone is no shopping interest of this user
+        used.update(ids)
+        facets.append(Facet(raw.facet.strip(), raw.brief.strip(), ids))
+    if not facets:
+        raise ValueError("the planner's answer holds no facet grounded in the user's data")
+    return facets
+
+
+class Planner:
+    """The global planner agent."""
+
+    def __init__(self, llm: LLM, stage: Stage = STAGE) -> None:
+        self.llm = llm
+        self.stage = stage
+
+    async def plan(self, view: UserView, cost: PlanCost) -> list[Facet]:
+        data = data_block(planner_data(view))
+        return await ask(
+            self.llm, self.stage, data, lambda text: parse_facets(text, view), cost, view.user_id
+        )

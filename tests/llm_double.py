@@ -1,0 +1,89 @@
+"""A test double for the LLM: answers each agent stage from a script, and records every
+prompt it was given. It is not a model; unit tests use it to drive the agents' code paths
+(validation, retries, repairs, the gate) deterministically."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agents.llm import Completion, Message
+
+Answer = str | Exception | Callable[[str], str]
+
+# Each stage's system prompt holds one of these phrases (see the stages' _TASK texts).
+_STAGE_MARKERS = {
+    "planner": "group the shopper's data",
+    "expert": "you are the expert for one facet",
+    "arbiter": "you are the arbiter",
+    "style_guide": "write a style guide",
+    "explainer": "for each tag write one short plain sentence (at most 20 words) telling",
+    "judge_relevance": "you judge relevance",
+    "judge_senior": "you are the senior judge",
+    "v1_interests": "list the shopping interests",
+    "v1_routes": "predict the product types",
+    "v1_explain": "for each tag, write one short plain sentence",
+}
+
+
+def stage_of(system: str) -> str:
+    for stage, marker in _STAGE_MARKERS.items():
+        if marker in system:
+            return stage
+    raise AssertionError(f"the double does not know this system prompt: {system[:120]!r}")
+
+
+def data_of(messages: list[Message]) -> Any:
+    """The JSON inside the user message's data block."""
+    body = messages[-1]["content"]
+    return orjson.loads(body.removeprefix("<data>\n").removesuffix("\n</data>"))
+
+
+@dataclass
+class Call:
+    stage: str
+    messages: list[Message]
+    schema: dict[str, Any]
+    temperature: float
+
+    @property
+    def data(self) -> Any:
+        return data_of(self.messages)
+
+
+class ScriptedLLM:
+    """Test double: per stage, answers with the scripted items in order (the last one
+    repeats); an item is a text, an exception to raise, or a function of the data text."""
+
+    model = "scripted-test-double"
+
+    def __init__(self, **script: Answer | list[Answer]) -> None:
+        self.script: dict[str, deque[Answer]] = defaultdict(deque)
+        for stage, answers in script.items():
+            self.script[stage].extend(answers if isinstance(answers, list) else [answers])
+        self.calls: list[Call] = []
+
+    def calls_of(self, stage: str) -> list[Call]:
+        return [c for c in self.calls if c.stage == stage]
+
+    async def complete(
+        self, messages: list[Message], *, schema: dict[str, Any], max_tokens: int, temperature: float
+    ) -> Completion:
+        stage = stage_of(messages[0]["content"])
+        self.calls.append(Call(stage, messages, schema, temperature))
+        queue = self.script[stage]
+        if not queue:
+            raise AssertionError(f"no scripted answer for stage {stage}")
+        answer = queue.popleft() if len(queue) > 1 else queue[0]
+        if isinstance(answer, Exception):
+            raise answer
+        text = answer(messages[-1]["content"]) if callable(answer) else answer
+        return Completion(text, prompt_tokens=100, completion_tokens=20, latency_s=0.01, finish_reason="stop")
+
+
+def js(value: Any) -> str:
+    return orjson.dumps(value).decode()
