@@ -13,69 +13,46 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pydantic import BaseModel
+import orjson
 
 from agents.embedding import TextEmbedder, similarity
 from agents.evidence import UserView, grounding, words
 from agents.experts import Candidate
 from agents.llm import LLM
-from agents.prompts import INSTRUCTION_LIKE, data_block, id_list_property, object_schema, system_prompt
-from agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
+from agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
+from agents.stage import PlanCost, Stage, StageFailed, ask
 from schemas.record import TAG_MAX_CHARS
 from schemas.text import plain_text
 
 MERGE_SIMILARITY = 0.72  # all-MiniLM-L6-v2 cosine; "running shoes" ~ "nike running shoes" is 0.90
 
 _TASK = """\
-Your task: you are the arbiter. Experts proposed the candidate tags below (c ids), each \
-with its rationale and how well its words are found in the shopper's data (grounded, 0 to \
-1). Choose the tags that best describe what this shopper wants now, strongest first: prefer \
-tags backed by carts, purchases, searches and recent items; skip tags that repeat another, \
-are vague, or do not fit the profile. Answer with the chosen c ids in order.
+Your task: you are the arbiter. Weigh all candidate tags (c ids) together and decide for each: \
+keep it, or drop it when it is vague, repeats another, has little support (strength, grounded \
+near 0) or does not fit the profile.
 """
 
 _EXAMPLE_DATA = {
     "candidates": [
-        {
-            "id": "c1",
-            "tag": "garmin sports watch",
-            "rationale": "A Garmin watch is in the cart.",
-            "grounded": 1.0,
-            "strength": 3.5,
-        },
-        {
-            "id": "c2",
-            "tag": "running shoes",
-            "rationale": "Viewed Nike and Asics shoes.",
-            "grounded": 1.0,
-            "strength": 3.2,
-        },
-        {
-            "id": "c3",
-            "tag": "fitness lifestyle",
-            "rationale": "Likes sport.",
-            "grounded": 0.0,
-            "strength": 0.4,
-        },
-        {
-            "id": "c4",
-            "tag": "kitchen appliances",
-            "rationale": "Bought a kettle.",
-            "grounded": 0.5,
-            "strength": 1.5,
-        },
+        {"id": "c1", "tag": "garmin sports watch", "rationale": "Watch in the cart.",
+         "grounded": 1.0, "strength": 2.5},
+        {"id": "c2", "tag": "fitness lifestyle", "rationale": "Likes sport.", "grounded": 0, "strength": 0.4},
+        {"id": "c3", "tag": "nike sport shoes", "rationale": "Viewed shoes.", "grounded": 1, "strength": 2.7},
     ],
-    "profile": {"actions": {"view": 9, "cart": 1, "purchase": 1}, "season": "autumn"},
-}
-_EXAMPLE_ANSWER = {"keep": ["c1", "c2", "c4"]}  # fmt: skip
+    "profile": {"actions": {"view": 3, "cart": 1}, "season": "autumn"},
+}  # fmt: skip
+_EXAMPLE_ANSWER = {"c1": "keep", "c2": "drop", "c3": "keep"}
 
 
-def arbiter_stage(max_tags: int) -> Stage:
+def arbiter_stage(n_candidates: int) -> Stage:
+    """A keep-or-drop decision for each candidate, as properties c1..cn: the model cannot
+    skip or invent one."""
+    decision = {"type": "string", "enum": ["keep", "drop"]}
     return Stage(
         name="arbiter",
         system=system_prompt(_TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
-        schema=object_schema(keep=id_list_property(max_tags, pattern="^c[0-9]{1,2}$")),
-        max_tokens=60,
+        schema=object_schema(**{f"c{n + 1}": decision for n in range(n_candidates)}),
+        max_tokens=10 + 8 * n_candidates,
     )
 
 
@@ -165,18 +142,19 @@ def evidence_pool(view: UserView, max_tags: int) -> list[Pooled]:
     return pool[:max_tags]
 
 
-class _Answer(BaseModel):
-    keep: list[str]
-
-
-def parse_keep(text: str, pool: Sequence[Pooled], max_tags: int) -> list[Pooled]:
-    """The pool entries the arbiter kept, in its order (unknown and repeated ids ignored)."""
-    answer = parse_model(_Answer, text)
-    by_id = {p.id: p for p in pool}
-    chosen = [by_id[i] for i in dict.fromkeys(answer.keep) if i in by_id]
-    if not chosen:
+def parse_decisions(text: str, pool: Sequence[Pooled], max_tags: int) -> list[Pooled]:
+    """The pool entries the arbiter kept, strongest evidence first. The model decides what
+    stays; the ranking is the evidence's (a 0.5B model orders candidates close to at random)."""
+    try:
+        answer = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"answer is not JSON: {exc}") from None
+    if not isinstance(answer, dict) or any(answer.get(p.id) not in ("keep", "drop") for p in pool):
+        raise ValueError(f"the arbiter did not decide on every candidate: {text[:200]}")
+    kept = [p for p in pool if answer[p.id] == "keep"]
+    if not kept:
         raise ValueError("the arbiter kept no candidate of the pool")
-    return chosen[:max_tags]
+    return kept[:max_tags]  # the pool is ranked already
 
 
 def arbiter_data(pool: Sequence[Pooled], view: UserView) -> dict[str, Any]:
@@ -198,7 +176,7 @@ class Arbiter:
         self.llm = llm
         self.embedder = embedder
         self.max_tags = max_tags
-        self.stage = replace(arbiter_stage(max_tags), retries=retries)
+        self.retries = retries
 
     async def decide(self, candidates: Sequence[Candidate], view: UserView, cost: PlanCost) -> list[Pooled]:
         """The final tags, strongest first; empty when no candidate is grounded."""
@@ -210,11 +188,12 @@ class Arbiter:
             return pool  # nothing to weigh against each other: no LLM call
         data = data_block(arbiter_data(pool, view))
         try:
+            stage = replace(arbiter_stage(len(pool)), retries=self.retries)
             return await ask(
                 self.llm,
-                self.stage,
+                stage,
                 data,
-                lambda text: parse_keep(text, pool, self.max_tags),
+                lambda text: parse_decisions(text, pool, self.max_tags),
                 cost,
                 view.user_id,
             )

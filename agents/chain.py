@@ -45,12 +45,13 @@ class PlanFailed(RuntimeError):
 class PlanRejected(RuntimeError):
     """The judge found the plan bad; it is not written and the user keeps the previous record."""
 
-    def __init__(self, user_id: str, judgement: Judgement, cost: PlanCost) -> None:
+    def __init__(self, user_id: str, judgement: Judgement, cost: PlanCost, tags: list[Explained]) -> None:
         reasons = "; ".join(judgement.defects) or judgement.floor or "no reason given"
         super().__init__(f"plan for user {user_id} judged bad: {reasons}")
         self.user_id = user_id
         self.judgement = judgement
         self.cost = cost
+        self.tags = tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ class IntentChain:
             except StageFailed as exc:  # an unjudged refresh beats none; the record says so
                 log.warning("judge gave no verdict for user %s: %s", request.user_id, exc)
             if judgement is not None and judgement.verdict == "bad":
-                raise PlanRejected(request.user_id, judgement, cost)
+                raise PlanRejected(request.user_id, judgement, cost, drafted)
         record = IntentRecord(
             user_id=request.user_id,
             version=request.context_version,

@@ -26,27 +26,23 @@ CANDIDATES_PER_EXPERT = 3
 RATIONALE_MAX_CHARS = 120
 
 _TASK = f"""\
-Your task: you are the expert for one facet of the shopper's interests. Propose up to \
-{CANDIDATES_PER_EXPERT} candidate tags for it, best first. A tag is a shopping-interest phrase \
-of 2 to 5 words built from the words of the items (brand and product type). Give each a \
-rationale (one short sentence) and the ids of the data behind it. Mention only what the data \
-holds; an item that is only a brand says nothing about the product type: do not guess one.
+Your task: you are the expert for one facet. Propose up to {CANDIDATES_PER_EXPERT} tags, best \
+first: shopping-interest phrases of 2 to 5 words made of the items' words (brand, product \
+type), each with a short rationale and its ids. Never guess a product type for a brand alone.
 """
 
 _EXAMPLE_DATA = {
     "facet": "running gear",
-    "brief": "Look at the sports watch and the running shoes.",
+    "brief": "Look at the watch and the shoes.",
     "items": [
-        {"id": "r1", "item": "garmin electronics watch", "view": 1, "cart": 1, "price": 199.0},
-        {"id": "r2", "item": "nike sport shoes", "view": 3, "price": 89.0},
-        {"id": "h1", "item": "asics running shoes", "view": 4, "price": "70-95"},
+        {"id": "r1", "item": "garmin electronics watch", "cart": 1},
+        {"id": "r2", "item": "nike sport shoes", "view": 3},
     ],
 }
 _EXAMPLE_ANSWER = {
     "candidates": [
         {"tag": "garmin sports watch", "rationale": "The Garmin watch was carted.", "evidence": ["r1"]},
-        {"tag": "running shoes", "rationale": "Nike and Asics shoes viewed again and again.",
-         "evidence": ["r2", "h1"]},
+        {"tag": "nike sport shoes", "rationale": "Viewed the Nike shoes again.", "evidence": ["r2"]},
     ]
 }  # fmt: skip
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agents.arbiter import Pooled
-from agents.evidence import Evidence, UserView, grounding, season, stem, words
+from agents.evidence import ACTION_WEIGHT, Evidence, UserView, grounding, season, stem, words
 from agents.llm import LLM
 from agents.prompts import (
     INSTRUCTION_LIKE,
@@ -35,42 +35,37 @@ TONES = ("warm", "practical", "playful", "concise")
 SENTENCE_MAX_CHARS = 160
 
 _GUIDE_TASK = """\
-Your task: write a style guide for the sentences that will tell this shopper why each tag \
-was chosen. Pick a tone, say in a few words what moment it is for them from the season and \
-the signals (weather, holidays; only the season when there is no signal) and give one rule \
-of what to point at.
+Your task: write a style guide for the sentences telling this shopper why each tag was chosen: \
+a tone, the moment in a few words (from the season and signals only) and what to point at.
 """
 _GUIDE_EXAMPLE = {
-    "tags": ["garmin sports watch", "running shoes"],
-    "profile": {"actions": {"view": 9, "cart": 1}, "season": "autumn", "region": "Lyon"},
+    "tags": ["garmin sports watch"],
+    "profile": {"actions": {"cart": 1}, "season": "autumn", "region": "Lyon"},
     "signals": ["weather: heavy rain this weekend"],
 }
 _GUIDE_ANSWER = {
     "tone": "practical",
     "moment": "a rainy autumn weekend",
-    "focus": "Point at the watch in the cart and the shoes viewed most.",
+    "focus": "The item and what they did.",
 }
 
 _EXPLAIN_TASK = f"""\
-Your task: for each tag write one short plain sentence (at most 20 words) telling the shopper \
-why it was chosen, following the style guide. Name the item from the tag's own evidence and \
-what the shopper did with it; mention only items, brands, counts and prices that appear \
-there. Never invent prices, features or facts. Mention the moment only if it fits the item. \
-No markup, no links, at most {SENTENCE_MAX_CHARS} characters.
+Your task: for each tag write one plain sentence (at most 20 words, {SENTENCE_MAX_CHARS} \
+characters) in the guide's style, saying what the shopper did with the tag's items. Use only \
+the items, actions, counts and prices given; never invent facts. No markup, no links.
 """
 _EXPLAIN_EXAMPLE = {
-    "guide": _GUIDE_ANSWER,
+    "guide": {"tone": "warm", "moment": "autumn", "focus": "The item and what they did."},
     "tags": [
-        {"id": "t1", "tag": "garmin sports watch",
-         "evidence": [{"item": "garmin electronics watch", "view": 1, "cart": 1, "price": 199.0}]},
-        {"id": "t2", "tag": "running shoes",
-         "evidence": [{"item": "nike sport shoes", "view": 3}, {"item": "asics running shoes", "view": 4}]},
+        {"id": "t1", "tag": "nike sport shoes",
+         "evidence": [{"item": "nike sport shoes", "did": "viewed 3 times"}]},
+        {"id": "t2", "tag": "philips kettle", "evidence": [{"item": "philips kettle", "did": "bought"}]},
     ],
 }  # fmt: skip
 _EXPLAIN_ANSWER = {
     "explanations": [
-        {"id": "t1", "text": "You put the Garmin watch in your cart."},
-        {"id": "t2", "text": "You keep coming back to Nike and Asics running shoes."},
+        {"id": "t1", "text": "You keep coming back to the Nike sport shoes."},
+        {"id": "t2", "text": "You bought the Philips kettle."},
     ]
 }
 
@@ -201,12 +196,35 @@ def evidence_sentence(evidence: Sequence[Evidence]) -> str:
     return sentence_text("You " + " and ".join(parts) + ".", EXPLANATION_MAX_CHARS)
 
 
+_DONE = {"view": "viewed", "click": "clicked", "favourite": "saved", "cart": "put in the cart",
+         "purchase": "bought", "search": "searched for"}  # fmt: skip
+
+
+def did(e: Evidence) -> str:
+    """What the shopper did with an item, in words: "viewed 3 times, put in the cart"."""
+    done = []
+    for action, n in sorted(e.counts.items(), key=lambda an: -ACTION_WEIGHT.get(an[0], 1.0)):
+        verb = _DONE.get(action, "viewed")
+        done.append(verb if n == 1 else f"{verb} {n} times")
+    return ", ".join(done)
+
+
+def told(e: Evidence) -> dict[str, Any]:
+    """Evidence as the explainer sees it: the item, what was done with it, its price."""
+    if e.kind == "signal":
+        return {"signal": e.text}
+    entry: dict[str, Any] = {"item": e.text, "did": did(e)}
+    if e.price is not None:
+        entry["price"] = e.price
+    return entry
+
+
 def explainer_data(tags: Sequence[Pooled], view: UserView, guide: StyleGuide) -> dict[str, Any]:
     return {
         "guide": guide.model_dump(),
         "tags": [
             {"id": f"t{n + 1}", "tag": p.tag,
-             "evidence": [{k: v for k, v in e.as_data().items() if k != "id"} for e in view.pick(p.evidence)]}
+             "evidence": [told(e) for e in view.pick(p.evidence)]}
             for n, p in enumerate(tags)
         ],
     }  # fmt: skip

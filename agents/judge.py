@@ -61,6 +61,10 @@ Your task: you are the senior judge of the tags and explanations chosen for this
 Read the sub-judges' findings. First list the defects you find (at most 3, empty if none), \
 then the strengths (at most 3), then give the verdict: good (relevant, grounded, timely, \
 diverse and well written), average (usable with flaws) or bad (wrong, unsafe or unusable).
+When sub-judges did not pass or scored low, name that as a defect: the verdict is then at \
+most average. For example, with relevance 0.5 and a failed diversity check, a good answer is:
+{"defects":["One tag is only loosely related.","Two tags say nearly the same."],\
+"strengths":["Explanations cite real items."],"verdict":"average"}
 """
 _SENIOR_EXAMPLE = {
     "tags": [{"tag": "garmin sports watch", "explanation": "The Garmin watch is in your cart."},

@@ -28,6 +28,7 @@ class Completion:
     completion_tokens: int
     latency_s: float
     finish_reason: str
+    cached_prompt_tokens: int = 0  # served from the prefix cache (0 when the server does not say)
 
 
 Message = dict[str, str]
@@ -89,12 +90,14 @@ class OpenAICompatibleLLM:
             payload = response.json()
             choice = payload["choices"][0]
             usage = payload.get("usage") or {}
+            details = usage.get("prompt_tokens_details") or {}
             return Completion(
                 text=choice["message"]["content"] or "",
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 completion_tokens=int(usage.get("completion_tokens", 0)),
                 latency_s=latency,
                 finish_reason=str(choice.get("finish_reason")),
+                cached_prompt_tokens=int(details.get("cached_tokens") or 0),
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"malformed LLM reply: {response.text[:300]}") from exc

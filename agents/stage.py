@@ -41,6 +41,7 @@ class StageCost:
     calls: int = 0
     invalid: int = 0  # answers the parser rejected (each was retried or repaired)
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from vLLM's prefix cache
     completion_tokens: int = 0
     latency_s: float = 0.0
 
@@ -63,6 +64,10 @@ class PlanCost:
     @property
     def prompt_tokens(self) -> int:
         return sum(s.prompt_tokens for s in self.stages.values())
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        return sum(s.cached_prompt_tokens for s in self.stages.values())
 
     @property
     def completion_tokens(self) -> int:
@@ -119,6 +124,7 @@ async def ask(
             log.warning("%s attempt %d for user %s failed: %s", stage.name, attempt + 1, user_id, last)
             continue
         booked.prompt_tokens += answer.prompt_tokens
+        booked.cached_prompt_tokens += answer.cached_prompt_tokens
         booked.completion_tokens += answer.completion_tokens
         booked.latency_s += answer.latency_s
         try:

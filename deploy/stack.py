@@ -289,6 +289,7 @@ def start_llm(settings: Settings, model_dir: Path, progress: Progress = print) -
         "4096",
         "--dtype",
         "bfloat16",
+        "--enable-prompt-tokens-details",  # usage reports prefix-cached prompt tokens
     ]
     env = {
         **os.environ,

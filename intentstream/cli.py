@@ -177,11 +177,15 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     if args.what == "redis":
         from perf.bench_redis import bench_redis
 
-        result = bench_redis(args.users, args.redis_url)
+        result = bench_redis(args.users or 100_000, args.redis_url)
     elif args.what == "context":
         from perf.bench_context import bench_context
 
         result = bench_context(settings)
+    elif args.what == "agents":
+        from perf.bench_agents import bench_agents
+
+        result = bench_agents(settings, args.users or 20)
     elif args.what == "kernels":
         from perf.bench_kernels import bench_kernels
 
@@ -199,6 +203,16 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
     return value
 
 
@@ -245,10 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(func=cmd_get)
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON (baselines measured in the same run)")
-    bench.add_argument("what", choices=["redis", "context", "ingest", "kernels"])
-    bench.add_argument("--users", type=int, default=100_000, help="users written and read")
+    bench.add_argument("what", choices=["redis", "context", "ingest", "kernels", "agents"])
+    bench.add_argument(
+        "--users",
+        type=_positive_int,
+        default=None,
+        help="redis: users written and read (100,000); agents: users planned (20)",
+    )
     bench.add_argument("--redis-url", default=None, help="an existing server (default: start a local one)")
-    bench.add_argument("--events", type=int, default=100_000, help="ingest: events replayed")
+    bench.add_argument("--events", type=_positive_int, default=100_000, help="ingest: events replayed")
     bench.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     bench.set_defaults(func=cmd_bench)
 

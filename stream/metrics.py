@@ -47,6 +47,7 @@ class PlannerCounters:
             mine.calls += spent.calls
             mine.invalid += spent.invalid
             mine.prompt_tokens += spent.prompt_tokens
+            mine.cached_prompt_tokens += spent.cached_prompt_tokens
             mine.completion_tokens += spent.completion_tokens
             mine.latency_s += spent.latency_s
         self.plans_repaired += bool(cost.repairs)
@@ -118,6 +119,7 @@ class WorkerCollector(Collector):
         )
         for name, spent in sorted(p.stages.items()):
             tokens.add_metric([name, "prompt"], spent.prompt_tokens)
+            tokens.add_metric([name, "prompt_cached"], spent.cached_prompt_tokens)
             tokens.add_metric([name, "completion"], spent.completion_tokens)
         yield tokens
         yield _labelled(

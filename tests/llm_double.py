@@ -11,30 +11,30 @@ from typing import Any
 
 import orjson
 
+from agents import arbiter, experts, explainer, judge, planner
 from agents.llm import Completion, Message
+from agents.v1 import V1Baseline
 
 Answer = str | Exception | Callable[[str], str]
 
-# Each stage's system prompt holds one of these phrases (see the stages' _TASK texts).
-_STAGE_MARKERS = {
-    "planner": "group the shopper's data",
-    "expert": "you are the expert for one facet",
-    "arbiter": "you are the arbiter",
-    "style_guide": "write a style guide",
-    "explainer": "for each tag write one short plain sentence (at most 20 words) telling",
-    "judge_relevance": "you judge relevance",
-    "judge_senior": "you are the senior judge",
-    "v1_interests": "list the shopping interests",
-    "v1_routes": "predict the product types",
-    "v1_explain": "for each tag, write one short plain sentence",
-}
+
+def _known_stages() -> dict[str, str]:
+    """Every agent stage's system prompt, mapped to the stage's name."""
+    v1 = V1Baseline(None, max_tags=4)  # type: ignore[arg-type]  # only its prompts are read
+    stages = [
+        *(planner.STAGE, experts.STAGE, arbiter.arbiter_stage(4), explainer.guide_stage()),
+        *(explainer.explain_stage(4), judge.relevance_stage(4), judge.senior_stage(), *v1.paths, v1.explain),
+    ]
+    return {stage.system: stage.name for stage in stages}
+
+
+_STAGES = _known_stages()
 
 
 def stage_of(system: str) -> str:
-    for stage, marker in _STAGE_MARKERS.items():
-        if marker in system:
-            return stage
-    raise AssertionError(f"the double does not know this system prompt: {system[:120]!r}")
+    if system not in _STAGES:
+        raise AssertionError(f"the double does not know this system prompt: {system[:120]!r}")
+    return _STAGES[system]
 
 
 def data_of(messages: list[Message]) -> Any:

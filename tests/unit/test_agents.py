@@ -70,7 +70,7 @@ EXPERT_OK = [
     ]}),
     js({"candidates": [{"tag": "philips kitchen kettle", "rationale": "bought", "evidence": ["r2"]}]}),
 ]  # fmt: skip
-ARBITER_OK = js({"keep": ["c2", "c1", "c3"]})
+ARBITER_OK = js({"c1": "keep", "c2": "drop", "c3": "keep"})
 GUIDE_OK = js({"tone": "practical", "moment": "rainy autumn", "focus": "the items"})
 
 
@@ -200,16 +200,21 @@ def test_pool_drops_ungrounded_strips_markup_and_merges_near_duplicates() -> Non
     assert [p.id for p in pool] == ["c1", "c2"]
 
 
-async def test_arbiter_keeps_the_llm_order_and_ignores_unknown_ids() -> None:
-    llm = ScriptedLLM(arbiter=js({"keep": ["c9", "c2", "c1", "c2"]}))
-    tags = await Arbiter(llm, EMBEDDER, max_tags=3).decide(
-        [candidate("garmin watch", "r1"), candidate("philips kettle", "r2")], VIEW, PlanCost()
-    )
-    assert [t.tag for t in tags] == ["philips kettle", "garmin watch"]
+async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
+    llm = ScriptedLLM(arbiter=js({"c1": "keep", "c2": "drop", "c3": "keep"}))
+    candidates = [
+        candidate("nike shoes", "r3"),
+        candidate("philips kettle", "r2"),
+        candidate("garmin watch", "r1"),
+    ]
+    tags = await Arbiter(llm, EMBEDDER, max_tags=3).decide(candidates, VIEW, PlanCost())
+    pool = pool_candidates(candidates, VIEW, EMBEDDER)
+    assert [t.tag for t in tags] == [pool[0].tag, pool[2].tag]
+    assert set(llm.calls[0].schema["required"]) == {"c1", "c2", "c3"}  # a decision on every candidate
 
 
 async def test_arbiter_falls_back_to_evidence_ranking_after_bad_answers() -> None:
-    llm = ScriptedLLM(arbiter=[js({"keep": []}), "not json", LLMError("HTTP 500")])
+    llm = ScriptedLLM(arbiter=[js({"c1": "drop", "c2": "drop"}), js({"c1": "keep"}), LLMError("HTTP 500")])
     cost = PlanCost()
     tags = await Arbiter(llm, EMBEDDER, max_tags=3, retries=2).decide(
         [candidate("nike shoes", "r3"), candidate("garmin watch", "r1")], VIEW, cost
@@ -346,8 +351,9 @@ async def test_chain_turns_a_request_into_a_judged_versioned_record() -> None:
         for c in orjson.loads(answer)["candidates"]
     ]
     pool = pool_candidates(candidates, VIEW, EMBEDDER)
-    assert [t.tag for t in record.tags] == [pool[1].tag, pool[0].tag, pool[2].tag]  # the arbiter's order
-    assert record.tags[1].explanation == "You looked at the garmin electronics watch recently."
+    assert [t.tag for t in record.tags] == [pool[0].tag, pool[2].tag]  # c2 dropped by the arbiter
+    garmin = next(t for t in record.tags if t.tag == "garmin sports watch")
+    assert garmin.explanation == "You looked at the garmin electronics watch recently."  # its own evidence
     assert record.version == record.context_version == 7
     assert record.verdict == "good"
     assert record.model == "scripted-test-double"

@@ -1,0 +1,324 @@
+"""``intentstream bench agents``: the HMAS chain against the V1-style baseline, on the same
+real users (REES46 and Online Retail) and the same vLLM server, judged by the same judge.
+
+Each user's history (their last ``HISTORY_CAP`` events) is folded into a compressed context
+for HMAS and written out line by line for V1. Generation cost excludes the judge (it judges
+both alike); the judge's own cost is reported beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from agents.chain import JUDGE_STAGES, IntentChain, PlanFailed, PlanRejected
+from agents.embedding import MiniLMEmbedder
+from agents.evidence import user_view
+from agents.explainer import Explained
+from agents.judge import Judge, Judgement
+from agents.llm import OpenAICompatibleLLM, wait_until_ready
+from agents.stage import PlanCost, StageFailed
+from agents.v1 import V1Baseline, raw_line
+from deploy import stack
+from deploy.model import ensure_model
+from intentstream.settings import Settings
+from perf.bench_context import LOGS, load_tokenizer
+from perf.logs import load_events
+from schemas.events import BehaviorEvent
+from schemas.record import IntentRecord, ReplanRequest
+from stream.context import ContextShape, UserContext, apply_event, replan_request
+from stream.entities import EntityCache
+
+HISTORY_CAP = 100  # events per user: V1's raw history must fit the served 4,096-token window
+V1_PROMPT_TOKEN_BUDGET = 3_200  # raw history lines beyond this are dropped, oldest first
+MIN_EVENTS = 20
+SEED = 20_261_122
+
+
+@dataclass
+class Outcome:
+    """One user's result under one system."""
+
+    user_id: str
+    dataset: str
+    valid: bool
+    tags: list[Explained] = field(default_factory=list)
+    verdict: str = "none"
+    cost: PlanCost = field(default_factory=PlanCost)
+    judge_cost: PlanCost = field(default_factory=PlanCost)
+    latency_s: float = 0.0
+    repaired: bool = False
+    reasons: list[str] = field(default_factory=list)  # the judge's defects, and any floor applied
+
+
+def pick_users(settings: Settings, per_log: int) -> list[tuple[str, list[BehaviorEvent]]]:
+    """``per_log`` users of each shared log with at least MIN_EVENTS described events,
+    sampled with a fixed seed; each with their last HISTORY_CAP events."""
+    rng = random.Random(SEED)
+    chosen: list[tuple[str, list[BehaviorEvent]]] = []
+    for name, (path, fmt) in LOGS.items():
+        by_user: dict[str, list[BehaviorEvent]] = defaultdict(list)
+        for e in load_events(settings.datasets_dir / path, fmt):
+            by_user[e.user_id].append(e)
+        eligible = sorted(u for u, es in by_user.items() if sum(1 for e in es if e.item_text) >= MIN_EVENTS)
+        for user in rng.sample(eligible, min(per_log, len(eligible))):
+            chosen.append((name, by_user[user][-HISTORY_CAP:]))
+    return chosen
+
+
+def v1_history(events: list[BehaviorEvent], count_tokens: Any) -> list[BehaviorEvent]:
+    """The newest events whose raw lines fit V1_PROMPT_TOKEN_BUDGET."""
+    kept: list[BehaviorEvent] = []
+    total = 0
+    for e in reversed(events):
+        total += count_tokens(raw_line(e)) + 1
+        if total > V1_PROMPT_TOKEN_BUDGET:
+            break
+        kept.append(e)
+    return kept[::-1]
+
+
+@contextmanager
+def llm_endpoint(settings: Settings) -> Iterator[str]:
+    """The configured or running vLLM server, or one started for this run."""
+    if settings.llm_base_url:
+        yield settings.llm_base_url
+        return
+    state = stack.load_state(settings)
+    if "llm" in state:
+        yield state["llm"].address
+        return
+    print("no vLLM server running: starting one for this benchmark ...", file=sys.stderr)
+    service = stack.start_llm(settings, ensure_model(settings), progress=lambda m: print(m, file=sys.stderr))
+    try:
+        yield service.address
+    finally:
+        stack.stop(service)
+
+
+async def _run(
+    settings: Settings, base_url: str, users: list[tuple[str, list[BehaviorEvent]]]
+) -> dict[str, Any]:
+    await wait_until_ready(base_url, 60)
+    llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
+    embedder = MiniLMEmbedder()
+    tags = settings.tags_per_user
+    chain = IntentChain(llm, embedder, max_tags=tags, retries=settings.llm_max_retries, judge=True)
+    v1 = V1Baseline(llm, max_tags=tags, retries=settings.llm_max_retries)
+    judge = Judge(llm, embedder, max_tags=tags, retries=settings.llm_max_retries)
+    tokenizer = load_tokenizer(settings)
+    in_flight = asyncio.Semaphore(max(1, settings.llm_concurrency // 2))
+    done = 0
+
+    def progress(system: str) -> None:
+        nonlocal done
+        done += 1
+        print(f"  {done}/{2 * len(users)} plans ({system})", file=sys.stderr)
+
+    async def hmas(dataset: str, events: list[BehaviorEvent]) -> Outcome:
+        request, now = _request(events)
+        out = Outcome(request.user_id, dataset, valid=False)
+        async with in_flight:
+            started = time.perf_counter()
+            try:
+                plan = await chain.plan(request, now)
+                out.valid, out.tags, out.cost = True, _explained(plan.record), plan.cost
+                out.verdict = plan.record.verdict
+                out.reasons = _reasons(plan.judgement)
+            except PlanRejected as exc:
+                out.valid, out.tags, out.cost, out.verdict = True, exc.tags, exc.cost, "bad"
+                out.reasons = _reasons(exc.judgement)
+            except PlanFailed as exc:
+                out.cost = exc.cost
+            out.latency_s = time.perf_counter() - started
+        out.judge_cost = PlanCost({k: v for k, v in out.cost.stages.items() if k in JUDGE_STAGES})
+        out.repaired = bool(out.cost.repairs)
+        out.cost = out.cost.without(*JUDGE_STAGES)
+        progress("hmas")
+        return out
+
+    async def baseline(dataset: str, events: list[BehaviorEvent]) -> Outcome:
+        request, now = _request(events)
+        view = user_view(request, now)
+        history = v1_history(events, lambda text: len(tokenizer.encode(text).ids))
+        out = Outcome(request.user_id, dataset, valid=False)
+        async with in_flight:
+            started = time.perf_counter()
+            try:
+                result = await v1.plan(history, view, now)
+                out.valid, out.tags, out.cost = True, result.tags, result.cost
+                out.repaired = bool(result.cost.repairs)
+            except StageFailed:
+                pass
+            out.latency_s = time.perf_counter() - started
+            if out.tags:
+                try:
+                    judgement = await judge.judge(out.tags, view, out.judge_cost)
+                    out.verdict, out.reasons = judgement.verdict, _reasons(judgement)
+                except StageFailed:
+                    out.verdict = "unjudged"
+        progress("v1")
+        return out
+
+    started = time.perf_counter()
+    hmas_out = await asyncio.gather(*(hmas(d, es) for d, es in users))
+    hmas_wall = time.perf_counter() - started
+    started = time.perf_counter()
+    v1_out = await asyncio.gather(*(baseline(d, es) for d, es in users))
+    v1_wall = time.perf_counter() - started
+    await llm.aclose()
+    return _report(settings, users, hmas_out, v1_out, hmas_wall, v1_wall, embedder.name)
+
+
+def _request(events: list[BehaviorEvent]) -> tuple[ReplanRequest, datetime]:
+    ctx = UserContext(events[0].user_id)
+    cache = EntityCache()
+    for e in events:
+        apply_event(ctx, e, ContextShape(), cache)
+    now = events[-1].ts
+    return replan_request(ctx, trigger="bench", signals=[], now=now), now
+
+
+def _reasons(judgement: Judgement | None) -> list[str]:
+    if judgement is None:
+        return []
+    return [*judgement.defects, *([f"floor: {judgement.floor}"] if judgement.floor else [])]
+
+
+def _explained(record: IntentRecord) -> list[Explained]:
+    return [Explained(t.tag, t.explanation, ()) for t in record.tags]
+
+
+def _mean(values: list[float]) -> float:
+    return round(statistics.fmean(values), 2) if values else 0.0
+
+
+def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    n = len(outcomes)
+    all_tags = [t.tag.casefold() for o in outcomes for t in o.tags]
+    judged = [o for o in outcomes if o.verdict in ("good", "average", "bad")]
+    stages: dict[str, dict[str, float]] = {}
+    for name in sorted({s for o in outcomes for s in [*o.cost.stages, *o.judge_cost.stages]}):
+        spent = [o.cost.stages.get(name) or o.judge_cost.stages.get(name) for o in outcomes]
+        stages[name] = {
+            "calls_per_user": _mean([s.calls if s else 0 for s in spent]),
+            "invalid_answers": sum(s.invalid if s else 0 for s in spent),
+            "prompt_tokens_per_user": _mean([s.prompt_tokens if s else 0 for s in spent]),
+            "generated_tokens_per_user": _mean([s.completion_tokens if s else 0 for s in spent]),
+            "llm_seconds_per_call": round(
+                sum(s.latency_s for s in spent if s) / max(1, sum(s.calls for s in spent if s)), 2
+            ),
+        }
+    latencies = [o.latency_s for o in outcomes]
+    return {
+        "prompt_tokens_per_user": _mean([o.cost.prompt_tokens for o in outcomes]),
+        "uncached_prompt_tokens_per_user": _mean(
+            [o.cost.prompt_tokens - o.cost.cached_prompt_tokens for o in outcomes]
+        ),
+        "generated_tokens_per_user": _mean([o.cost.completion_tokens for o in outcomes]),
+        "llm_calls_per_user": _mean([o.cost.calls for o in outcomes]),
+        "judge_prompt_tokens_per_user": _mean([o.judge_cost.prompt_tokens for o in outcomes]),
+        "valid_output_rate": round(sum(o.valid for o in outcomes) / n, 3),
+        "repaired_rate": round(sum(o.repaired for o in outcomes) / n, 3),
+        "judge_good_rate": round(sum(o.verdict == "good" for o in judged) / max(1, len(judged)), 3),
+        "judge_verdicts": {
+            v: sum(o.verdict == v for o in outcomes) for v in ("good", "average", "bad", "unjudged")
+        },
+        "latency_s_p50": round(float(np.percentile(latencies, 50)), 1),
+        "latency_s_p95": round(float(np.percentile(latencies, 95)), 1),
+        "tags_per_user": _mean([len(o.tags) for o in outcomes]),
+        "distinct_tag_ratio": round(len(set(all_tags)) / max(1, len(all_tags)), 3),
+        "stages": stages,
+    }
+
+
+def _report(
+    settings: Settings,
+    users: list[tuple[str, list[BehaviorEvent]]],
+    hmas: list[Outcome],
+    v1: list[Outcome],
+    hmas_wall: float,
+    v1_wall: float,
+    embedder: str,
+) -> dict[str, Any]:
+    h, b = _summary(hmas), _summary(v1)
+    by_dataset = {}
+    for name in LOGS:
+        hs, bs = [o for o in hmas if o.dataset == name], [o for o in v1 if o.dataset == name]
+        if hs:
+            sh, sb = _summary(hs), _summary(bs)
+            by_dataset[name] = {
+                "users": len(hs),
+                "prompt_token_ratio": round(
+                    sh["prompt_tokens_per_user"] / max(1.0, sb["prompt_tokens_per_user"]), 3
+                ),
+                "hmas_judge_good_rate": sh["judge_good_rate"],
+                "v1_judge_good_rate": sb["judge_good_rate"],
+            }
+    return {
+        "benchmark": "agents",
+        "users": len(users),
+        "hmas_prompt_tokens_per_user": h["prompt_tokens_per_user"],
+        "v1_prompt_tokens_per_user": b["prompt_tokens_per_user"],
+        "prompt_token_ratio": round(h["prompt_tokens_per_user"] / max(1.0, b["prompt_tokens_per_user"]), 3),
+        "uncached_prompt_token_ratio": round(
+            h["uncached_prompt_tokens_per_user"] / max(1.0, b["uncached_prompt_tokens_per_user"]), 3
+        ),
+        "hmas_generated_tokens_per_user": h["generated_tokens_per_user"],
+        "v1_generated_tokens_per_user": b["generated_tokens_per_user"],
+        "valid_output_rate": h["valid_output_rate"],
+        "v1_valid_output_rate": b["valid_output_rate"],
+        "judge_good_rate": h["judge_good_rate"],
+        "v1_judge_good_rate": b["judge_good_rate"],
+        "replan_latency_s_p50": h["latency_s_p50"],
+        "replan_latency_s_p95": h["latency_s_p95"],
+        "tags_per_user": h["tags_per_user"],
+        "distinct_tag_ratio": h["distinct_tag_ratio"],
+        "plans_per_minute": {
+            "hmas": round(60 * len(hmas) / hmas_wall, 2),
+            "v1": round(60 * len(v1) / v1_wall, 2),
+        },
+        "hmas": h,
+        "v1": b,
+        "by_dataset": by_dataset,
+        "examples": [
+            {
+                "user": o.user_id,
+                "dataset": o.dataset,
+                "verdict": o.verdict,
+                "judge_reasons": o.reasons,
+                "tags": [{"tag": t.tag, "explanation": t.explanation} for t in o.tags],
+            }
+            for o in hmas[:2] + [o for o in hmas if o.dataset != hmas[0].dataset][:2]
+        ],
+        "model": settings.llm_model_name,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU vLLM",
+        "embedder": embedder,
+        "notes": (
+            f"users sampled with seed {SEED} from users with >= {MIN_EVENTS} described events, half per log; "
+            f"last {HISTORY_CAP} events each; V1 reads the raw lines of that history (newest within "
+            f"{V1_PROMPT_TOKEN_BUDGET} tokens) on each of its 3 paths; HMAS reads the compressed context. "
+            "Token counts are the server's usage (judge excluded from generation cost, reported beside it); "
+            f"{settings.llm_concurrency} requests in flight; latency is per user, judge included."
+        ),
+    }
+
+
+def bench_agents(settings: Settings, users: int) -> dict[str, Any]:
+    """Run both systems on ``users`` real users (half from each shared log)."""
+    chosen = pick_users(settings, max(1, users // 2))
+    with llm_endpoint(settings) as base_url:
+        return asyncio.run(_run(settings, base_url, chosen))
