@@ -32,16 +32,18 @@ keep it, or drop it when it is vague, repeats another, has little support (stren
 near 0) or does not fit the profile.
 """
 
+# The weak candidate comes last, as in a real pool (ranked by evidence): a small model copies
+# the example's positions, and must not learn to drop the second-strongest tag.
 _EXAMPLE_DATA = {
     "candidates": [
-        {"id": "c1", "tag": "garmin sports watch", "rationale": "Watch in the cart.",
-         "grounded": 1.0, "strength": 2.5},
-        {"id": "c2", "tag": "fitness lifestyle", "rationale": "Likes sport.", "grounded": 0, "strength": 0.4},
-        {"id": "c3", "tag": "nike sport shoes", "rationale": "Viewed shoes.", "grounded": 1, "strength": 2.7},
+        {"id": "c1", "tag": "nike sport shoes", "rationale": "Viewed shoes.", "grounded": 1, "strength": 2.7},
+        {"id": "c2", "tag": "garmin sports watch", "rationale": "Carted.", "grounded": 1, "strength": 2.5},
+        {"id": "c3", "tag": "philips kettle", "rationale": "Bought.", "grounded": 1, "strength": 1.5},
+        {"id": "c4", "tag": "fitness lifestyle", "rationale": "Likes sport.", "grounded": 0, "strength": 0.4},
     ],
-    "profile": {"actions": {"view": 3, "cart": 1}, "season": "autumn"},
+    "profile": {"actions": {"view": 3, "cart": 1, "purchase": 1}, "season": "autumn"},
 }  # fmt: skip
-_EXAMPLE_ANSWER = {"c1": "keep", "c2": "drop", "c3": "keep"}
+_EXAMPLE_ANSWER = {"c1": "keep", "c2": "keep", "c3": "keep", "c4": "drop"}
 
 
 def arbiter_stage(n_candidates: int) -> Stage:
