@@ -54,8 +54,8 @@ class Evidence:
     weight: float = 0.0
 
     def as_data(self) -> dict[str, Any]:
-        """The evidence as the agents see it, inside the data block."""
-        entry: dict[str, Any] = {"id": self.id, "item" if self.kind != "signal" else "signal": self.text}
+        """The evidence as the agents see it, inside the data block (keyed by its id there)."""
+        entry: dict[str, Any] = {"item" if self.kind != "signal" else "signal": self.text}
         entry.update(self.counts)
         if self.price is not None:
             entry["price"] = self.price
@@ -86,9 +86,17 @@ class UserView:
         chosen = self.evidence if ids is None else self.pick(ids)
         return frozenset(stem(w) for e in chosen for w in words(e.text))
 
-    def profile(self) -> dict[str, Any]:
+    def items(self, ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Evidence keyed by id, as a data block shows it (a key costs fewer tokens than an
+        "id" field on every item)."""
+        chosen = self.evidence if ids is None else self.pick(ids)
+        return {e.id: e.as_data() for e in chosen}
+
+    def profile(self, with_season: bool = True) -> dict[str, Any]:
         """The profile facts every agent may rely on."""
-        facts: dict[str, Any] = {"actions": self.counts, "season": season(self.moment)}
+        facts: dict[str, Any] = {"actions": self.counts}
+        if with_season:
+            facts["season"] = season(self.moment)
         if self.region:
             facts["region"] = self.region
         return facts

@@ -34,10 +34,10 @@ type), each with a short rationale and its ids. Never guess a product type for a
 _EXAMPLE_DATA = {
     "facet": "running gear",
     "brief": "Look at the watch and the shoes.",
-    "items": [
-        {"id": "r1", "item": "garmin electronics watch", "cart": 1},
-        {"id": "r2", "item": "nike sport shoes", "view": 3},
-    ],
+    "items": {
+        "r1": {"item": "garmin electronics watch", "cart": 1},
+        "r2": {"item": "nike sport shoes", "view": 3},
+    },
 }
 _EXAMPLE_ANSWER = {
     "candidates": [
@@ -88,7 +88,7 @@ def expert_data(view: UserView, facet: Facet) -> dict[str, Any]:
     return {
         "facet": facet.name,
         "brief": facet.brief,
-        "items": [e.as_data() for e in view.pick(facet.evidence)],
+        "items": view.items(facet.evidence),
     }
 
 

@@ -51,23 +51,19 @@ _GUIDE_ANSWER = {
 
 _EXPLAIN_TASK = f"""\
 Your task: for each tag write one plain sentence (at most 20 words, {SENTENCE_MAX_CHARS} \
-characters) in the guide's style, saying what the shopper did with the tag's items. Use only \
-the items, actions, counts and prices given; never invent facts. No markup, no links.
+characters) in the guide's style, saying what the shopper did with the tag's items, in the \
+words of "did" (viewed is not bought). Use only the items, actions, counts and prices given; \
+never invent facts. No markup, no links.
 """
 _EXPLAIN_EXAMPLE = {
     "guide": {"tone": "warm", "moment": "autumn", "focus": "The item and what they did."},
     "tags": [
         {"id": "t1", "tag": "nike sport shoes",
          "evidence": [{"item": "nike sport shoes", "did": "viewed 3 times"}]},
-        {"id": "t2", "tag": "philips kettle", "evidence": [{"item": "philips kettle", "did": "bought"}]},
     ],
 }  # fmt: skip
-_EXPLAIN_ANSWER = {
-    "explanations": [
-        {"id": "t1", "text": "You keep coming back to the Nike sport shoes."},
-        {"id": "t2", "text": "You bought the Philips kettle."},
-    ]
-}
+# One tag only: a small model copies an example's sentences by position onto other tags.
+_EXPLAIN_ANSWER = {"explanations": [{"id": "t1", "text": "You viewed the Nike sport shoes 3 times."}]}
 
 
 def guide_stage() -> Stage:

@@ -137,7 +137,7 @@ def tag_evidence(tag: str, view: UserView) -> list[Evidence]:
 
 def shown(e: Evidence) -> dict[str, Any]:
     """Evidence as a judge sees it next to a tag (no id: the judge has no use for it)."""
-    return {k: v for k, v in e.as_data().items() if k != "id"}
+    return e.as_data()
 
 
 # ---- checks in code -------------------------------------------------------------------

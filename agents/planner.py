@@ -31,12 +31,12 @@ ids that show it (each id in one facet; a signal only where it matters, e.g. rai
 """
 
 _EXAMPLE_DATA = {
-    "items": [
-        {"id": "r1", "item": "garmin electronics watch", "cart": 1},
-        {"id": "r2", "item": "nike sport shoes", "view": 3},
-        {"id": "h1", "item": "kitchen kettle", "purchase": 1},
-    ],
-    "profile": {"actions": {"view": 3, "cart": 1, "purchase": 1}, "season": "autumn"},
+    "items": {
+        "r1": {"item": "garmin electronics watch", "cart": 1},
+        "r2": {"item": "nike sport shoes", "view": 3},
+        "h1": {"item": "kitchen kettle", "purchase": 1},
+    },
+    "profile": {"actions": {"view": 3, "cart": 1, "purchase": 1}},
 }
 _EXAMPLE_ANSWER = {
     "facets": [
@@ -83,7 +83,7 @@ class Facet:
 
 def planner_data(view: UserView) -> dict[str, Any]:
     """Everything the planner sees: all evidence and the profile."""
-    return {"items": [e.as_data() for e in view.evidence], "profile": view.profile()}
+    return {"items": view.items(), "profile": view.profile(with_season=False)}
 
 
 def parse_facets(text: str, view: UserView) -> list[Facet]:

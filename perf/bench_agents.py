@@ -92,19 +92,20 @@ def v1_history(events: list[BehaviorEvent], count_tokens: Any) -> list[BehaviorE
 
 
 @contextmanager
-def llm_endpoint(settings: Settings) -> Iterator[str]:
-    """The configured or running vLLM server, or one started for this run."""
+def llm_endpoint(settings: Settings) -> Iterator[tuple[str, bool]]:
+    """The configured or running vLLM server, or one started for this run; and whether it
+    is fresh (its prefix cache holds nothing of earlier runs)."""
     if settings.llm_base_url:
-        yield settings.llm_base_url
+        yield settings.llm_base_url, False
         return
     state = stack.load_state(settings)
     if "llm" in state:
-        yield state["llm"].address
+        yield state["llm"].address, False
         return
     print("no vLLM server running: starting one for this benchmark ...", file=sys.stderr)
     service = stack.start_llm(settings, ensure_model(settings), progress=lambda m: print(m, file=sys.stderr))
     try:
-        yield service.address
+        yield service.address, True
     finally:
         stack.stop(service)
 
@@ -271,6 +272,7 @@ def _report(
     return {
         "benchmark": "agents",
         "users": len(users),
+        "history_events_per_user": _mean([len(events) for _, events in users]),
         "hmas_prompt_tokens_per_user": h["prompt_tokens_per_user"],
         "v1_prompt_tokens_per_user": b["prompt_tokens_per_user"],
         "prompt_token_ratio": round(h["prompt_tokens_per_user"] / max(1.0, b["prompt_tokens_per_user"]), 3),
@@ -320,5 +322,12 @@ def _report(
 def bench_agents(settings: Settings, users: int) -> dict[str, Any]:
     """Run both systems on ``users`` real users (half from each shared log)."""
     chosen = pick_users(settings, max(1, users // 2))
-    with llm_endpoint(settings) as base_url:
-        return asyncio.run(_run(settings, base_url, chosen))
+    with llm_endpoint(settings) as (base_url, fresh):
+        result = asyncio.run(_run(settings, base_url, chosen))
+    if not fresh:  # earlier runs' prompts may sit in the server's prefix cache
+        result["uncached_prompt_token_ratio"] = None
+        result["notes"] += (
+            " The server was already running, so prefix-cache hits include earlier runs' prompts: "
+            "uncached_prompt_token_ratio is left out (run with no server up for a fresh one)."
+        )
+    return result

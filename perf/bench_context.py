@@ -121,6 +121,6 @@ def bench_context(settings: Settings, min_events: int = 20) -> dict[str, Any]:
     result["method"] = (
         "raw = one line per behaviour (time, action, text, category, brand, price) for the user's "
         "whole history; context = the JSON data block the planner is shown (recent behaviours, "
-        "interest clusters, region); both tokenized with the model's tokenizer"
+        "interest clusters, each under its id, and the profile); both tokenized with the model's tokenizer"
     )
     return result

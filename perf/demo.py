@@ -84,8 +84,10 @@ async def wait_for_plans(
     timeout_s: float,
     alive: Callable[[], bool],
     say: Callable[[str], None],
+    turned_down: Callable[[str], str | None] = lambda _user: None,
 ) -> dict[str, IntentRecord]:
-    """Poll Redis until every user in ``users`` has a record (or the timeout passes)."""
+    """Poll Redis until every user in ``users`` has a record or was turned down (the judge
+    found the plan bad, or no valid plan came), or the timeout passes."""
     client = connect_with(settings, redis_url)
     store = IntentStore.from_settings(client, settings)
     started = time.monotonic()
@@ -101,7 +103,7 @@ async def wait_for_plans(
                 f"  {len(found)}/{len(users)} followed users planned; {written} plans written in all "
                 f"({time.monotonic() - started:.0f}s)"
             )
-            if len(found) == len(users):
+            if all(user in found or turned_down(user) for user in users):
                 break
             await asyncio.sleep(5.0)
     finally:
@@ -109,7 +111,20 @@ async def wait_for_plans(
     return found
 
 
-def describe(user: str, events: list[BehaviorEvent], record: IntentRecord | None) -> str:
+def turned_down(log: Path, user: str) -> str | None:
+    """Why the worker wrote no plan for ``user``, if its log says so."""
+    if not log.exists():
+        return None
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        for marker in (f"plan for user {user} judged bad", f"no valid plan for user {user}:"):
+            if marker in line:
+                return line[line.index(marker) :]
+    return None
+
+
+def describe(
+    user: str, events: list[BehaviorEvent], record: IntentRecord | None, why_not: str | None = None
+) -> str:
     """A user's behaviour and intents, for people."""
     mine = [e for e in events if e.user_id == user]
     actions = Counter(e.action.value for e in mine)
@@ -117,11 +132,11 @@ def describe(user: str, events: list[BehaviorEvent], record: IntentRecord | None
     for event in mine[-3:]:
         lines.append(f"    recent  {event.action.value:8s} {event.item_text}")
     if record is None:
-        lines.append("    (no plan yet)")
+        lines.append(f"    (no plan written: {why_not})" if why_not else "    (no plan yet)")
         return "\n".join(lines)
     lines.append(
-        f"    plan v{record.version} ({record.trigger}) by {record.model}, from behaviour up to "
-        f"{record.event_time:%Y-%m-%d %H:%M:%S} UTC"
+        f"    plan v{record.version} ({record.trigger}) by {record.model}, judged {record.verdict}, "
+        f"from behaviour up to {record.event_time:%Y-%m-%d %H:%M:%S} UTC"
     )
     for tag in record.tags:
         lines.append(f"    • {tag.tag} — {tag.explanation}")
@@ -172,6 +187,7 @@ def run_demo(
                 timeout_s=timeout_s,
                 alive=lambda: proc.poll() is None,
                 say=say,
+                turned_down=lambda user: turned_down(worker_log, user),
             )
         )
         if worker.poll() is not None:
@@ -179,9 +195,12 @@ def run_demo(
             return 1
         print()
         for user in followed:
-            print(describe(user, replayed, records.get(user)))
+            print(describe(user, replayed, records.get(user), turned_down(worker_log, user)))
             print()
-        return 0 if len(records) == len(followed) else 1
+        # Done when every followed user was planned or turned down (the judge gate is working
+        # as meant), and at least one plan reached Redis.
+        settled = all(user in records or turned_down(worker_log, user) for user in followed)
+        return 0 if records and settled else 1
     finally:
         if worker is not None:
             say("stopping the worker ...")

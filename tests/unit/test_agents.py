@@ -172,7 +172,7 @@ def test_expert_evidence_outside_its_facet_is_dropped() -> None:
 async def test_each_expert_sees_only_its_facets_evidence() -> None:
     llm = happy_llm()
     await chain(llm).plan(SHOPPER, NOW)
-    seen = sorted(tuple(i["id"] for i in call.data["items"]) for call in llm.calls_of("expert"))
+    seen = sorted(tuple(call.data["items"]) for call in llm.calls_of("expert"))
     assert seen == [("r1", "r3"), ("r2",)]
 
 
@@ -418,7 +418,7 @@ async def test_hostile_text_stays_inside_the_data_block_of_every_agent() -> None
         assert body.endswith("\n</data>")
         assert body.count("</data>") == 1  # the data cannot close the block early
         assert "<script>" not in body
-    planner_items = [i.get("item") for i in llm.calls_of("planner")[0].data["items"]]
+    planner_items = [i.get("item") for i in llm.calls_of("planner")[0].data["items"].values()]
     assert hostile in planner_items  # still there, as data
 
 
