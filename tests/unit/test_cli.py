@@ -58,3 +58,14 @@ def test_status_without_a_stack_says_so_and_fails(tmp_path: object) -> None:
     )
     assert result.returncode == 1
     assert "not running" in result.stderr
+
+
+def test_bench_counts_are_checked_and_default_per_benchmark() -> None:
+    from intentstream.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["bench", "agents"]).users is None  # 20 for agents, 100,000 for redis
+    assert parser.parse_args(["bench", "agents", "--users", "6"]).users == 6
+    for bad in (["--users", "0"], ["--users", "-3"], ["--users", "x"], ["--events", "1.5"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "agents", *bad])

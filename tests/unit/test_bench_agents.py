@@ -1,0 +1,51 @@
+"""The agents benchmark's pure parts: V1's history budget and the per-system summary."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from agents.explainer import Explained
+from agents.stage import PlanCost, StageCost
+from perf.bench_agents import V1_PROMPT_TOKEN_BUDGET, Outcome, _summary, v1_history
+from schemas.events import BehaviorEvent
+from tests.helpers import NOW
+
+
+def test_v1_history_keeps_the_newest_lines_within_the_token_budget() -> None:
+    events = [
+        BehaviorEvent(
+            event_id=f"e{n}",
+            user_id="u",
+            action="view",
+            ts=NOW + timedelta(seconds=n),
+            item_id="i",
+            item_text="x",
+        )
+        for n in range(500)
+    ]
+    kept = v1_history(events, lambda line: 10)  # every line costs 10 tokens (+1 for its newline)
+    assert len(kept) == V1_PROMPT_TOKEN_BUDGET // 11
+    assert kept[-1] is events[-1]
+    assert kept == events[-len(kept) :]
+
+
+def outcome(verdict: str, tags: list[str], prompt: int, valid: bool = True) -> Outcome:
+    cost = PlanCost({"planner": StageCost(calls=1, prompt_tokens=prompt, cached_prompt_tokens=prompt // 2)})
+    return Outcome("u", "rees46", valid, [Explained(t, "x", ()) for t in tags], verdict, cost)
+
+
+def test_summary_counts_rates_diversity_and_tokens() -> None:
+    summary = _summary(
+        [
+            outcome("good", ["rain boots", "garden hose"], 1000),
+            outcome("average", ["rain boots"], 2000),
+            outcome("none", [], 600, valid=False),
+        ]
+    )
+    assert summary["valid_output_rate"] == round(2 / 3, 3)
+    assert summary["judge_good_rate"] == 0.5  # of the judged ones
+    assert summary["prompt_tokens_per_user"] == 1200.0
+    assert summary["uncached_prompt_tokens_per_user"] == 600.0
+    assert summary["tags_per_user"] == 1.0
+    assert summary["distinct_tag_ratio"] == round(2 / 3, 3)
+    assert summary["stages"]["planner"]["calls_per_user"] == 1.0
