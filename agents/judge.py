@@ -46,15 +46,17 @@ Your task: you judge relevance. For each tag (t ids) rate how well it follows fr
 shopper did, using the items listed with it: strong (it names what the shopper carted, bought, \
 searched or viewed), weak (loosely related to those items) or unrelated (no item shows it).
 """
+# Weaker ratings come last, as tags do in a ranked record: a small model copies the
+# example's ratings by position, and must not learn that a second tag is unrelated.
 _RELEVANCE_EXAMPLE = {
     "tags": [
-        {"id": "t1", "tag": "garmin sports watch",
-         "shown_by": [{"item": "garmin electronics watch", "view": 1, "cart": 1}]},
-        {"id": "t2", "tag": "luxury perfume", "shown_by": []},
+        {"id": "t1", "tag": "garmin watch", "shown_by": [{"item": "garmin electronics watch", "cart": 1}]},
+        {"id": "t2", "tag": "nike sport shoes", "shown_by": [{"item": "nike sport shoes", "view": 3}]},
         {"id": "t3", "tag": "sport accessories", "shown_by": [{"item": "nike sport shoes", "view": 3}]},
+        {"id": "t4", "tag": "luxury perfume", "shown_by": []},
     ],
 }  # fmt: skip
-_RELEVANCE_ANSWER = {"t1": "strong", "t2": "unrelated", "t3": "weak"}
+_RELEVANCE_ANSWER = {"t1": "strong", "t2": "strong", "t3": "weak", "t4": "unrelated"}
 
 _SENIOR_TASK = """\
 Your task: you are the senior judge of the tags and explanations chosen for this shopper. \
@@ -67,8 +69,8 @@ most average. For example, with relevance 0.5 and a failed diversity check, a go
 "strengths":["Explanations cite real items."],"verdict":"average"}
 """
 _SENIOR_EXAMPLE = {
-    "tags": [{"tag": "garmin sports watch", "explanation": "The Garmin watch is in your cart."},
-             {"tag": "running shoes", "explanation": "You viewed Nike running shoes three times."}],
+    "tags": [{"tag": "philips kettle", "explanation": "You bought the Philips kettle."},
+             {"tag": "nike sport shoes", "explanation": "You viewed the Nike shoes 3 times."}],
     "sub_judges": {"relevance": {"score": 1.0, "passed": True, "findings": []},
                    "grounding": {"score": 1.0, "passed": True, "findings": []},
                    "timeliness": {"score": 1.0, "passed": True, "findings": []},
@@ -77,7 +79,7 @@ _SENIOR_EXAMPLE = {
 }  # fmt: skip
 _SENIOR_ANSWER = {
     "defects": [],
-    "strengths": ["Both tags follow from the cart and repeated views.", "Explanations cite real items."],
+    "strengths": ["Both tags name items the shopper acted on.", "Explanations state only what happened."],
     "verdict": "good",
 }
 
@@ -210,6 +212,8 @@ def apply_floors(senior: Verdict, sub: dict[str, SubVerdict]) -> tuple[Verdict, 
     failed = [name for name, s in sub.items() if not s.passed]
     if failed and senior == "good":
         return "average", f"failed checks: {failed}"
+    if not failed and senior == "bad":  # "bad" must point at something a check found
+        return "average", "judged bad with every check passed"
     return senior, None
 
 

@@ -335,7 +335,9 @@ def test_floors_override_the_senior_judge() -> None:
     assert apply_floors("good", unrelated)[0] == "bad"
     stale = {**passed, "timeliness": SubVerdict("timeliness", 0.0, False)}
     assert apply_floors("good", stale)[0] == "average"
-    assert apply_floors("bad", passed)[0] == "bad"  # the senior may always be stricter
+    assert apply_floors("bad", stale)[0] == "bad"  # with a failed check the senior may be stricter
+    relevant = {**passed, "relevance": SubVerdict("relevance", 1.0, True)}
+    assert apply_floors("bad", relevant) == ("average", "judged bad with every check passed")
 
 
 # ---- the chain ----------------------------------------------------------------------------
@@ -365,10 +367,21 @@ async def test_chain_turns_a_request_into_a_judged_versioned_record() -> None:
 
 
 async def test_a_plan_the_judge_finds_bad_is_rejected_with_its_reasons() -> None:
-    llm = happy_llm(judge_senior=js({"defects": ["tags are vague"], "strengths": [], "verdict": "bad"}))
+    llm = happy_llm(
+        judge_relevance=lambda _: js({"t1": "strong", "t2": "unrelated"}),
+        judge_senior=js({"defects": ["tags are vague"], "strengths": [], "verdict": "bad"}),
+    )
     with pytest.raises(PlanRejected, match="tags are vague") as info:
         await chain(llm).plan(SHOPPER, NOW)
     assert info.value.cost.stages["judge_senior"].calls == 1
+
+
+async def test_a_bad_verdict_with_every_check_passed_is_only_average() -> None:
+    llm = happy_llm(judge_senior=js({"defects": ["tags are vague"], "strengths": [], "verdict": "bad"}))
+    plan = await chain(llm).plan(SHOPPER, NOW)
+    assert plan.record.verdict == "average"
+    assert plan.judgement is not None
+    assert plan.judgement.floor == "judged bad with every check passed"
 
 
 async def test_a_judge_that_never_answers_leaves_the_record_unjudged() -> None:
