@@ -108,6 +108,8 @@ class IntentChain:
         give nothing valid, :class:`PlanRejected` when the judge finds it bad."""
         view = user_view(request, now)
         cost = PlanCost()
+        if not any(e.kind != "signal" for e in view.evidence):  # spare the LLM a guess
+            raise PlanFailed(request.user_id, "no described behaviour to plan from", cost)
         try:
             drafted = await self.draft(view, cost)
         except StageFailed as exc:

@@ -398,6 +398,13 @@ async def test_planner_failing_every_retry_fails_the_plan_with_its_cost() -> Non
     assert len(llm.calls) == 3  # nothing after the planner ran
 
 
+async def test_a_user_with_nothing_described_fails_without_asking_the_llm() -> None:
+    llm = happy_llm()
+    with pytest.raises(PlanFailed, match="no described behaviour"):
+        await chain(llm).plan(request(behaviour(""), behaviour("")), NOW)
+    assert llm.calls == []
+
+
 async def test_retries_are_not_at_temperature_zero() -> None:
     llm = happy_llm(planner=["nope", PLANNER_OK])
     await chain(llm).plan(SHOPPER, NOW)
