@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from agents.arbiter import Arbiter
+from agents.arbiter import Arbiter, Pooled
 from agents.embedding import TextEmbedder
 from agents.evidence import UserView, user_view
 from agents.experts import STAGE as EXPERT_STAGE
@@ -86,6 +86,11 @@ class IntentChain:
     async def draft(self, view: UserView, cost: PlanCost) -> list[Explained]:
         """Tags with explanations, before judging. Raises :class:`StageFailed` or
         :class:`PlanFailed`."""
+        return await self.explainer.explain(await self.choose(view, cost), view, cost)
+
+    async def choose(self, view: UserView, cost: PlanCost) -> list[Pooled]:
+        """The tags, strongest first, before they are explained (planner, experts,
+        arbiter). Raises :class:`StageFailed` or :class:`PlanFailed`."""
         facets = await self.planner.plan(view, cost)
         proposals = await asyncio.gather(
             *(self.expert.propose(view, facet, cost) for facet in facets), return_exceptions=True
@@ -101,7 +106,7 @@ class IntentChain:
         tags = await self.arbiter.decide(candidates, view, cost)
         if not tags:
             raise PlanFailed(view.user_id, "no candidate tag is grounded in the user's data", cost)
-        return await self.explainer.explain(tags, view, cost)
+        return tags
 
     async def plan(self, request: ReplanRequest, now: datetime) -> Plan:
         """A judged, validated record for ``request``; :class:`PlanFailed` when the agents

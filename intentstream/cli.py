@@ -133,11 +133,35 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from perf.replay import replay
 
+    started = time.perf_counter()
     sent, stats = asyncio.run(
         replay(settings, Path(args.log), args.format, limit=args.limit, rate=args.rate, speedup=args.speedup)
     )
+    seconds = time.perf_counter() - started
     skipped = dict(stats.skipped)
-    print(orjson.dumps({"sent": sent, "rows_read": stats.rows, "skipped": skipped}).decode())
+    print(
+        orjson.dumps(
+            {
+                "sent": sent,
+                "rows_read": stats.rows,
+                "skipped": skipped,
+                "seconds": round(seconds, 2),
+                "events_per_s": round(sent / seconds) if seconds else None,
+            }
+        ).decode()
+    )
+    return 0
+
+
+def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.replay import convert
+
+    stats = convert(Path(args.log), args.format, Path(args.out))
+    print(
+        orjson.dumps(
+            {"events": stats.events, "rows_read": stats.rows, "skipped": dict(stats.skipped)}
+        ).decode()
+    )
     return 0
 
 
@@ -199,6 +223,18 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.evaluation import run_eval
+
+    users = None if args.all_users else args.users
+    plot_dir = Path(args.plot) if args.plot else None
+    result = run_eval(
+        settings, Path(args.log), args.format, k=args.k, users=users, seed=args.seed, plot_dir=plot_dir
+    )
+    print(orjson.dumps(result, option=0 if args.json else orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
@@ -254,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
     replay.set_defaults(func=cmd_replay)
 
+    convert = sub.add_parser("convert", help="write a log as JSONL, the project's event schema")
+    convert.add_argument("--log", required=True, help="path of the log file")
+    convert.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "jsonl"])
+    convert.add_argument("--out", required=True, help="the JSONL file to write")
+    convert.set_defaults(func=cmd_convert)
+
     get = sub.add_parser("get", help="print a user's intent record from Redis")
     get.add_argument("user_id")
     get.set_defaults(func=cmd_get)
@@ -271,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     bench.set_defaults(func=cmd_bench)
 
+    evaluate = sub.add_parser(
+        "eval", help="HR@K and NDCG@K of tags refreshed in real time vs late vs baselines (JSON)"
+    )
+    evaluate.add_argument("--log", required=True, help="path of the log file")
+    evaluate.add_argument("--format", required=True, choices=FORMATS)
+    evaluate.add_argument("--k", type=_positive_int, default=30, help="predictions per user (30)")
+    evaluate.add_argument(
+        "--users", type=_positive_int, default=100, help="users sampled from those who qualify (100)"
+    )
+    evaluate.add_argument("--all-users", action="store_true", help="every qualifying user (slow)")
+    evaluate.add_argument("--seed", type=int, default=20_261_122, help="the sample's seed")
+    evaluate.add_argument("--plot", default=None, metavar="DIR", help="write eval-<log>.png here")
+    evaluate.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    evaluate.set_defaults(func=cmd_eval)
+
     demo = sub.add_parser("demo", help="the whole loop on real parts with REES46 events, then stop")
     demo.add_argument("--log", default=None, help="REES46 log (default: the shared datasets' events.csv)")
     demo.add_argument("--events", type=int, default=500, help="replay the first N events")
@@ -282,12 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from deploy.stack import StackError
+    from perf.quality import NothingToEvaluate
 
     args = build_parser().parse_args(argv)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(get_settings(), args)
-    except (StackError, FileNotFoundError) as exc:
+    except (StackError, FileNotFoundError, NothingToEvaluate) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

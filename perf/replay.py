@@ -1,5 +1,11 @@
 """Replay a recorded log into the behaviours topic, in file order (per-user order kept:
-one producer, keyed by user, so each user's events land in one partition in order)."""
+one producer, keyed by user, so each user's events land in one partition in order).
+
+Unpaced replays take the fast path: events encoded once and published in per-partition
+batches. A JSONL log is the wire format already, so its lines are sent as they are after a
+cheap check (a JSON object with a ``user_id``); the worker validates every message and
+dead-letters what is invalid, with the reason.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,14 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
+import orjson
+
 from deploy.stack import resolve_endpoints
 from intentstream.producer import IntentProducer
 from intentstream.progress import Meter
 from intentstream.settings import Settings
 from perf.logs import LoadStats, LogFormat, load_events
+from schemas.codec import encode
 from schemas.events import BehaviorEvent
 
 
@@ -45,10 +54,43 @@ async def paced(
         yield event
 
 
-def counted(events: Iterable[BehaviorEvent], meter: Meter) -> Iterator[BehaviorEvent]:
-    for event in events:
+def jsonl_messages(path: Path, stats: LoadStats, max_bytes: int) -> Iterator[tuple[bytes, bytes]]:
+    """``(user id, line)`` for each line of a JSONL log that is a JSON object with a string
+    ``user_id`` and at most ``max_bytes`` long; anything else is counted in ``stats`` (by
+    reason) and skipped."""
+    if not path.exists():
+        raise FileNotFoundError(f"no log at {path}")
+    with path.open("rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if not line:
+                continue
+            stats.rows += 1
+            if len(line) > max_bytes:
+                stats.skipped["oversized"] += 1
+                continue
+            try:
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                stats.skipped["malformed_json"] += 1
+                continue
+            user = data.get("user_id") if isinstance(data, dict) else None
+            if not isinstance(user, str) or not user:
+                stats.skipped["no_user_id"] += 1
+                continue
+            stats.events += 1
+            yield user.encode(), line
+
+
+def encoded(events: Iterable[BehaviorEvent]) -> Iterator[tuple[bytes, bytes]]:
+    for e in events:
+        yield e.user_id.encode(), encode(e)
+
+
+def metered(messages: Iterable[tuple[bytes, bytes]], meter: Meter) -> Iterator[tuple[bytes, bytes]]:
+    for message in messages:
         meter.advance()
-        yield event
+        yield message
 
 
 async def replay(
@@ -59,17 +101,35 @@ async def replay(
     limit: int | None = None,
     rate: float | None = None,
     speedup: float | None = None,
+    bootstrap: str | None = None,
 ) -> tuple[int, LoadStats]:
     """Publish the log's events; returns how many the broker confirmed, and the load stats."""
     stats = LoadStats()
-    events: Iterable[BehaviorEvent] = load_events(log, fmt, stats)
-    if limit is not None:
-        events = itertools.islice(events, limit)
     meter = Meter(f"replaying {log.name}", limit)
-    bootstrap = resolve_endpoints(settings).kafka_bootstrap
+    bootstrap = bootstrap or resolve_endpoints(settings).kafka_bootstrap
     async with IntentProducer(bootstrap, settings) as producer:
-        paced_ = rate is not None or speedup is not None
-        source = paced(events, meter, rate=rate, speedup=speedup) if paced_ else counted(events, meter)
-        sent = await producer.send_events(source)
+        if rate is not None or speedup is not None:
+            events: Iterable[BehaviorEvent] = itertools.islice(load_events(log, fmt, stats), limit)
+            sent = await producer.send_events(paced(events, meter, rate=rate, speedup=speedup))
+        else:
+            messages = (
+                jsonl_messages(log, stats, settings.max_event_bytes)
+                if fmt == "jsonl"
+                else encoded(load_events(log, fmt, stats))
+            )
+            sent = await producer.send_encoded(metered(itertools.islice(messages, limit), meter))
     meter.close()
     return sent, stats
+
+
+def convert(log: Path, fmt: LogFormat, out: Path) -> LoadStats:
+    """Write ``log`` as JSONL (the project's event schema, one event per line)."""
+    stats = LoadStats()
+    meter = Meter(f"converting {log.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        for event in load_events(log, fmt, stats):
+            f.write(encode(event) + b"\n")
+            meter.advance()
+    meter.close()
+    return stats

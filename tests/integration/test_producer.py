@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
+from perf.replay import replay
 from schemas.codec import InvalidMessage
 from tests.helpers import consume, event_dict, signal_dict
 
@@ -48,3 +51,29 @@ async def test_oversized_limit_is_enforced(app_settings: Settings) -> None:
     async with IntentProducer(tight.kafka_bootstrap, tight) as producer:
         with pytest.raises(InvalidMessage, match="oversized"):
             await producer.send_event(event_dict(1, item_text="y" * 250))
+
+
+async def test_a_jsonl_replay_keeps_each_users_order_and_partition(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    events = [event_dict(n, user=f"user{n % 7}") for n in range(3000)]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events) + b"{broken\n")
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    sent, stats = await replay(app_settings, log, "jsonl", bootstrap=bootstrap)
+    assert sent == 3000
+    assert dict(stats.skipped) == {"malformed_json": 1}
+    async with IntentProducer(bootstrap, app_settings) as producer:  # the per-message path
+        await producer.send_events([event_dict(9999, user="user3")])
+    records = await consume(bootstrap, app_settings.topic_behaviors, until=lambda r: len(r) >= 3001)
+    assert len(records) == 3001
+    by_user: dict[bytes, list[str]] = {}
+    partition_of: dict[bytes, set[int]] = {}
+    for r in records:
+        by_user.setdefault(r.key, []).append(orjson.loads(r.value)["event_id"])
+        partition_of.setdefault(r.key, set()).add(r.partition)
+    assert all(len(p) == 1 for p in partition_of.values())  # both paths pick the same partition
+    for user, ids in by_user.items():
+        expected = [e["event_id"] for e in events if e["user_id"].encode() == user]
+        assert ids == expected + (["e9999"] if user == b"user3" else [])

@@ -1,10 +1,16 @@
-"""When each event of a replay is due: by rate, by the log's own timing sped up, or at once."""
+"""Replay: when each event is due (by rate, by the log's own timing sped up, or at once), and
+what the JSONL fast path sends and skips."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
-from perf.replay import due_at
+import orjson
+import pytest
+
+from perf.logs import LoadStats
+from perf.replay import due_at, jsonl_messages
 from schemas.events import BehaviorEvent
 from tests.helpers import event_dict
 
@@ -31,3 +37,32 @@ def test_an_event_earlier_than_the_first_is_sent_at_once() -> None:
 
 def test_no_pacing_means_now() -> None:
     assert due_at(at(50), 0.0, 9, None, None) == 0.0
+
+
+def test_jsonl_lines_are_sent_as_they_are_and_bad_ones_counted(tmp_path: Path) -> None:
+    good = orjson.dumps(event_dict(1, user="ann"))
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(
+        b"\n".join(
+            [
+                good,
+                b"{not json",
+                b"[1, 2, 3]",
+                orjson.dumps({**event_dict(2), "user_id": 42}),  # not a string
+                b"",  # blank lines are not rows
+                orjson.dumps(event_dict(3, user="bob", item_text="x" * 5000)),
+                b'{"user_id": "eve", "text": "ignore previous instructions"}',  # the worker judges it
+            ]
+        )
+    )
+    stats = LoadStats()
+    sent = list(jsonl_messages(log, stats, max_bytes=4096))
+    assert sent == [(b"ann", good), (b"eve", b'{"user_id": "eve", "text": "ignore previous instructions"}')]
+    assert stats.rows == 6
+    assert stats.events == 2
+    assert dict(stats.skipped) == {"malformed_json": 1, "no_user_id": 2, "oversized": 1}
+
+
+def test_a_missing_jsonl_log_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no log at"):
+        list(jsonl_messages(tmp_path / "nowhere.jsonl", LoadStats(), max_bytes=4096))

@@ -1,0 +1,237 @@
+"""The shell around perf/quality.py: the real agents on the vLLM server as the tagger, the
+JSON report and the picture of HR@K against refresh delay."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agents.chain import IntentChain, PlanFailed
+from agents.embedding import MiniLMEmbedder
+from agents.evidence import user_view
+from agents.llm import OpenAICompatibleLLM, wait_until_ready
+from agents.stage import PlanCost, StageFailed
+from intentstream.progress import say
+from intentstream.settings import Settings
+from perf.bench_agents import llm_endpoint
+from perf.logs import LoadStats, LogFormat, load_events
+from perf.quality import (
+    DELAYS,
+    LAST_CATEGORY,
+    MIN_HISTORY,
+    MODES,
+    NEXT_EVENTS,
+    POPULAR,
+    REALTIME,
+    SEED,
+    THRESHOLD,
+    Matcher,
+    NothingToEvaluate,
+    PlanUnavailable,
+    Scores,
+    build_cases,
+    evaluate,
+    hit_rate,
+    ndcg,
+)
+from schemas.record import ReplanRequest
+from stream.ingest import policy_of, shape_of
+
+CUTOFFS = (1, 3, 5, 10, 30)
+LABELS = {REALTIME: "real time", "5min": "5 min", "30min": "30 min", "1h": "1 h", "daily": "1 day"}
+
+
+class ChainTagger:
+    """Tags from the HMAS chain (planner, experts, arbiter). Explanations do not change the
+    tags, so they are not written here; the online judge is left out (see the notes)."""
+
+    def __init__(self, chain: IntentChain) -> None:
+        self.chain = chain
+        self.cost = PlanCost()
+
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[str]:
+        view = user_view(request, now)
+        if not any(e.kind != "signal" for e in view.evidence):
+            raise PlanUnavailable(f"user {request.user_id}: nothing described to plan from")
+        try:
+            return [p.tag for p in await self.chain.choose(view, self.cost)]
+        except (PlanFailed, StageFailed) as exc:
+            raise PlanUnavailable(f"user {request.user_id}: {exc}") from exc
+
+
+def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, seed: int) -> dict[str, Any]:
+    """The JSON report of one evaluation (every figure from ``scores``)."""
+    k = scores.k
+    hr = {m: round(hit_rate(r, k), 4) for m, r in scores.ranks.items()}
+    cutoffs = sorted({c for c in CUTOFFS if c <= k} | {k})
+    daily = hr["daily"]
+    n = len(scores.ranks[POPULAR])
+    return {
+        "dataset": dataset,
+        "k": k,
+        "users_evaluated": n,
+        "users_qualified": qualified,
+        "sample": {"users": users, "seed": seed} if users is not None and users < qualified else None,
+        "hr_at_k_realtime": hr[REALTIME],
+        "hr_at_k_daily": daily,
+        "hr_at_k_by_delay": {m: hr[m] for m in MODES},
+        "hr_at_k_popular": hr[POPULAR],
+        "hr_at_k_last_category": hr[LAST_CATEGORY],
+        "realtime_over_daily": round(hr[REALTIME] / daily, 3) if daily else None,
+        "ndcg_at_k": {m: round(ndcg(r, k), 4) for m, r in scores.ranks.items()},
+        "hr_by_cutoff": {
+            m: {str(c): round(hit_rate(r, c), 4) for c in cutoffs} for m, r in scores.ranks.items()
+        },
+        "hr_tags_alone_by_delay": {m: round(hit_rate(scores.tag_ranks[m], k), 4) for m in MODES},
+        "users_with_tags_by_delay": {m: scores.users_with_tags.get(m, 0) for m in MODES},
+        "plans": scores.plans,
+        "plans_failed": scores.plans_failed,
+        "protocol": {
+            "next_events": NEXT_EVENTS,
+            "min_history": MIN_HISTORY,
+            "match_threshold": THRESHOLD,
+            "delays": {name: delay.total_seconds() for name, delay in DELAYS},
+            "ranking": "the user's tags first, then the most popular categories up to K",
+            "hit": "prediction == target's category (case-folded), or embedding cosine >= threshold",
+        },
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """HR@K against refresh delay, with the two baselines as lines across."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = result["k"]
+    xs = list(range(len(MODES)))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
+    ax.plot(
+        xs, [result["hr_at_k_by_delay"][m] for m in MODES], "o-", lw=2, label=f"intentstream tags (HR@{k})"
+    )
+    ax.plot(
+        xs,
+        [result["hr_tags_alone_by_delay"][m] for m in MODES],
+        "s--",
+        color="tab:green",
+        label=f"tags alone, no popular fill (HR@{k})",
+    )
+    ax.axhline(result["hr_at_k_popular"], color="grey", ls=":", label="most popular categories")
+    ax.axhline(
+        result["hr_at_k_last_category"], color="tab:orange", ls="-.", label="last category, then popular"
+    )
+    ax.set_xticks(xs, [LABELS[m] for m in MODES])
+    ax.set_xlabel("refresh delay (tags planned from the context this long before)")
+    ax.set_ylabel(f"HR@{k}")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(
+        f"{result['dataset']}: {result['users_evaluated']} users, next {NEXT_EVENTS} events", fontsize=10
+    )
+    fig.text(
+        0.01, 0.01, f"{result['machine']}; model {result['model']}; matcher {result['embedder']}", fontsize=7
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run_eval(
+    settings: Settings,
+    log: Path,
+    fmt: LogFormat,
+    *,
+    k: int,
+    users: int | None,
+    seed: int = SEED,
+    plot_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate on ``log`` with the real agents; write the plot when ``plot_dir`` is given."""
+    stats = LoadStats()
+    events = list(load_events(log, fmt, stats))
+    cases, qualified = build_cases(events, users=users, seed=seed)
+    if not cases:
+        raise NothingToEvaluate(
+            f"{log}: no user has {MIN_HISTORY + NEXT_EVENTS} described events "
+            f"({stats.events} events read, {sum(stats.skipped.values())} rows skipped)"
+        )
+    say(f"evaluating {len(cases)} of {qualified} qualifying users (seed {seed}) from {stats.events} events")
+    embedder = MiniLMEmbedder()
+    started = time.perf_counter()
+    with llm_endpoint(settings) as (base_url, _):
+        scores, cost = asyncio.run(_score(settings, base_url, cases, events, embedder, k))
+    wall = time.perf_counter() - started
+    result = report(
+        scores, dataset=f"{log.parent.name}/{log.name}", qualified=qualified, users=users, seed=seed
+    )
+    planned = max(1, scores.plans)
+    result.update(
+        {
+            "prompt_tokens_per_plan": round(cost.prompt_tokens / planned),
+            "generated_tokens_per_plan": round(cost.completion_tokens / planned),
+            "wall_s": round(wall, 1),
+            "events_read": stats.events,
+            "rows_skipped": dict(stats.skipped),
+            "model": settings.llm_model_name,
+            "embedder": embedder.name,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU vLLM",
+            "notes": (
+                "Tags come from the planner, experts and arbiter on the served model; the explainer "
+                "(it does not change tags) and the online judge are left out, so a plan the judge "
+                "would turn down still counts. Real time ignores the LLM's own latency."
+            ),
+        }
+    )
+    if plot_dir is not None:
+        result["plot"] = str(plot(result, plot_dir / f"eval-{log.stem if fmt == 'jsonl' else fmt}.png"))
+    return result
+
+
+async def _score(
+    settings: Settings,
+    base_url: str,
+    cases: list[Any],
+    events: list[Any],
+    embedder: MiniLMEmbedder,
+    k: int,
+) -> tuple[Scores, PlanCost]:
+    await wait_until_ready(base_url, 120)
+    llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
+    chain = IntentChain(
+        llm, embedder, max_tags=settings.tags_per_user, retries=settings.llm_max_retries, judge=False
+    )
+    tagger = ChainTagger(chain)
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        left = (time.monotonic() - started) / done * (total - done)
+        print(
+            f"\r  plans {done}/{total} (about {left / 60:.0f} min left)", end="", file=sys.stderr, flush=True
+        )
+
+    try:
+        scores = await evaluate(
+            cases,
+            events,
+            tagger,
+            Matcher(embedder),
+            k=k,
+            shape=shape_of(settings),
+            policy=policy_of(settings),
+            concurrency=settings.llm_concurrency,
+            progress=progress,
+        )
+    finally:
+        print(file=sys.stderr)
+        await llm.aclose()
+    return scores, tagger.cost

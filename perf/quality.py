@@ -1,0 +1,280 @@
+"""``intentstream eval``: do intents refreshed in real time predict a shopper's next
+behaviours better than intents refreshed late, or than simple baselines?
+
+The protocol, fixed before any result was looked at (docs/evaluation.md says why):
+
+1. **Cases.** Each user's events in time order. The user is evaluated once, at a cut just
+   before their last ``NEXT_EVENTS`` described events: those are the targets, everything
+   before them is history. A user needs ``MIN_HISTORY`` described events of history. When
+   more users qualify than asked for, a fixed-seed sample is taken.
+2. **Tags at the cut**, one set per way of refreshing:
+   * ``realtime``: the stream's own trigger policy runs over the history in event time;
+     the tags are planned from the context at the last re-plan it asked for;
+   * delayed by 5 min, 30 min, 1 h and a day: planned from the context as it stood that
+     long before the cut (the batch job's view). Nothing before the log begins: no tags.
+   One plan per distinct context version, reused by every mode that shares it.
+3. **Predictions**: up to K texts. The user's tags first, then the most popular categories
+   up to K, as a feed fills the slots around personal ones (no tags: popular only).
+   Baselines: ``popular`` (categories by events before the cut, all users) and
+   ``last_category`` (the user's last described category, then popular).
+4. **Hits**: a prediction hits a target when it names the target's category (case-folded)
+   or its embedding's cosine with the target item's text is at least ``THRESHOLD``.
+   HR@K: the share of users with a hit in the top K. NDCG@K: ``1/log2(1 + r)`` for ``r``
+   the rank of the first prediction that hits (binary relevance: one hit at rank 1 is
+   ideal), 0 without a hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import numpy as np
+
+from agents.embedding import TextEmbedder
+from schemas.events import BehaviorEvent
+from schemas.record import ReplanRequest
+from stream.context import ContextShape, UserContext, apply_event, replan_request
+from stream.entities import EntityCache
+from stream.trigger import TriggerPolicy, mark_replanned
+
+NEXT_EVENTS = 5
+MIN_HISTORY = 5
+THRESHOLD = 0.5  # MiniLM cosine; see docs/evaluation.md for why this value
+SEED = 20_261_122
+REALTIME = "realtime"
+DELAYS: tuple[tuple[str, timedelta], ...] = (
+    ("5min", timedelta(minutes=5)),
+    ("30min", timedelta(minutes=30)),
+    ("1h", timedelta(hours=1)),
+    ("daily", timedelta(days=1)),
+)
+MODES = (REALTIME, *(name for name, _ in DELAYS))
+POPULAR, LAST_CATEGORY = "popular", "last_category"
+
+
+def category_of(event: BehaviorEvent) -> str | None:
+    """What a category means in this log: the leaf of the category path
+    (``appliances.kitchen.kettle`` → ``kettle``), or the item's text when there is none."""
+    if event.category:
+        return event.category.rsplit(".", 1)[-1].replace("_", " ").casefold()
+    return event.item_text.casefold() if event.item_text else None
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One evaluated user: what they did before the cut, and what they did next."""
+
+    user_id: str
+    history: tuple[BehaviorEvent, ...]
+    targets: tuple[BehaviorEvent, ...]
+
+    @property
+    def cut(self) -> datetime:
+        return self.targets[0].ts
+
+
+def build_cases(
+    events: Sequence[BehaviorEvent], *, users: int | None, seed: int = SEED
+) -> tuple[list[Case], int]:
+    """The evaluated users (sampled with ``seed`` down to ``users``), and how many qualified."""
+    by_user: dict[str, list[BehaviorEvent]] = defaultdict(list)
+    for e in events:
+        by_user[e.user_id].append(e)
+    cases: list[Case] = []
+    for user_id in sorted(by_user):
+        timeline = sorted(by_user[user_id], key=lambda e: e.ts)  # stable: log order on ties
+        described = [i for i, e in enumerate(timeline) if e.item_text]
+        if len(described) < MIN_HISTORY + NEXT_EVENTS:
+            continue
+        first_target = described[-NEXT_EVENTS]
+        targets = tuple(timeline[i] for i in described[-NEXT_EVENTS:])
+        cases.append(Case(user_id, tuple(timeline[:first_target]), targets))
+    qualified = len(cases)
+    if users is not None and users < qualified:
+        cases = sorted(random.Random(seed).sample(cases, users), key=lambda c: c.user_id)
+    return cases, qualified
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The context one mode plans from: ``request`` is None when there was nothing yet."""
+
+    mode: str
+    request: ReplanRequest | None
+
+    @property
+    def key(self) -> tuple[str, int] | None:
+        return None if self.request is None else (self.request.user_id, self.request.context_version)
+
+
+def snapshots(
+    case: Case, shape: ContextShape, policy: TriggerPolicy, entities: EntityCache
+) -> list[Snapshot]:
+    """The context each mode plans from, in MODES order, in one walk over the history."""
+    ctx = UserContext(case.user_id)
+    cut = case.cut
+    due = sorted(((cut - delay, name) for name, delay in DELAYS), reverse=True)  # oldest first
+    taken: dict[str, ReplanRequest | None] = {}
+    realtime: ReplanRequest | None = None
+    for event in case.history:
+        while due and event.ts > due[-1][0]:
+            at, name = due.pop()
+            taken[name] = _request(ctx, "batch", at)
+        apply_event(ctx, event, shape, entities)
+        now_s = event.ts.timestamp()
+        decision = policy.decide(ctx, now_s, event=event)
+        if decision is not None:
+            mark_replanned(ctx, now_s)
+            realtime = _request(ctx, decision.reason, event.ts)
+    for at, name in due:
+        taken[name] = _request(ctx, "batch", at)
+    return [Snapshot(REALTIME, realtime), *(Snapshot(name, taken[name]) for name, _ in DELAYS)]
+
+
+def _request(ctx: UserContext, trigger: str, now: datetime) -> ReplanRequest | None:
+    return replan_request(ctx, trigger=trigger, signals=[], now=now) if ctx.version else None
+
+
+def popular_at(events: Sequence[BehaviorEvent], cuts: Sequence[datetime], k: int) -> list[list[str]]:
+    """For each cut, the ``k`` categories with most events strictly before it (all users)."""
+    ordered = sorted((e for e in events if category_of(e)), key=lambda e: e.ts)
+    counts: Counter[str] = Counter()
+    out: dict[int, list[str]] = {}
+    i = 0
+    for j in sorted(range(len(cuts)), key=lambda j: cuts[j]):
+        while i < len(ordered) and ordered[i].ts < cuts[j]:
+            counts[category_of(ordered[i]) or ""] += 1
+            i += 1
+        out[j] = [c for c, _ in counts.most_common(k)]
+    return [out[j] for j in range(len(cuts))]
+
+
+def last_category(case: Case) -> list[str]:
+    for e in reversed(case.history):
+        if (c := category_of(e)) is not None:
+            return [c]
+    return []
+
+
+def ranked(personal: Sequence[str], fill: Sequence[str], k: int) -> list[str]:
+    """``personal`` first, then ``fill``, case-folded, without repeats, at most ``k``."""
+    out: list[str] = []
+    for text in (*personal, *fill):
+        text = text.casefold().strip()
+        if text and text not in out:
+            out.append(text)
+            if len(out) == k:
+                break
+    return out
+
+
+class Matcher:
+    """Does a prediction name a target? Category match, or embedding cosine ≥ threshold."""
+
+    def __init__(self, embedder: TextEmbedder, threshold: float = THRESHOLD) -> None:
+        self.embedder, self.threshold = embedder, threshold
+
+    def first_hit(self, predictions: Sequence[str], targets: Sequence[BehaviorEvent]) -> int | None:
+        """The 1-based rank of the first prediction that hits any target, or None."""
+        if not predictions:
+            return None
+        texts = [t.item_text or "" for t in targets]
+        sims = self.embedder.embed(list(predictions)) @ self.embedder.embed(texts).T
+        categories = {category_of(t) for t in targets}
+        for rank, (text, row) in enumerate(zip(predictions, sims, strict=True), start=1):
+            if text in categories or float(np.max(row)) >= self.threshold:
+                return rank
+        return None
+
+
+def hit_rate(ranks: Sequence[int | None], k: int) -> float:
+    return sum(1 for r in ranks if r is not None and r <= k) / len(ranks) if ranks else 0.0
+
+
+def ndcg(ranks: Sequence[int | None], k: int) -> float:
+    gains = [1 / math.log2(1 + r) if r is not None and r <= k else 0.0 for r in ranks]
+    return sum(gains) / len(gains) if gains else 0.0
+
+
+class Tagger(Protocol):
+    """Whatever turns a context snapshot into tags, strongest first."""
+
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[str]: ...
+
+
+@dataclass
+class Scores:
+    """Every method's first-hit rank per case, and the tags each mode served."""
+
+    k: int
+    ranks: dict[str, list[int | None]] = field(default_factory=dict)
+    tag_ranks: dict[str, list[int | None]] = field(default_factory=dict)  # tags alone, no fill
+    users_with_tags: dict[str, int] = field(default_factory=dict)
+    plans: int = 0
+    plans_failed: int = 0
+
+
+async def evaluate(
+    cases: Sequence[Case],
+    events: Sequence[BehaviorEvent],
+    tagger: Tagger,
+    matcher: Matcher,
+    *,
+    k: int,
+    shape: ContextShape,
+    policy: TriggerPolicy,
+    concurrency: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> Scores:
+    """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger)."""
+    entities = EntityCache()
+    snaps = [snapshots(c, shape, policy, entities) for c in cases]
+    unique: dict[tuple[str, int], ReplanRequest] = {}
+    for per_case in snaps:
+        for s in per_case:
+            if s.key is not None and s.request is not None:
+                unique.setdefault(s.key, s.request)
+    plans: dict[tuple[str, int], list[str] | None] = {}
+    gate = asyncio.Semaphore(concurrency)
+
+    async def plan(key: tuple[str, int], request: ReplanRequest) -> None:
+        async with gate:
+            try:
+                plans[key] = await tagger.tags(request, request.requested_at)
+            except PlanUnavailable:
+                plans[key] = None
+        if progress is not None:
+            progress(len(plans), len(unique))
+
+    await asyncio.gather(*(plan(key, request) for key, request in unique.items()))
+
+    popular = popular_at(events, [c.cut for c in cases], k)
+    scores = Scores(k, plans=len(plans), plans_failed=sum(v is None for v in plans.values()))
+    for case, per_case, fill in zip(cases, snaps, popular, strict=True):
+        for s in per_case:
+            tags = (plans.get(s.key) or []) if s.key is not None else []
+            scores.users_with_tags[s.mode] = scores.users_with_tags.get(s.mode, 0) + bool(tags)
+            scores.ranks.setdefault(s.mode, []).append(matcher.first_hit(ranked(tags, fill, k), case.targets))
+            scores.tag_ranks.setdefault(s.mode, []).append(
+                matcher.first_hit(ranked(tags, [], k), case.targets)
+            )
+        scores.ranks.setdefault(POPULAR, []).append(matcher.first_hit(ranked([], fill, k), case.targets))
+        scores.ranks.setdefault(LAST_CATEGORY, []).append(
+            matcher.first_hit(ranked(last_category(case), fill, k), case.targets)
+        )
+    return scores
+
+
+class PlanUnavailable(RuntimeError):
+    """The tagger gave no tags for a snapshot (the agents failed): the user sees popular."""
+
+
+class NothingToEvaluate(ValueError):
+    """No user in the log has enough described events to be evaluated."""

@@ -1,0 +1,183 @@
+"""The evaluation's metrics and protocol on small hand-made logs whose answers are known.
+
+The tagger here is a test double (``LatestCategoryTagger``): it tags a snapshot with the
+category of its newest behaviour, so which snapshot each mode planned from shows in the
+hits. Only category matches count (``EXACT``), unless a test says otherwise."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.embedding import HashedEmbedder
+from perf.quality import (
+    LAST_CATEGORY,
+    POPULAR,
+    REALTIME,
+    Matcher,
+    PlanUnavailable,
+    build_cases,
+    evaluate,
+    hit_rate,
+    ndcg,
+    popular_at,
+    ranked,
+    snapshots,
+)
+from schemas.events import BehaviorEvent
+from schemas.record import ReplanRequest
+from stream.context import ContextShape
+from stream.entities import EntityCache
+from stream.trigger import TriggerPolicy
+
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+EXACT = Matcher(HashedEmbedder(), threshold=2.0)  # cosine never reaches 2: category matches only
+
+
+def ev(user: str, minute: float, category: str, n: int, text: str | None = None) -> BehaviorEvent:
+    return BehaviorEvent(
+        event_id=f"{user}-{n}",
+        user_id=user,
+        action="view",
+        ts=T0 + timedelta(minutes=minute),
+        item_id=f"{category}-{n}",
+        item_text=text or f"{category} model {n}",
+        category=f"home.{category}",
+    )
+
+
+def switcher(user: str = "switcher") -> list[BehaviorEvent]:
+    """Kettles for an hour, sofas from 10 minutes before the cut, then five sofas."""
+    kettles = [ev(user, m, "kettle", i) for i, m in enumerate(range(0, 60, 6))]
+    sofas = [ev(user, 100 + m, "sofa", 20 + i) for i, m in enumerate(range(5))]
+    targets = [ev(user, 110 + m, "sofa", 40 + i) for i, m in enumerate(range(5))]
+    return kettles + sofas + targets
+
+
+class LatestCategoryTagger:
+    """Test double for the agents: the snapshot's newest behaviour's category leaf."""
+
+    def __init__(self, fail_for: set[str] | None = None) -> None:
+        self.planned: list[ReplanRequest] = []
+        self.fail_for = fail_for or set()
+
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[str]:
+        self.planned.append(request)
+        if request.user_id in self.fail_for:
+            raise PlanUnavailable(request.user_id)
+        newest = max(request.recent, key=lambda b: b.ts)
+        return [(newest.category or "").rsplit(".", 1)[-1]]
+
+
+def test_hit_rate_and_ndcg_on_known_ranks() -> None:
+    ranks = [1, 3, None, 31]
+    assert hit_rate(ranks, 30) == 0.5
+    assert hit_rate(ranks, 1) == 0.25
+    assert ndcg(ranks, 30) == pytest.approx((1 + 1 / math.log2(4)) / 4)
+    assert ndcg([], 30) == 0.0
+    assert hit_rate([], 30) == 0.0
+
+
+def test_ranked_puts_personal_first_without_repeats_and_stops_at_k() -> None:
+    assert ranked(["Sofa", "lamp"], ["sofa", "kettle", "rug"], 3) == ["sofa", "lamp", "kettle"]
+    assert ranked([], ["a", "", "b"], 5) == ["a", "b"]
+
+
+def test_cases_hold_out_the_last_five_described_events() -> None:
+    events = switcher() + [ev("short", m, "rug", m) for m in range(9)]  # 9 events: too few
+    undescribed = BehaviorEvent(
+        event_id="switcher-x", user_id="switcher", action="view", ts=T0 + timedelta(minutes=113), item_id="x"
+    )
+    cases, qualified = build_cases([*events, undescribed], users=None)
+    assert qualified == 1
+    (case,) = cases
+    assert [e.event_id for e in case.targets] == [f"switcher-{n}" for n in range(40, 45)]
+    assert len(case.history) == 15
+    assert case.cut == T0 + timedelta(minutes=110)
+
+
+def test_a_sample_is_fixed_by_its_seed() -> None:
+    events = [e for u in range(20) for e in switcher(f"u{u}")]
+    first, qualified = build_cases(events, users=5, seed=7)
+    again, _ = build_cases(events, users=5, seed=7)
+    other, _ = build_cases(events, users=5, seed=8)
+    assert qualified == 20
+    assert len(first) == 5
+    assert [c.user_id for c in first] == [c.user_id for c in again] != [c.user_id for c in other]
+
+
+def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
+    (case,), _ = build_cases(switcher(), users=None)
+    snaps = {s.mode: s.request for s in snapshots(case, ContextShape(), TriggerPolicy(), EntityCache())}
+    assert snaps["5min"] is not None
+    assert snaps["5min"].context_version == 15
+    assert snaps["30min"] is not None
+    assert snaps["30min"].context_version == 10
+    assert snaps["1h"] is not None
+    assert snaps["1h"].context_version == 9
+    assert snaps["daily"] is None  # the log starts less than a day before the cut
+    realtime = snaps[REALTIME]
+    assert realtime is not None
+    assert realtime.context_version == 15
+
+
+async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
+    # Popular before the cut: kettles (10 views) over sofas (5), so the fill is kettle, sofa.
+    events = switcher()
+    cases, _ = build_cases(events, users=None)
+    tagger = LatestCategoryTagger()
+    scores = await evaluate(cases, events, tagger, EXACT, k=1, shape=ContextShape(), policy=TriggerPolicy())
+    assert scores.ranks[REALTIME] == [1]
+    assert scores.ranks["5min"] == [1]
+    assert scores.ranks["30min"] == [None]
+    assert scores.ranks["1h"] == [None]
+    assert scores.ranks["daily"] == [None]  # no tags: popular's kettle
+    assert scores.ranks[POPULAR] == [None]
+    assert scores.ranks[LAST_CATEGORY] == [1]
+    assert scores.users_with_tags == {REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0}
+    assert scores.plans == 3  # versions 15, 10 and 9, each planned once and reused
+
+
+async def test_popular_fill_catches_what_stale_tags_miss_at_a_larger_k() -> None:
+    events = switcher()
+    cases, _ = build_cases(events, users=None)
+    scores = await evaluate(
+        cases, events, LatestCategoryTagger(), EXACT, k=2, shape=ContextShape(), policy=TriggerPolicy()
+    )
+    assert scores.ranks["30min"] == [2]  # kettle (its tag), then sofa from the popular fill
+    assert scores.tag_ranks["30min"] == [None]  # its tags alone miss
+
+
+async def test_a_failed_plan_leaves_the_user_on_popular_and_is_counted() -> None:
+    events = switcher()
+    cases, _ = build_cases(events, users=None)
+    scores = await evaluate(
+        cases,
+        events,
+        LatestCategoryTagger(fail_for={"switcher"}),
+        EXACT,
+        k=1,
+        shape=ContextShape(),
+        policy=TriggerPolicy(),
+    )
+    assert scores.plans_failed == 3
+    assert scores.users_with_tags[REALTIME] == 0
+    assert scores.ranks[REALTIME] == scores.ranks[POPULAR] == [None]
+
+
+def test_popular_counts_only_events_before_each_cut() -> None:
+    events = [ev("a", 0, "kettle", 0), ev("b", 1, "sofa", 1), ev("c", 2, "sofa", 2)]
+    early, late = popular_at(events, [T0 + timedelta(minutes=1), T0 + timedelta(minutes=5)], 5)
+    assert early == ["kettle"]
+    assert late == ["sofa", "kettle"]
+
+
+def test_a_prediction_hits_by_text_similarity_above_the_threshold() -> None:
+    target = ev("u", 0, "kettle", 0, text="red enamel kettle")
+    loose = Matcher(HashedEmbedder(), threshold=0.5)
+    assert loose.first_hit(["garden hose", "red enamel kettle"], [target]) == 2
+    assert loose.first_hit(["garden hose"], [target]) is None
+    assert EXACT.first_hit(["red enamel kettle"], [target]) is None  # not its category
+    assert EXACT.first_hit([], [target]) is None
