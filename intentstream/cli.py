@@ -210,6 +210,21 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         from perf.bench_agents import bench_agents
 
         result = bench_agents(settings, args.users or 20)
+    elif args.what == "replay":
+        from perf.bench_replay import bench_replay
+
+        if args.log is None or args.format is None:
+            say("error: bench replay needs --log and --format")
+            return 2
+        result = bench_replay(
+            settings,
+            Path(args.log),
+            args.format,
+            rate=args.rate,
+            limit=args.limit,
+            drain_s=args.drain,
+            plot_dir=Path(args.plot) if args.plot else None,
+        )
     elif args.what == "kernels":
         from perf.bench_kernels import bench_kernels
 
@@ -301,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(func=cmd_get)
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON (baselines measured in the same run)")
-    bench.add_argument("what", choices=["redis", "context", "ingest", "kernels", "agents"])
+    bench.add_argument("what", choices=["redis", "context", "ingest", "kernels", "agents", "replay"])
     bench.add_argument(
         "--users",
         type=_positive_int,
@@ -310,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--redis-url", default=None, help="an existing server (default: start a local one)")
     bench.add_argument("--events", type=_positive_int, default=100_000, help="ingest: events replayed")
+    bench.add_argument("--log", default=None, help="replay: path of the log file")
+    bench.add_argument("--format", default=None, choices=FORMATS, help="replay: the log's format")
+    bench.add_argument("--rate", type=_positive, default=None, help="replay: events/s (default: all at once)")
+    bench.add_argument("--limit", type=_positive_int, default=None, help="replay: only the first N events")
+    bench.add_argument("--drain", type=float, default=60.0, help="replay: seconds of re-planning after (60)")
+    bench.add_argument("--plot", default=None, metavar="DIR", help="replay: write PNG plots here")
     bench.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     bench.set_defaults(func=cmd_bench)
 

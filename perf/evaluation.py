@@ -92,6 +92,7 @@ def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, s
         "users_with_tags_by_delay": {m: scores.users_with_tags.get(m, 0) for m in MODES},
         "plans": scores.plans,
         "plans_failed": scores.plans_failed,
+        "why": why(scores),
         "protocol": {
             "next_events": NEXT_EVENTS,
             "min_history": MIN_HISTORY,
@@ -100,6 +101,23 @@ def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, s
             "ranking": "the user's tags first, then the most popular categories up to K",
             "hit": "prediction == target's category (case-folded), or embedding cosine >= threshold",
         },
+    }
+
+
+def why(scores: Scores) -> dict[str, Any]:
+    """What explains real time's hits and misses: how far behind the trigger left its plan,
+    and the users where repeating the last category beat the tags."""
+    details = scores.details
+    behind = [d["events_after_realtime_plan"] for d in details]
+    beaten = [d for d in details if d["last_category_hit"] and not d["realtime_tags_hit"]]
+    return {
+        "events_after_realtime_plan_mean": round(sum(behind) / max(1, len(behind)), 2),
+        "users_whose_realtime_plan_saw_every_event": sum(1 for b in behind if b == 0),
+        "next_events_all_in_last_category": sum(
+            1 for d in details if set(d["next_categories"]) == {d["last_category"]}
+        ),
+        "last_category_hit_but_tags_missed": len(beaten),
+        "examples": beaten[:8],
     }
 
 

@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -219,6 +219,8 @@ class Scores:
     users_with_tags: dict[str, int] = field(default_factory=dict)
     plans: int = 0
     plans_failed: int = 0
+    # Per case: what real time served and what came next (to show why it hit or missed).
+    details: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def evaluate(
@@ -268,6 +270,20 @@ async def evaluate(
         scores.ranks.setdefault(POPULAR, []).append(matcher.first_hit(ranked([], fill, k), case.targets))
         scores.ranks.setdefault(LAST_CATEGORY, []).append(
             matcher.first_hit(ranked(last_category(case), fill, k), case.targets)
+        )
+        realtime = per_case[0].request
+        scores.details.append(
+            {
+                "user": case.user_id,
+                "realtime_tags": (plans.get(per_case[0].key) or []) if per_case[0].key else [],
+                # Events the real-time plan had not seen: the trigger waits for a reason.
+                "events_after_realtime_plan": len(case.history)
+                - (realtime.context_version if realtime else 0),
+                "last_category": next(iter(last_category(case)), None),
+                "next_categories": [category_of(t) for t in case.targets],
+                "realtime_tags_hit": scores.tag_ranks[REALTIME][-1] is not None,
+                "last_category_hit": scores.ranks[LAST_CATEGORY][-1] == 1,
+            }
         )
     return scores
 

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import time
 from collections import defaultdict, deque
@@ -96,11 +97,14 @@ class Freshness:
     def add(self, produced_ms: float, latency_ms: float) -> None:
         self.samples.append((produced_ms, latency_ms))
 
-    def percentiles(self) -> dict[str, float]:
+    def percentiles(self, window_ms: float | None = None) -> dict[str, float]:
+        """Over the newest ``window_ms`` of production (the configured window unless given;
+        ``math.inf`` for every sample the ring still holds)."""
         if not self.samples:
             return {}
         data = np.array(self.samples)
-        recent = data[data[:, 0] >= data[-1, 0] - self.window_ms, 1]
+        window = self.window_ms if window_ms is None else window_ms
+        recent = data[data[:, 0] >= data[-1, 0] - window, 1]
         p50, p95, p99 = np.percentile(recent, [50, 95, 99])
         return {
             "p50": round(float(p50), 2),
@@ -646,6 +650,7 @@ class ContextService:
             ),
             "events_per_s": round(c.applied / elapsed) if elapsed > 0 else None,
             "freshness_ms": self.freshness.percentiles(),
+            "freshness_ms_all": self.freshness.percentiles(math.inf),  # the ring: up to 250,000 events
             "counters": asdict(c),
             "replan_queue": {**asdict(self.queue.counters), "pending": len(self.queue)},
             "entity_cache": {

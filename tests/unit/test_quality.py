@@ -138,6 +138,11 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     assert scores.ranks[LAST_CATEGORY] == [1]
     assert scores.users_with_tags == {REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0}
     assert scores.plans == 3  # versions 15, 10 and 9, each planned once and reused
+    (detail,) = scores.details
+    assert detail["realtime_tags"] == ["sofa"]
+    assert detail["events_after_realtime_plan"] == 0
+    assert detail["next_categories"] == ["sofa"] * 5
+    assert detail["last_category"] == "sofa"
 
 
 async def test_popular_fill_catches_what_stale_tags_miss_at_a_larger_k() -> None:
