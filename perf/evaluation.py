@@ -247,6 +247,7 @@ async def _score(
             shape=shape_of(settings),
             policy=policy_of(settings),
             concurrency=settings.llm_concurrency,
+            sweep_s=settings.replan_sweep_interval_s,
             progress=progress,
         )
     finally:

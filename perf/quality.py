@@ -32,7 +32,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -115,24 +115,55 @@ class Snapshot:
 
 
 def snapshots(
-    case: Case, shape: ContextShape, policy: TriggerPolicy, entities: EntityCache
+    case: Case,
+    shape: ContextShape,
+    policy: TriggerPolicy,
+    entities: EntityCache,
+    sweep_s: float = 30.0,
 ) -> list[Snapshot]:
-    """The context each mode plans from, in MODES order, in one walk over the history."""
+    """The context each mode plans from, in MODES order, in one walk over the history.
+
+    Real time follows the worker in event time: a decided re-plan is built from the context
+    when it is let out, so it also sees events that arrived with the one that triggered it
+    (the same timestamp: one batch); and every ``sweep_s`` the worker's sweep asks the
+    policy again with no event (a burst's tail, left by the cooldown, is re-planned then).
+    """
     ctx = UserContext(case.user_id)
     cut = case.cut
     due = sorted(((cut - delay, name) for name, delay in DELAYS), reverse=True)  # oldest first
     taken: dict[str, ReplanRequest | None] = {}
     realtime: ReplanRequest | None = None
+    pending: tuple[float, str] | None = None  # a decided re-plan not yet let out: (at, reason)
+    last_s: float | None = None
+
+    def sweep(until_s: float) -> None:
+        """The worker's sweeps between the previous event and ``until_s``."""
+        nonlocal realtime
+        if last_s is None:
+            return
+        first, last = (math.floor(last_s / sweep_s) + 1) * sweep_s, math.ceil(until_s / sweep_s - 1) * sweep_s
+        for tick in dict.fromkeys((first, last)):
+            if last_s < tick < until_s and (decision := policy.decide(ctx, tick)) is not None:
+                mark_replanned(ctx, tick)
+                realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC))
+
     for event in case.history:
+        now_s = event.ts.timestamp()
+        if pending is not None and now_s > pending[0]:
+            realtime, pending = _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC)), None
+        sweep(now_s)
         while due and event.ts > due[-1][0]:
             at, name = due.pop()
             taken[name] = _request(ctx, "batch", at)
         apply_event(ctx, event, shape, entities)
-        now_s = event.ts.timestamp()
         decision = policy.decide(ctx, now_s, event=event)
         if decision is not None:
             mark_replanned(ctx, now_s)
-            realtime = _request(ctx, decision.reason, event.ts)
+            pending = (now_s, decision.reason)
+        last_s = now_s
+    if pending is not None:  # let out with the history only: the targets are not the plan's to see
+        realtime = _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC))
+    sweep(cut.timestamp())
     for at, name in due:
         taken[name] = _request(ctx, "batch", at)
     return [Snapshot(REALTIME, realtime), *(Snapshot(name, taken[name]) for name, _ in DELAYS)]
@@ -233,11 +264,12 @@ async def evaluate(
     shape: ContextShape,
     policy: TriggerPolicy,
     concurrency: int = 4,
+    sweep_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Scores:
     """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger)."""
     entities = EntityCache()
-    snaps = [snapshots(c, shape, policy, entities) for c in cases]
+    snaps = [snapshots(c, shape, policy, entities, sweep_s) for c in cases]
     unique: dict[tuple[str, int], ReplanRequest] = {}
     for per_case in snaps:
         for s in per_case:

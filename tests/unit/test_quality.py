@@ -26,7 +26,7 @@ from perf.quality import (
     ranked,
     snapshots,
 )
-from schemas.events import BehaviorEvent
+from schemas.events import Action, BehaviorEvent
 from schemas.record import ReplanRequest
 from stream.context import ContextShape
 from stream.entities import EntityCache
@@ -121,6 +121,35 @@ def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
     realtime = snaps[REALTIME]
     assert realtime is not None
     assert realtime.context_version == 15
+
+
+def test_a_basket_re_planned_at_its_first_line_is_planned_with_all_of_its_lines() -> None:
+    # Twelve purchases on one invoice share a timestamp and arrive in one batch: the first
+    # line triggers (a strong event) and the request, built when it is let out, sees them all.
+    basket = [ev("shopper", 0, "mug", i).model_copy(update={"action": Action.PURCHASE}) for i in range(12)]
+    targets = [ev("shopper", 24 * 60, "mug", 20 + i) for i in range(5)]
+    (case,), _ = build_cases(basket + targets, users=None)
+    no_sweep = 1e9  # the sweep would also re-plan them; this checks the batch alone
+    realtime = snapshots(case, ContextShape(), TriggerPolicy(), EntityCache(), no_sweep)[0].request
+    assert realtime is not None
+    assert realtime.context_version == 12
+    assert realtime.trigger == "strong_event:purchase"
+
+
+def test_the_sweep_re_plans_what_the_cooldown_held_back() -> None:
+    # Views a second apart under a 10 s cooldown: the 5th view triggers; five more come within
+    # the cooldown; the sweep after them, before the next event, re-plans with all ten.
+    views = [ev("fast", i / 60, "lamp", i) for i in range(10)]
+    targets = [ev("fast", 10 + i, "lamp", 20 + i) for i in range(5)]
+    (case,), _ = build_cases(views + targets, users=None)
+    policy = TriggerPolicy(cooldown_s=10.0)
+    with_sweep = snapshots(case, ContextShape(), policy, EntityCache(), sweep_s=30.0)[0].request
+    no_sweep = snapshots(case, ContextShape(), policy, EntityCache(), sweep_s=1e9)[0].request
+    assert no_sweep is not None
+    assert no_sweep.context_version == 5
+    assert with_sweep is not None
+    assert with_sweep.context_version == 10
+    assert with_sweep.trigger == "every_n_events"
 
 
 async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
