@@ -156,7 +156,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
     from perf.replay import convert
 
-    stats = convert(Path(args.log), args.format, Path(args.out))
+    stats = convert(Path(args.log), args.format, Path(args.out), loops=args.loops)
     print(
         orjson.dumps(
             {"events": stats.events, "rows_read": stats.rows, "skipped": dict(stats.skipped)}
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--log", required=True, help="path of the log file")
     convert.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "jsonl"])
     convert.add_argument("--out", required=True, help="the JSONL file to write")
+    convert.add_argument(
+        "--loops", type=_positive_int, default=1, help="write the log N times, ids renamed <id>~k (1)"
+    )
     convert.set_defaults(func=cmd_convert)
 
     get = sub.add_parser("get", help="print a user's intent record from Redis")

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -122,14 +123,31 @@ async def replay(
     return sent, stats
 
 
-def convert(log: Path, fmt: LogFormat, out: Path) -> LoadStats:
-    """Write ``log`` as JSONL (the project's event schema, one event per line)."""
+def convert(log: Path, fmt: LogFormat, out: Path, loops: int = 1) -> LoadStats:
+    """Write ``log`` as JSONL (the project's event schema, one event per line). With
+    ``loops`` > 1 the log is written that many times, loop k with user and event ids renamed
+    ``<id>~k`` and time shifted by k spans of the log: a bigger log of the same shape."""
     stats = LoadStats()
-    meter = Meter(f"converting {log.name}")
+    events = list(load_events(log, fmt, stats))
+    meter = Meter(f"converting {log.name}", len(events) * loops)
+    span = (
+        (max(e.ts for e in events) - min(e.ts for e in events) + timedelta(seconds=1))
+        if events
+        else timedelta()
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as f:
-        for event in load_events(log, fmt, stats):
-            f.write(encode(event) + b"\n")
-            meter.advance()
+        for loop in range(loops):
+            for event in events:
+                if loop:
+                    event = event.model_copy(
+                        update={
+                            "user_id": f"{event.user_id}~{loop}",
+                            "event_id": f"{event.event_id}~{loop}",
+                            "ts": event.ts + span * loop,
+                        }
+                    )
+                f.write(encode(event) + b"\n")
+                meter.advance()
     meter.close()
     return stats

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.embedding import HashedEmbedder
+from agents.embedding import HashedEmbedder, MiniLMEmbedder
 from perf.quality import (
     LAST_CATEGORY,
     POPULAR,
     REALTIME,
+    THRESHOLD,
     Matcher,
     PlanUnavailable,
     build_cases,
@@ -215,3 +216,18 @@ def test_a_prediction_hits_by_text_similarity_above_the_threshold() -> None:
     assert loose.first_hit(["garden hose"], [target]) is None
     assert EXACT.first_hit(["red enamel kettle"], [target]) is None  # not its category
     assert EXACT.first_hit([], [target]) is None
+
+
+def test_the_fixed_threshold_counts_same_kind_and_not_broad_or_unrelated() -> None:
+    """The pairs docs/evaluation.md quotes for the threshold (none from the logs)."""
+    embedder = MiniLMEmbedder()
+
+    def cosine(a: str, b: str) -> float:
+        va, vb = embedder.embed([a, b])
+        return float(va @ vb)
+
+    assert cosine("smartphone", "samsung smartphone") >= THRESHOLD
+    assert cosine("hot water bottle", "scottie dog hot water bottle") >= THRESHOLD
+    assert cosine("kitchen appliances", "bosch kettle") < THRESHOLD
+    assert cosine("headphones", "apple smartphone") < THRESHOLD
+    assert cosine("garden tools", "ceramic mug") < 0.3

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from perf.logs import LoadStats
-from perf.replay import due_at, jsonl_messages
+from perf.replay import convert, due_at, jsonl_messages
 from schemas.events import BehaviorEvent
 from tests.helpers import event_dict
 
@@ -66,3 +66,16 @@ def test_jsonl_lines_are_sent_as_they_are_and_bad_ones_counted(tmp_path: Path) -
 def test_a_missing_jsonl_log_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no log at"):
         list(jsonl_messages(tmp_path / "nowhere.jsonl", LoadStats(), max_bytes=4096))
+
+
+def test_convert_writes_the_event_schema_and_loops_with_renamed_ids(tmp_path: Path) -> None:
+    source = tmp_path / "log.jsonl"
+    source.write_bytes(b"".join(orjson.dumps(event_dict(n, user=f"u{n}")) + b"\n" for n in (0, 60)))
+    out = tmp_path / "out.jsonl"
+    stats = convert(source, "jsonl", out, loops=3)
+    rows = [BehaviorEvent.model_validate_json(line) for line in out.read_bytes().splitlines()]
+    assert stats.events == 2
+    assert [e.user_id for e in rows] == ["u0", "u60", "u0~1", "u60~1", "u0~2", "u60~2"]
+    assert [e.event_id for e in rows] == ["e0", "e60", "e0~1", "e60~1", "e0~2", "e60~2"]
+    assert rows[2].ts - rows[0].ts == timedelta(seconds=61)  # one span of the log (60 s) plus 1 s
+    assert rows[4].ts > rows[3].ts  # each loop after the one before
