@@ -155,14 +155,10 @@ async def watch(run: Run, stats_file: Path, port: int, pid: int, stop: asyncio.E
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
-async def record_ages(run: Run, reader: IntentReader, stop: asyncio.Event) -> None:
-    """Event published → the first Redis record that includes it, from the changes stream."""
-    changes = reader.changes("0", block_ms=500).__aiter__()
-    while not stop.is_set():
-        try:
-            change = await asyncio.wait_for(changes.__anext__(), 1.0)
-        except TimeoutError:
-            continue
+async def record_ages(run: Run, reader: IntentReader) -> None:
+    """Event published → the first Redis record that includes it, from the changes stream
+    (runs until cancelled)."""
+    async for change in reader.changes("0", block_ms=500):
         sent = run.sent_at.get(change.user_id.encode(), [])
         if 0 < change.version <= len(sent):
             now = time.time()
@@ -217,6 +213,17 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
     }
 
 
+async def publish_alone(own: Settings, messages: Iterator[Message]) -> float:
+    """The baseline: events/s publishing the log with nothing else running (to a scratch
+    topic on the same broker, as fast as it goes)."""
+    assert own.kafka_bootstrap is not None
+    scratch = own.model_copy(update={"topic_behaviors": f"{own.topic_behaviors}-publish-alone"})
+    async with IntentProducer(own.kafka_bootstrap, scratch) as producer:
+        started = time.perf_counter()
+        sent = await producer.send_encoded(messages)
+        return sent / (time.perf_counter() - started)
+
+
 async def _drive(
     own: Settings, messages: Iterator[Message], rate: float | None, drain_s: float, work: Path, run: Run
 ) -> tuple[int, dict[str, Any], Metrics]:
@@ -237,10 +244,8 @@ async def _drive(
                 raise RuntimeError(f"the worker exited ({worker.returncode}); see {work / 'worker.log'}")
             await asyncio.sleep(0.5)
         (file,) = stats_file.glob("*.json")
-        tasks = [
-            asyncio.create_task(watch(run, file, own.metrics_port, worker.pid, stop)),
-            asyncio.create_task(record_ages(run, reader, stop)),
-        ]
+        watcher = asyncio.create_task(watch(run, file, own.metrics_port, worker.pid, stop))
+        ages = asyncio.create_task(record_ages(run, reader))
         run.started = time.time()
         async with IntentProducer(own.kafka_bootstrap, own) as producer:
             say(f"replaying {'as fast as it goes' if rate is None else f'at {rate:,.0f} events/s'} ...")
@@ -254,7 +259,10 @@ async def _drive(
         say(f"applied; letting re-plans run for {drain_s:.0f}s more ...")
         await asyncio.sleep(drain_s)
         stop.set()
-        await asyncio.gather(*tasks)
+        await watcher
+        ages.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ages
         stats = read_stats(file) or {}
         return sent, stats, scrape(own.metrics_port)
     finally:
@@ -296,12 +304,14 @@ def plots(run: Run, result: dict[str, Any], out: Path) -> list[str]:
         ax.plot(t[1:], _rates(t, [s.applied for s in run.samples]), label="applied to contexts / s")
 
     def freshness(ax: Any) -> None:
-        ax.plot(
-            t, [s.fresh_p50_ms or np.nan for s in run.samples], label="event → context, p50 (10 s window)"
-        )
-        ax.plot(
-            t, [s.fresh_p99_ms or np.nan for s in run.samples], label="event → context, p99 (10 s window)"
-        )
+        # The worker's window is the newest 10 s of events: shown only while events are applied.
+        moving = [True] + [b.applied > a.applied for a, b in itertools.pairwise(run.samples)]
+        for label, values in (
+            ("p50", [s.fresh_p50_ms for s in run.samples]),
+            ("p99", [s.fresh_p99_ms for s in run.samples]),
+        ):
+            shown = [v if v is not None and m else np.nan for v, m in zip(values, moving, strict=True)]
+            ax.plot(t, shown, marker=".", label=f"event → context, {label} (10 s window)")
         if run.refreshed:
             ax.scatter(
                 [x for x, _ in run.refreshed],
@@ -335,12 +345,11 @@ def bench_replay(
 ) -> dict[str, Any]:
     """Replay ``log`` through a fresh broker, redis-server and worker; the load report."""
     load = LoadStats()
-    messages: Iterator[Message] = (
-        jsonl_messages(log, load, settings.max_event_bytes)
-        if fmt == "jsonl"
-        else encoded(load_events(log, fmt, load))
-    )
-    messages = itertools.islice(messages, limit)
+
+    def messages(stats: LoadStats) -> Iterator[Message]:
+        read = jsonl_messages(log, stats, settings.max_event_bytes) if fmt == "jsonl" else None
+        return itertools.islice(read or encoded(load_events(log, fmt, stats)), limit)
+
     tag = uuid.uuid4().hex[:8]
     run = Run()
     with TemporaryDirectory() as tmp, llm_endpoint(settings) as (llm_url, _):
@@ -360,7 +369,9 @@ def bench_replay(
                     "metrics_port": stack.free_port(),
                 }
             )
-            sent, stats, metrics = asyncio.run(_drive(own, messages, rate, drain_s, work, run))
+            say("baseline: publishing the log with nothing else running ...")
+            alone = asyncio.run(publish_alone(own, messages(LoadStats())))
+            sent, stats, metrics = asyncio.run(_drive(own, messages(load), rate, drain_s, work, run))
         finally:
             stack.stop(redis)
             stack.stop(broker)
@@ -371,13 +382,16 @@ def bench_replay(
         "rows_read": load.rows,
         "rows_skipped": dict(load.skipped),
         "pacing": "as fast as possible" if rate is None else f"{rate:g} events/s",
+        "publish_alone_events_per_s": round(alone),
         **summarise(run, stats, metrics, sent),
         "drain_s": drain_s,
         "model": settings.llm_model_name,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU vLLM",
         "notes": (
             "One worker process (contexts and planner) with a local Tansu broker and redis-server on "
-            "loopback, sharing the machine with the vLLM server. The re-plan budget "
+            "loopback, sharing the machine with the vLLM server. publish_alone_events_per_s is the log "
+            "published with nothing else running; publish_events_per_s is while the worker applies it. "
+            "The re-plan budget "
             f"({settings.replan_budget_per_s:g}/s) and the LLM's speed bound the plans; decided re-plans "
             "beyond them wait in the queue (newest per user) or are shed. Record freshness counts only "
             "records that were written while the bench watched."

@@ -128,9 +128,13 @@ def build_app(
             timeout_s=settings.llm_request_timeout_s,
             concurrency=settings.llm_concurrency,
         )
+        embedder = embedder_for(settings.agents_embedder)
+        # Load the model now: loading it on the first plan blocked the event loop, and with it
+        # ingestion, for about 8 s (seen in `bench replay`'s lag and freshness plots).
+        embedder.embed(["warm up"])
         chain = IntentChain(
             llm,
-            embedder_for(settings.agents_embedder),
+            embedder,
             max_tags=settings.tags_per_user,
             retries=settings.llm_max_retries,
             judge=settings.judge_online,
