@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import orjson
 import pytest
+
+from tests.helpers import event_dict
 
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "intentstream.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for command in ("up", "down", "status", "llm", "worker", "demo", "replay", "get", "bench"):
+    for command in (
+        "up",
+        "down",
+        "status",
+        "llm",
+        "worker",
+        "demo",
+        "replay",
+        "convert",
+        "get",
+        "bench",
+        "eval",
+    ):
         assert f"    {command} " in out
 
 
@@ -69,3 +85,68 @@ def test_bench_counts_are_checked_and_default_per_benchmark() -> None:
     for bad in (["--users", "0"], ["--users", "-3"], ["--users", "x"], ["--events", "1.5"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["bench", "agents", *bad])
+
+
+def _cli(*args: str, home: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "intentstream.cli", *args],
+        capture_output=True,
+        text=True,
+        env={"INTENTSTREAM_HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_eval_of_a_log_nobody_qualifies_in_fails_clearly_before_any_llm(tmp_path: Path) -> None:
+    log = tmp_path / "tiny.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(event_dict(n)) + b"\n" for n in range(4)) + b"garbage\n")
+    result = _cli("eval", "--log", str(log), "--format", "jsonl", home=tmp_path)
+    assert result.returncode == 2
+    assert "no user has 10 described events (4 events read, 1 rows skipped)" in result.stderr
+
+
+def test_eval_of_a_missing_log_says_where_it_looked(tmp_path: Path) -> None:
+    result = _cli("eval", "--log", str(tmp_path / "nope.csv"), "--format", "rees46", home=tmp_path)
+    assert result.returncode == 2
+    assert "no log at" in result.stderr
+
+
+def test_eval_and_bench_replay_options_are_checked(tmp_path: Path) -> None:
+    from intentstream.cli import build_parser
+
+    parser = build_parser()
+    for bad in (["--k", "0"], ["--users", "-3"], ["--format", "parquet"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["eval", "--log", "x", "--format", "jsonl", *bad])
+    result = _cli("bench", "replay", home=tmp_path)
+    assert result.returncode == 2
+    assert "bench replay needs --log and --format" in result.stderr
+
+
+def test_convert_writes_what_it_could_read_and_counts_the_rest(tmp_path: Path) -> None:
+    log = tmp_path / "events.csv"
+    header = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session"
+    log.write_text(
+        "\r\n".join(
+            [
+                header,
+                "2019-10-01 00:00:00 UTC,view,1,2,electronics.smartphone,apple,489.07,7,s",
+                "2019-10-01 00:00:01 UTC,teleport,1,2,,,1.0,7,s",  # unknown event type
+                "2019-10-01 00:00:02 UTC,view,1,2,,,not-a-price,7,s",
+                "2019-10-01 00:00:03 UTC,cart,1,2,,,1.0,7,s",
+            ]
+        )
+    )
+    out = tmp_path / "out.jsonl"
+    result = _cli("convert", "--log", str(log), "--format", "rees46", "--out", str(out), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout) == {
+        "events": 2,
+        "rows_read": 4,
+        "skipped": {"unknown_event_type": 1, "invalid_row": 1},
+    }
+    assert [orjson.loads(line)["action"] for line in out.read_bytes().splitlines()] == ["view", "cart"]
+    missing = _cli(
+        "convert", "--log", str(tmp_path / "none.csv"), "--format", "rees46", "--out", str(out), home=tmp_path
+    )
+    assert missing.returncode == 2
+    assert "no log at" in missing.stderr
