@@ -91,6 +91,8 @@ class IntentChain:
     async def choose(self, view: UserView, cost: PlanCost) -> list[Pooled]:
         """The tags, strongest first, before they are explained (planner, experts,
         arbiter). Raises :class:`StageFailed` or :class:`PlanFailed`."""
+        if not any(e.kind != "signal" for e in view.evidence):  # spare the LLM a guess
+            raise PlanFailed(view.user_id, "no described behaviour to plan from", cost)
         facets = await self.planner.plan(view, cost)
         proposals = await asyncio.gather(
             *(self.expert.propose(view, facet, cost) for facet in facets), return_exceptions=True
@@ -113,8 +115,6 @@ class IntentChain:
         give nothing valid, :class:`PlanRejected` when the judge finds it bad."""
         view = user_view(request, now)
         cost = PlanCost()
-        if not any(e.kind != "signal" for e in view.evidence):  # spare the LLM a guess
-            raise PlanFailed(request.user_id, "no described behaviour to plan from", cost)
         try:
             drafted = await self.draft(view, cost)
         except StageFailed as exc:

@@ -56,11 +56,8 @@ class ChainTagger:
         self.cost = PlanCost()
 
     async def tags(self, request: ReplanRequest, now: datetime) -> list[str]:
-        view = user_view(request, now)
-        if not any(e.kind != "signal" for e in view.evidence):
-            raise PlanUnavailable(f"user {request.user_id}: nothing described to plan from")
         try:
-            return [p.tag for p in await self.chain.choose(view, self.cost)]
+            return [p.tag for p in await self.chain.choose(user_view(request, now), self.cost)]
         except (PlanFailed, StageFailed) as exc:
             raise PlanUnavailable(f"user {request.user_id}: {exc}") from exc
 

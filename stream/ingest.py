@@ -100,19 +100,28 @@ class Freshness:
     def percentiles(self, window_ms: float | None = None) -> dict[str, float]:
         """Over the newest ``window_ms`` of production (the configured window unless given;
         ``math.inf`` for every sample the ring still holds)."""
+        return self.summaries(window_ms)[0]
+
+    def summaries(self, *windows_ms: float | None) -> list[dict[str, float]]:
+        """``percentiles`` for each window, copying the ring once."""
         if not self.samples:
-            return {}
+            return [{} for _ in windows_ms]
         data = np.array(self.samples)
-        window = self.window_ms if window_ms is None else window_ms
-        recent = data[data[:, 0] >= data[-1, 0] - window, 1]
-        p50, p95, p99 = np.percentile(recent, [50, 95, 99])
-        return {
-            "p50": round(float(p50), 2),
-            "p95": round(float(p95), 2),
-            "p99": round(float(p99), 2),
-            "max": round(float(recent.max()), 2),
-            "samples": len(recent),
-        }
+        out = []
+        for window_ms in windows_ms:
+            window = self.window_ms if window_ms is None else window_ms
+            recent = data[data[:, 0] >= data[-1, 0] - window, 1]
+            p50, p95, p99 = np.percentile(recent, [50, 95, 99])
+            out.append(
+                {
+                    "p50": round(float(p50), 2),
+                    "p95": round(float(p95), 2),
+                    "p99": round(float(p99), 2),
+                    "max": round(float(recent.max()), 2),
+                    "samples": len(recent),
+                }
+            )
+        return out
 
 
 @dataclass
@@ -640,6 +649,7 @@ class ContextService:
         contexts = [ctx for owned in self.contexts.values() for ctx in owned.values()]
         sample = contexts[:: max(1, len(contexts) // 200)]
         elapsed = c.last_batch_at - c.first_batch_at
+        fresh, fresh_all = self.freshness.summaries(None, math.inf)
         return {
             "pid": os.getpid(),
             "at": time.time(),
@@ -649,8 +659,8 @@ class ContextService:
                 round(sum(len(x.to_bytes()) for x in sample) / len(sample)) if sample else 0
             ),
             "events_per_s": round(c.applied / elapsed) if elapsed > 0 else None,
-            "freshness_ms": self.freshness.percentiles(),
-            "freshness_ms_all": self.freshness.percentiles(math.inf),  # the ring: up to 250,000 events
+            "freshness_ms": fresh,
+            "freshness_ms_all": fresh_all,  # the whole ring: up to 250,000 events
             "counters": asdict(c),
             "replan_queue": {**asdict(self.queue.counters), "pending": len(self.queue)},
             "entity_cache": {

@@ -475,3 +475,20 @@ async def test_v1_reads_the_full_history_on_every_path() -> None:
         assert call.data["history"].count("\n") == 29  # all 30 behaviours, on every path
     assert set(result.cost.stages) == {"v1_interests", "v1_routes", "v1_explain"}
     assert result.tags[1].explanation  # missing ones are built from evidence
+
+
+async def test_choose_gives_the_arbiters_tags_without_explaining_them() -> None:
+    llm = happy_llm()
+    tags = await chain(llm).choose(VIEW, PlanCost())
+    assert tags
+    assert {call.stage for call in llm.calls} == {"planner", "expert", "arbiter"}
+
+
+async def test_the_eval_tagger_turns_a_failed_plan_into_no_tags_without_the_llm() -> None:
+    from perf.evaluation import ChainTagger
+    from perf.quality import PlanUnavailable
+
+    llm = happy_llm()
+    with pytest.raises(PlanUnavailable, match="no described behaviour"):
+        await ChainTagger(chain(llm)).tags(request(behaviour(""), behaviour("")), NOW)
+    assert llm.calls == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -215,3 +216,18 @@ def test_replan_request_snapshots_the_compressed_context() -> None:
     assert request.interests == interest_summaries(ctx)
     assert sum(sum(i.counts.values()) for i in request.interests) == 10 - SHAPE.recent
     assert request.newest_event_time == event(9).ts
+
+
+def test_freshness_summarises_the_newest_window_and_the_whole_ring() -> None:
+    from stream.ingest import Freshness
+
+    fresh = Freshness(size=100, window_s=10.0)
+    assert fresh.summaries(None, math.inf) == [{}, {}]
+    for produced_s, latency_ms in ((0, 900.0), (1, 800.0), (30, 10.0), (35, 20.0)):
+        fresh.add(produced_s * 1000.0, latency_ms)
+    window, whole = fresh.summaries(None, math.inf)
+    assert window["samples"] == 2  # produced within 10 s of the newest
+    assert window["max"] == 20.0
+    assert whole["samples"] == 4
+    assert whole["max"] == 900.0
+    assert fresh.percentiles() == window
