@@ -363,13 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from deploy.stack import StackError
-    from perf.quality import NothingToEvaluate
+    from perf.quality import EvaluationFailed, NothingToEvaluate
 
     args = build_parser().parse_args(argv)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(get_settings(), args)
-    except (StackError, FileNotFoundError, NothingToEvaluate) as exc:
+    except (StackError, FileNotFoundError, NothingToEvaluate, EvaluationFailed) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

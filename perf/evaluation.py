@@ -186,6 +186,7 @@ def run_eval(
     with llm_endpoint(settings) as (base_url, _):
         scores, cost = asyncio.run(_score(settings, base_url, cases, events, embedder, k))
     wall = time.perf_counter() - started
+    scores.check(f"is the LLM server at {base_url} answering?")
     result = report(
         scores, dataset=f"{log.parent.name}/{log.name}", qualified=qualified, users=users, seed=seed
     )

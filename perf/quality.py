@@ -253,6 +253,12 @@ class Scores:
     # Per case: what real time served and what came next (to show why it hit or missed).
     details: list[dict[str, Any]] = field(default_factory=list)
 
+    def check(self, hint: str) -> None:
+        """Raise :class:`EvaluationFailed` when every plan failed: a report of popular lists
+        alone would read as a result."""
+        if self.plans and self.plans_failed == self.plans:
+            raise EvaluationFailed(f"all {self.plans} plans failed; {hint}")
+
 
 async def evaluate(
     cases: Sequence[Case],
@@ -326,3 +332,7 @@ class PlanUnavailable(RuntimeError):
 
 class NothingToEvaluate(ValueError):
     """No user in the log has enough described events to be evaluated."""
+
+
+class EvaluationFailed(RuntimeError):
+    """The evaluation could not give a meaningful result (say, every plan failed)."""

@@ -17,6 +17,7 @@ from perf.quality import (
     POPULAR,
     REALTIME,
     THRESHOLD,
+    EvaluationFailed,
     Matcher,
     PlanUnavailable,
     build_cases,
@@ -198,6 +199,8 @@ async def test_a_failed_plan_leaves_the_user_on_popular_and_is_counted() -> None
         policy=TriggerPolicy(),
     )
     assert scores.plans_failed == 3
+    with pytest.raises(EvaluationFailed, match="all 3 plans failed; is it up"):
+        scores.check("is it up?")
     assert scores.users_with_tags[REALTIME] == 0
     assert scores.ranks[REALTIME] == scores.ranks[POPULAR] == [None]
 
