@@ -23,6 +23,7 @@ from perf.bench_agents import llm_endpoint
 from perf.logs import LoadStats, LogFormat, load_events
 from perf.quality import (
     DELAYS,
+    EVERY_EVENT,
     LAST_CATEGORY,
     MIN_HISTORY,
     MODES,
@@ -44,7 +45,14 @@ from schemas.record import ReplanRequest
 from stream.ingest import policy_of, shape_of
 
 CUTOFFS = (1, 3, 5, 10, 30)
-LABELS = {REALTIME: "real time", "5min": "5 min", "30min": "30 min", "1h": "1 h", "daily": "1 day"}
+LABELS = {
+    EVERY_EVENT: "every event",
+    REALTIME: "real time\n(trigger)",
+    "5min": "5 min",
+    "30min": "30 min",
+    "1h": "1 h",
+    "daily": "1 day",
+}
 
 
 class ChainTagger:
@@ -81,6 +89,7 @@ def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, s
         "hr_at_k_popular": hr[POPULAR],
         "hr_at_k_last_category": hr[LAST_CATEGORY],
         "realtime_over_daily": round(hr[REALTIME] / daily, 3) if daily else None,
+        "hr_at_k_every_event": hr[EVERY_EVENT],
         "ndcg_at_k": {m: round(ndcg(r, k), 4) for m, r in scores.ranks.items()},
         "hr_by_cutoff": {
             m: {str(c): round(hit_rate(r, c), 4) for c in cutoffs} for m, r in scores.ranks.items()

@@ -10,6 +10,8 @@ The protocol, fixed before any result was looked at (docs/evaluation.md says why
 2. **Tags at the cut**, one set per way of refreshing:
    * ``realtime``: the stream's own trigger policy runs over the history in event time;
      the tags are planned from the context at the last re-plan it asked for;
+   * ``every_event``: planned from the context at the cut (a re-plan after every event:
+     what the trigger's economy costs);
    * delayed by 5 min, 30 min, 1 h and a day: planned from the context as it stood that
      long before the cut (the batch job's view). Nothing before the log begins: no tags.
    One plan per distinct context version, reused by every mode that shares it.
@@ -49,13 +51,14 @@ MIN_HISTORY = 5
 THRESHOLD = 0.5  # MiniLM cosine; see docs/evaluation.md for why this value
 SEED = 20_261_122
 REALTIME = "realtime"
+EVERY_EVENT = "every_event"  # a plan of the context at the cut: real time with no trigger delay
 DELAYS: tuple[tuple[str, timedelta], ...] = (
     ("5min", timedelta(minutes=5)),
     ("30min", timedelta(minutes=30)),
     ("1h", timedelta(hours=1)),
     ("daily", timedelta(days=1)),
 )
-MODES = (REALTIME, *(name for name, _ in DELAYS))
+MODES = (EVERY_EVENT, REALTIME, *(name for name, _ in DELAYS))
 POPULAR, LAST_CATEGORY = "popular", "last_category"
 
 
@@ -166,7 +169,11 @@ def snapshots(
     sweep(cut.timestamp())
     for at, name in due:
         taken[name] = _request(ctx, "batch", at)
-    return [Snapshot(REALTIME, realtime), *(Snapshot(name, taken[name]) for name, _ in DELAYS)]
+    return [
+        Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut)),
+        Snapshot(REALTIME, realtime),
+        *(Snapshot(name, taken[name]) for name, _ in DELAYS),
+    ]
 
 
 def _request(ctx: UserContext, trigger: str, now: datetime) -> ReplanRequest | None:
@@ -309,11 +316,12 @@ async def evaluate(
         scores.ranks.setdefault(LAST_CATEGORY, []).append(
             matcher.first_hit(ranked(last_category(case), fill, k), case.targets)
         )
-        realtime = per_case[0].request
+        live = next(s for s in per_case if s.mode == REALTIME)
+        realtime = live.request
         scores.details.append(
             {
                 "user": case.user_id,
-                "realtime_tags": (plans.get(per_case[0].key) or []) if per_case[0].key else [],
+                "realtime_tags": (plans.get(live.key) or []) if live.key else [],
                 # Events the real-time plan had not seen: the trigger waits for a reason.
                 "events_after_realtime_plan": len(case.history)
                 - (realtime.context_version if realtime else 0),

@@ -13,6 +13,7 @@ import pytest
 
 from agents.embedding import HashedEmbedder, MiniLMEmbedder
 from perf.quality import (
+    EVERY_EVENT,
     LAST_CATEGORY,
     POPULAR,
     REALTIME,
@@ -20,6 +21,7 @@ from perf.quality import (
     EvaluationFailed,
     Matcher,
     PlanUnavailable,
+    Snapshot,
     build_cases,
     evaluate,
     hit_rate,
@@ -56,6 +58,10 @@ def switcher(user: str = "switcher") -> list[BehaviorEvent]:
     sofas = [ev(user, 100 + m, "sofa", 20 + i) for i, m in enumerate(range(5))]
     targets = [ev(user, 110 + m, "sofa", 40 + i) for i, m in enumerate(range(5))]
     return kettles + sofas + targets
+
+
+def realtime_of(snaps: list[Snapshot]) -> ReplanRequest | None:
+    return next(s.request for s in snaps if s.mode == REALTIME)
 
 
 class LatestCategoryTagger:
@@ -120,6 +126,9 @@ def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
     assert snaps["1h"] is not None
     assert snaps["1h"].context_version == 9
     assert snaps["daily"] is None  # the log starts less than a day before the cut
+    every_event = snaps[EVERY_EVENT]
+    assert every_event is not None
+    assert every_event.context_version == 15  # the whole history
     realtime = snaps[REALTIME]
     assert realtime is not None
     assert realtime.context_version == 15
@@ -132,7 +141,7 @@ def test_a_basket_re_planned_at_its_first_line_is_planned_with_all_of_its_lines(
     targets = [ev("shopper", 24 * 60, "mug", 20 + i) for i in range(5)]
     (case,), _ = build_cases(basket + targets, users=None)
     no_sweep = 1e9  # the sweep would also re-plan them; this checks the batch alone
-    realtime = snapshots(case, ContextShape(), TriggerPolicy(), EntityCache(), no_sweep)[0].request
+    realtime = realtime_of(snapshots(case, ContextShape(), TriggerPolicy(), EntityCache(), no_sweep))
     assert realtime is not None
     assert realtime.context_version == 12
     assert realtime.trigger == "strong_event:purchase"
@@ -145,8 +154,8 @@ def test_the_sweep_re_plans_what_the_cooldown_held_back() -> None:
     targets = [ev("fast", 10 + i, "lamp", 20 + i) for i in range(5)]
     (case,), _ = build_cases(views + targets, users=None)
     policy = TriggerPolicy(cooldown_s=10.0)
-    with_sweep = snapshots(case, ContextShape(), policy, EntityCache(), sweep_s=30.0)[0].request
-    no_sweep = snapshots(case, ContextShape(), policy, EntityCache(), sweep_s=1e9)[0].request
+    with_sweep = realtime_of(snapshots(case, ContextShape(), policy, EntityCache(), sweep_s=30.0))
+    no_sweep = realtime_of(snapshots(case, ContextShape(), policy, EntityCache(), sweep_s=1e9))
     assert no_sweep is not None
     assert no_sweep.context_version == 5
     assert with_sweep is not None
@@ -167,7 +176,8 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     assert scores.ranks["daily"] == [None]  # no tags: popular's kettle
     assert scores.ranks[POPULAR] == [None]
     assert scores.ranks[LAST_CATEGORY] == [1]
-    assert scores.users_with_tags == {REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0}
+    assert scores.users_with_tags == {EVERY_EVENT: 1, REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0}
+    assert scores.ranks[EVERY_EVENT] == [1]
     assert scores.plans == 3  # versions 15, 10 and 9, each planned once and reused
     (detail,) = scores.details
     assert detail["realtime_tags"] == ["sofa"]
