@@ -240,12 +240,18 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from perf.evaluation import run_eval
+    from perf.quality import SEED, EvaluationFailed, NothingToEvaluate
 
     users = None if args.all_users else args.users
+    seed = SEED if args.seed is None else args.seed
     plot_dir = Path(args.plot) if args.plot else None
-    result = run_eval(
-        settings, Path(args.log), args.format, k=args.k, users=users, seed=args.seed, plot_dir=plot_dir
-    )
+    try:
+        result = run_eval(
+            settings, Path(args.log), args.format, k=args.k, users=users, seed=seed, plot_dir=plot_dir
+        )
+    except (NothingToEvaluate, EvaluationFailed) as exc:
+        say(f"error: {exc}")
+        return 2
     print(orjson.dumps(result, option=0 if args.json else orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -347,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--users", type=_positive_int, default=100, help="users sampled from those who qualify (100)"
     )
     evaluate.add_argument("--all-users", action="store_true", help="every qualifying user (slow)")
-    evaluate.add_argument("--seed", type=int, default=20_261_122, help="the sample's seed")
+    evaluate.add_argument("--seed", type=int, default=None, help="the sample's seed (20261122)")
     evaluate.add_argument("--plot", default=None, metavar="DIR", help="write eval-<log>.png here")
     evaluate.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
     evaluate.set_defaults(func=cmd_eval)
@@ -363,13 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from deploy.stack import StackError
-    from perf.quality import EvaluationFailed, NothingToEvaluate
 
     args = build_parser().parse_args(argv)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(get_settings(), args)
-    except (StackError, FileNotFoundError, NothingToEvaluate, EvaluationFailed) as exc:
+    except (StackError, FileNotFoundError) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

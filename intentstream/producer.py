@@ -139,7 +139,7 @@ class IntentProducer:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start anew
                 await flush(partition)
                 batch = batches[partition] = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=key, value=value, timestamp=None)  # an empty batch takes any message
             counts[partition] = counts.get(partition, 0) + 1
             if len(pending) >= 64:
                 future, n = pending.pop(0)

@@ -42,8 +42,8 @@ from intentstream.settings import Settings
 from intentstream.store import connect_with
 from perf.bench_agents import llm_endpoint
 from perf.demo import start_worker, stop_worker
-from perf.logs import LoadStats, LogFormat, load_events
-from perf.replay import encoded, jsonl_messages
+from perf.logs import LoadStats, LogFormat
+from perf.replay import messages_of
 from stream.ingest import read_stats
 
 Message = tuple[bytes, bytes]
@@ -59,7 +59,6 @@ class Sample:
     lag: int
     fresh_p50_ms: float | None
     fresh_p99_ms: float | None
-    replans_decided: int
     plans_written: int
     cpu_s: float
     rss_mb: float
@@ -145,7 +144,6 @@ async def watch(run: Run, stats_file: Path, port: int, pid: int, stop: asyncio.E
                         lag=int(total(metrics, "intentstream_consumer_lag")),
                         fresh_p50_ms=fresh.get("p50"),
                         fresh_p99_ms=fresh.get("p99"),
-                        replans_decided=sum(stats["counters"]["triggers"].values()),
                         plans_written=int(total(metrics, "intentstream_plans_total", outcome="written")),
                         cpu_s=cpu,
                         rss_mb=rss,
@@ -347,8 +345,7 @@ def bench_replay(
     load = LoadStats()
 
     def messages(stats: LoadStats) -> Iterator[Message]:
-        read = jsonl_messages(log, stats, settings.max_event_bytes) if fmt == "jsonl" else None
-        return itertools.islice(read or encoded(load_events(log, fmt, stats)), limit)
+        return itertools.islice(messages_of(log, fmt, stats, settings.max_event_bytes), limit)
 
     tag = uuid.uuid4().hex[:8]
     run = Run()

@@ -32,6 +32,7 @@ from perf.quality import (
     REALTIME,
     SEED,
     THRESHOLD,
+    Case,
     Matcher,
     NothingToEvaluate,
     PlanUnavailable,
@@ -41,6 +42,7 @@ from perf.quality import (
     hit_rate,
     ndcg,
 )
+from schemas.events import BehaviorEvent
 from schemas.record import ReplanRequest
 from stream.ingest import policy_of, shape_of
 
@@ -225,8 +227,8 @@ def run_eval(
 async def _score(
     settings: Settings,
     base_url: str,
-    cases: list[Any],
-    events: list[Any],
+    cases: list[Case],
+    events: list[BehaviorEvent],
     embedder: MiniLMEmbedder,
     k: int,
 ) -> tuple[Scores, PlanCost]:

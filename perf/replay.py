@@ -88,6 +88,14 @@ def encoded(events: Iterable[BehaviorEvent]) -> Iterator[tuple[bytes, bytes]]:
         yield e.user_id.encode(), encode(e)
 
 
+def messages_of(log: Path, fmt: LogFormat, stats: LoadStats, max_bytes: int) -> Iterator[tuple[bytes, bytes]]:
+    """A log's ``(user id, JSON)`` messages for the fast path: JSONL lines as they are,
+    other formats' events encoded once."""
+    if fmt == "jsonl":
+        return jsonl_messages(log, stats, max_bytes)
+    return encoded(load_events(log, fmt, stats))
+
+
 def metered(messages: Iterable[tuple[bytes, bytes]], meter: Meter) -> Iterator[tuple[bytes, bytes]]:
     for message in messages:
         meter.advance()
@@ -113,11 +121,7 @@ async def replay(
             events: Iterable[BehaviorEvent] = itertools.islice(load_events(log, fmt, stats), limit)
             sent = await producer.send_events(paced(events, meter, rate=rate, speedup=speedup))
         else:
-            messages = (
-                jsonl_messages(log, stats, settings.max_event_bytes)
-                if fmt == "jsonl"
-                else encoded(load_events(log, fmt, stats))
-            )
+            messages = messages_of(log, fmt, stats, settings.max_event_bytes)
             sent = await producer.send_encoded(metered(itertools.islice(messages, limit), meter))
     meter.close()
     return sent, stats
