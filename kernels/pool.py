@@ -5,12 +5,13 @@ A row costs ``dim`` bytes plus a 4-byte fp32 scale: at dim 64 that is 68 bytes a
 in fp32, about a quarter. ``score`` runs attention of a few query vectors per user (candidate
 tags, or the user's current interest) over all of that user's entities, many users at once:
 the Triton kernel on CUDA, a batched PyTorch path elsewhere (chosen once, at start-up).
+The pipeline reaches the pool through ``kernels.scorer.Scorer``.
 """
 
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,13 +20,15 @@ import torch
 from kernels.reference import FP8, FP8_MAX
 
 Backend = Literal["triton", "torch"]
+BackendChoice = Literal["auto", "triton", "torch"]
 
 
-def pick_backend(device: torch.device) -> Backend:
-    """Triton on CUDA, PyTorch otherwise; INTENTSTREAM_KERNEL_BACKEND=torch forces PyTorch."""
-    if os.environ.get("INTENTSTREAM_KERNEL_BACKEND") == "torch" or device.type != "cuda":
-        return "torch"
-    return "triton"
+def pick_backend(device: torch.device, choice: BackendChoice = "auto") -> Backend:
+    """``auto``: Triton on CUDA, PyTorch otherwise. ``triton`` on a CPU device runs only
+    under TRITON_INTERPRET (the tests)."""
+    if choice != "auto":
+        return choice
+    return "triton" if device.type == "cuda" else "torch"
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +54,10 @@ def paged_attention_torch(
     sm_scale = sm_scale if sm_scale is not None else 1.0 / math.sqrt(d)
     tables = block_tables.long()
     k = (k_pages[tables].float() * k_scales[tables].unsqueeze(-1)).reshape(users, -1, d)
-    v = (v_pages[tables].float() * v_scales[tables].unsqueeze(-1)).reshape(users, -1, d)
+    if v_pages is k_pages and v_scales is k_scales:
+        v = k  # the entity pool attends over its entities with themselves as values
+    else:
+        v = (v_pages[tables].float() * v_scales[tables].unsqueeze(-1)).reshape(users, -1, d)
     scores = torch.bmm(q.float(), k.transpose(1, 2)) * sm_scale  # [users, n_q, slots]
     live = torch.arange(tables.shape[1] * page, device=q.device)[None, :] < seq_lens[:, None]
     scores = scores.masked_fill(~live[:, None, :], float("-inf"))
@@ -102,27 +108,43 @@ class EntityPool:
 
     def append(self, user: str, vectors: torch.Tensor) -> None:
         """Quantise ``vectors`` [n, dim] and add them after the user's last entity."""
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected [n, {self.dim}] vectors, got {list(vectors.shape)}")
+        self.append_many([user] * len(vectors), vectors)
+
+    def append_many(self, users: Sequence[str], vectors: torch.Tensor) -> None:
+        """Row i of ``vectors`` [n, dim] is a new entity of ``users[i]``, in order: many
+        users' appends quantised and written at once (a stream batch's new entities)."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(users) != len(vectors):
+            raise ValueError(f"expected [{len(users)}, {self.dim}] vectors, got {list(vectors.shape)}")
         if not torch.isfinite(vectors).all():
             raise ValueError("entity vectors must be finite (found NaN or infinity)")
+        if not len(users):
+            return
         rows, scales = quantize_rows(vectors.to(self.device))
-        table = self.tables.setdefault(user, [])
-        length = self.lengths.get(user, 0)
-        done = 0
-        while done < len(rows):
+        at_page, at_slot = [], []
+        for user in users:
+            table = self.tables.setdefault(user, [])
+            length = self.lengths.get(user, 0)
             slot = length % self.page_size
             if slot == 0:
                 if not self._free:
                     self._grow()
                 table.append(self._free.pop())
-            take = min(self.page_size - slot, len(rows) - done)
-            page = table[-1]
-            self.pages[page, slot : slot + take] = rows[done : done + take]
-            self.scales[page, slot : slot + take] = scales[done : done + take]
-            done += take
-            length += take
-        self.lengths[user] = length
+            at_page.append(table[-1])
+            at_slot.append(slot)
+            self.lengths[user] = length + 1
+        where = (torch.tensor(at_page, device=self.device), torch.tensor(at_slot, device=self.device))
+        self.pages[where] = rows
+        self.scales[where] = scales
+
+    def trim(self, user: str, keep: int) -> None:
+        """Forget the user's oldest whole pages while at least ``keep`` entities remain
+        (a sliding window over a long history; the newest entities always stay)."""
+        table = self.tables.get(user)
+        if not table:
+            return
+        while len(table) > 1 and self.lengths[user] - self.page_size >= keep:
+            self._free.append(table.pop(0))
+            self.lengths[user] -= self.page_size
 
     def release(self, user: str) -> None:
         """Give a user's pages back (e.g. when their partition moves to another worker)."""
@@ -136,26 +158,25 @@ class EntityPool:
         rows = self.pages[pages].float() * self.scales[pages].unsqueeze(-1)
         return rows.reshape(-1, self.dim)[:n]
 
-    def score(self, users: list[str], queries: torch.Tensor) -> Scores:
-        """Attention of ``queries`` [len(users), n_q, dim] over each user's entities."""
+    def score(self, users: Sequence[str], queries: torch.Tensor, sm_scale: float | None = None) -> Scores:
+        """Attention of ``queries`` [len(users), n_q, dim] over each user's entities
+        (scores scaled by ``sm_scale``, 1/sqrt(dim) by default)."""
         if queries.shape[0] != len(users) or queries.shape[2] != self.dim:
             raise ValueError(f"expected [{len(users)}, n_q, {self.dim}] queries, got {list(queries.shape)}")
-        width = max((len(self.tables.get(u, [])) for u in users), default=0) or 1
-        tables = torch.zeros((len(users), width), dtype=torch.int32)
-        for i, user in enumerate(users):
-            pages = self.tables.get(user, [])
-            tables[i, : len(pages)] = torch.tensor(pages, dtype=torch.int32)
-        lens = torch.tensor([self.lengths.get(u, 0) for u in users], dtype=torch.int32)
-        tables, lens = tables.to(self.device), lens.to(self.device)
+        rows = [self.tables.get(u, []) for u in users]
+        width = max(map(len, rows), default=0) or 1
+        padded = [r + [0] * (width - len(r)) for r in rows]
+        tables = torch.tensor(padded, dtype=torch.int32).reshape(len(users), width).to(self.device)
+        lens = torch.tensor([self.lengths.get(u, 0) for u in users], dtype=torch.int32, device=self.device)
         queries = queries.to(self.device)
         if self.backend == "triton":
             from kernels.fp8_attention import paged_fp8_attention
 
             pooled, lse = paged_fp8_attention(
-                queries, self.pages, self.pages, self.scales, self.scales, tables, lens
+                queries, self.pages, self.pages, self.scales, self.scales, tables, lens, sm_scale
             )
         else:
             pooled, lse = paged_attention_torch(
-                queries, self.pages, self.pages, self.scales, self.scales, tables, lens
+                queries, self.pages, self.pages, self.scales, self.scales, tables, lens, sm_scale
             )
         return Scores(pooled, lse)

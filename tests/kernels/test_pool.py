@@ -50,7 +50,7 @@ def test_bad_vectors_are_refused() -> None:
     pool = EntityPool(dim=64)
     with pytest.raises(ValueError, match="finite"):
         pool.append("u", torch.full((2, 64), float("nan")))
-    with pytest.raises(ValueError, match=r"\[n, 64\]"):
+    with pytest.raises(ValueError, match=r"\[2, 64\] vectors, got \[2, 32\]"):
         pool.append("u", torch.zeros(2, 32))
     with pytest.raises(ValueError, match="queries"):
         pool.score(["u"], torch.zeros(2, 1, 64))
@@ -86,11 +86,35 @@ def test_a_tag_like_the_users_entities_scores_higher() -> None:
     assert relevance[0] > relevance[1]
 
 
-def test_backend_is_chosen_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_is_chosen_by_device_unless_the_settings_say() -> None:
     assert pick_backend(torch.device("cpu")) == "torch"
     assert pick_backend(torch.device("cuda")) == "triton"
-    monkeypatch.setenv("INTENTSTREAM_KERNEL_BACKEND", "torch")
-    assert pick_backend(torch.device("cuda")) == "torch"
+    assert pick_backend(torch.device("cuda"), "torch") == "torch"
+
+
+def test_many_users_appended_at_once_land_as_if_one_by_one() -> None:
+    together, alone = EntityPool(dim=64, page_size=4, pages=1), EntityPool(dim=64, page_size=4, pages=1)
+    rows = vectors(11, seed=5)
+    users = ["a", "b", "a", "a", "c", "a", "b", "a", "a", "b", "a"]
+    together.append_many(users, rows)
+    for user, row in zip(users, rows, strict=True):
+        alone.append(user, row[None])
+    for user in "abc":
+        assert torch.equal(together.entities(user), alone.entities(user))
+    with pytest.raises(ValueError, match=r"\[2, 64\]"):
+        together.append_many(["a", "b"], vectors(3))
+
+
+def test_trim_keeps_the_newest_entities_in_whole_pages() -> None:
+    pool = EntityPool(dim=64, page_size=8, pages=4)
+    rows = vectors(30, seed=6)
+    pool.append("u", rows)
+    pool.trim("u", keep=12)  # 30 -> 22 -> 14; one more page would leave 6 < 12
+    assert pool.lengths["u"] == 14
+    assert torch.allclose(pool.entities("u"), rows[16:], atol=0.07)
+    assert len(pool._free) == 2
+    pool.append("u", vectors(1, seed=7))
+    assert torch.allclose(pool.entities("u")[:14], rows[16:], atol=0.07)
 
 
 @pytest.mark.slow
