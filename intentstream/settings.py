@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     context_join_similarity: float = Field(0.55, ge=0.0, le=1.0)
     interest_half_life_s: float = Field(3600.0, gt=0.0)  # event time
 
+    # The FP8 entity pool and its scorer (kernels/scorer.py): the drift test's and the
+    # arbiter's attention. auto: the Triton kernels on CUDA, PyTorch otherwise.
+    kernel_backend: Literal["auto", "triton", "torch"] = "auto"
+    pool_window_entities: int = Field(256, ge=32, le=1_000_000)  # newest kept per user
+    scorer_sharpness: float = Field(10.0, gt=0.0, le=100.0)  # softmax scale on cosines
+
     # The re-plan rule (stream/trigger.py) and the budget that matches LLM capacity.
     replan_every_n_events: int = Field(5, ge=1)
     replan_cooldown_s: float = Field(2.0, ge=0.0)

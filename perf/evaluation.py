@@ -44,7 +44,7 @@ from perf.quality import (
 )
 from schemas.events import BehaviorEvent
 from schemas.record import ReplanRequest
-from stream.ingest import policy_of, shape_of
+from stream.ingest import policy_of, scorer_of, shape_of
 
 CUTOFFS = (1, 3, 5, 10, 30)
 LABELS = {
@@ -255,6 +255,7 @@ async def _score(
             k=k,
             shape=shape_of(settings),
             policy=policy_of(settings),
+            scorer=scorer_of(settings),
             concurrency=settings.llm_concurrency,
             sweep_s=settings.replan_sweep_interval_s,
             progress=progress,

@@ -40,11 +40,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from agents.embedding import TextEmbedder
+from kernels.scorer import Scorer
 from schemas.events import BehaviorEvent
 from schemas.record import ReplanRequest
-from stream.context import ContextShape, UserContext, apply_event, replan_request
+from stream.context import ContextShape, UserContext, apply_event, drifts, event_entity, replan_request
 from stream.entities import EntityCache
-from stream.trigger import TriggerPolicy, mark_replanned
+from stream.trigger import Decision, TriggerPolicy, mark_replanned
 
 NEXT_EVENTS = 5
 MIN_HISTORY = 5
@@ -122,6 +123,7 @@ def snapshots(
     shape: ContextShape,
     policy: TriggerPolicy,
     entities: EntityCache,
+    scorer: Scorer,
     sweep_s: float = 30.0,
 ) -> list[Snapshot]:
     """The context each mode plans from, in MODES order, in one walk over the history.
@@ -130,6 +132,8 @@ def snapshots(
     when it is let out, so it also sees events that arrived with the one that triggered it
     (the same timestamp: one batch); and every ``sweep_s`` the worker's sweep asks the
     policy again with no event (a burst's tail, left by the cooldown, is re-planned then).
+    The drift test runs through ``scorer`` as in the worker (its entry for the user is
+    released at the end).
     """
     ctx = UserContext(case.user_id)
     cut = case.cut
@@ -139,6 +143,17 @@ def snapshots(
     pending: tuple[float, str] | None = None  # a decided re-plan not yet let out: (at, reason)
     last_s: float | None = None
 
+    def decide(now_s: float, event: BehaviorEvent | None = None) -> Decision | None:
+        """As the worker decides: a strong event at once, the rest with the drift measured."""
+        if (
+            event is not None
+            and policy.urgent(event)
+            and (decision := policy.decide(ctx, now_s, event=event))
+        ):
+            return decision
+        measured = drifts([ctx], scorer)[0] if policy.wants_drift(ctx, now_s) else None
+        return policy.decide(ctx, now_s, drift=measured)
+
     def sweep(until_s: float) -> None:
         """The worker's sweeps between the previous event and ``until_s``."""
         nonlocal realtime
@@ -146,7 +161,7 @@ def snapshots(
             return
         first, last = (math.floor(last_s / sweep_s) + 1) * sweep_s, math.ceil(until_s / sweep_s - 1) * sweep_s
         for tick in dict.fromkeys((first, last)):
-            if last_s < tick < until_s and (decision := policy.decide(ctx, tick)) is not None:
+            if last_s < tick < until_s and (decision := decide(tick)) is not None:
                 mark_replanned(ctx, tick)
                 realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC))
 
@@ -158,8 +173,9 @@ def snapshots(
         while due and event.ts > due[-1][0]:
             at, name = due.pop()
             taken[name] = _request(ctx, "batch", at)
-        apply_event(ctx, event, shape, entities)
-        decision = policy.decide(ctx, now_s, event=event)
+        if apply_event(ctx, event, shape, entities) and (vector := event_entity(event, entities)) is not None:
+            scorer.add([ctx.user_id], vector[None])
+        decision = decide(now_s, event)
         if decision is not None:
             mark_replanned(ctx, now_s)
             pending = (now_s, decision.reason)
@@ -169,6 +185,7 @@ def snapshots(
     sweep(cut.timestamp())
     for at, name in due:
         taken[name] = _request(ctx, "batch", at)
+    scorer.release([ctx.user_id])
     return [
         Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut)),
         Snapshot(REALTIME, realtime),
@@ -276,13 +293,14 @@ async def evaluate(
     k: int,
     shape: ContextShape,
     policy: TriggerPolicy,
+    scorer: Scorer,
     concurrency: int = 4,
     sweep_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Scores:
     """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger)."""
     entities = EntityCache()
-    snaps = [snapshots(c, shape, policy, entities, sweep_s) for c in cases]
+    snaps = [snapshots(c, shape, policy, entities, scorer, sweep_s) for c in cases]
     unique: dict[tuple[str, int], ReplanRequest] = {}
     for per_case in snaps:
         for s in per_case:

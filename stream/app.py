@@ -22,6 +22,7 @@ import faust
 from mode import CrashingSupervisor, Service
 from redis.exceptions import RedisError
 
+from agents.arbiter import scorer_for
 from agents.chain import IntentChain, PlanFailed, PlanRejected
 from agents.embedding import embedder_for
 from agents.llm import OpenAICompatibleLLM
@@ -132,12 +133,15 @@ def build_app(
         # Load the model now: loading it on the first plan blocked the event loop, and with it
         # ingestion, for about 8 s (seen in `bench replay`'s lag and freshness plots).
         embedder.embed(["warm up"])
+        scorer = scorer_for(embedder, settings.scorer_sharpness, settings.kernel_backend)
+        log.info("the arbiter ranks through the scorer: %s", scorer.describe())
         chain = IntentChain(
             llm,
             embedder,
             max_tags=settings.tags_per_user,
             retries=settings.llm_max_retries,
             judge=settings.judge_online,
+            scorer=scorer,
         )
         store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
         health = contexts.health

@@ -10,7 +10,9 @@ Plain data and plain functions, tested without Kafka. Bounded whatever the histo
   weight and a price band. Beyond ``max_interests`` the two most similar clusters merge;
 * profile facts: region, first and newest event time, counts by action;
 * ``interest``: a recency-decayed sum of entity vectors, updated in O(1) per event, and
-  ``plan_interest``, its value when the last re-plan was requested (the drift test);
+  ``plan_interest``, its value when the last re-plan was requested. The drift test reads
+  both out over the user's behaviour sequence, kept beside the context in the FP8 entity
+  pool (``drifts``, through ``kernels.scorer.Scorer``);
 * idempotence: a per-partition offset watermark (exact, for redeliveries after a crash) and
   a bounded set of event-id hashes (for the same events published twice).
 
@@ -25,7 +27,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -33,6 +35,9 @@ import orjson
 from schemas.events import Action, BehaviorEvent, EnvSignal
 from schemas.record import ActiveSignal, Interest, RecentBehavior, ReplanRequest
 from stream.entities import DIMS, EntityCache, Vector
+
+if TYPE_CHECKING:
+    from kernels.scorer import Scorer
 
 ACTION_WEIGHT = {
     Action.VIEW.value: 1.0,
@@ -179,7 +184,7 @@ def apply_event(
     if ts > ctx.newest_event_ts:
         ctx.newest_event_ts = ts
 
-    text = event.query or event.item_text or event.category or event.brand or ""
+    text = _text(event)
     behaviour: dict[str, Any] = {"action": action, "ts": ts, "text": text}
     if event.category:
         behaviour["category"] = event.category
@@ -189,8 +194,8 @@ def apply_event(
         behaviour["price"] = event.price
     if event.item_id and not event.query:
         behaviour["item"] = event.item_id
-    if text:
-        vector = entities.get(_entity_key(behaviour), text, event.category, event.brand)
+    vector = event_entity(event, entities)
+    if vector is not None:
         weight = ACTION_WEIGHT[action]
         if ts >= ctx.interest_ts:
             if ts > ctx.interest_ts:
@@ -207,6 +212,19 @@ def apply_event(
     while len(recent) > shape.recent:
         _fold(ctx, recent.pop(0), shape, entities)
     return True
+
+
+def _text(event: BehaviorEvent) -> str:
+    return event.query or event.item_text or event.category or event.brand or ""
+
+
+def event_entity(event: BehaviorEvent, entities: EntityCache) -> Vector | None:
+    """The entity vector of an event (its item, or its query), or None when undescribed."""
+    text = _text(event)
+    if not text:
+        return None
+    key = event.item_id if event.item_id and not event.query else "t:" + text
+    return entities.get(key, text, event.category, event.brand)
 
 
 def _fold(ctx: UserContext, b: dict[str, Any], shape: ContextShape, entities: EntityCache) -> None:
@@ -279,13 +297,38 @@ def _merge_closest(ctx: UserContext, entities: EntityCache, shape: ContextShape)
     ctx.cluster_matrix = None
 
 
-def drift(ctx: UserContext) -> float:
-    """How far the interest vector moved since the last re-plan: 1 - cosine, in [0, 2].
-    1.0 when there was no plan yet (or nothing to compare)."""
-    a, b = float(np.linalg.norm(ctx.interest)), float(np.linalg.norm(ctx.plan_interest))
-    if not a or not b:
+def cosine_distance(a: Vector, b: Vector) -> float:
+    """1 - cosine, in [0, 2]; 1.0 when either vector is zero (nothing to compare)."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if not na or not nb:
         return 1.0
-    return 1.0 - float(ctx.interest @ ctx.plan_interest) / (a * b)
+    return 1.0 - float(a @ b) / (na * nb)
+
+
+def sequence_entities(ctx: UserContext, entities: EntityCache) -> Vector:
+    """The entity vectors the context still holds (interest representatives, then recent
+    behaviours): what seeds the pool for a user it does not know, after a restart."""
+    vectors = [_cluster_vector(c, entities) for c in ctx.interests]
+    vectors += [entities.get(_entity_key(b), b["text"], b.get("category"), b.get("brand"))
+                for b in ctx.recent if b["text"]]  # fmt: skip
+    return np.stack(vectors) if vectors else np.zeros((0, DIMS), np.float32)
+
+
+def drifts(ctxs: list[UserContext], scorer: Scorer) -> list[float]:
+    """How far each user's interest moved since their last re-plan, all users in one call.
+
+    The interest now and at the last plan are both read out by attention over the user's
+    behaviour sequence in the pool: each becomes the mean of the behaviours it is closest
+    to. Noise within one theme moves neither readout; a switch to another theme the user has
+    behaviour in moves the readout there, which the decayed sums alone show only partly.
+    Returns 1 - cosine of the two readouts per user (1.0 with nothing to compare)."""
+    if not ctxs:
+        return []
+    queries = np.stack([np.stack([c.interest, c.plan_interest]) for c in ctxs])
+    norms = np.linalg.norm(queries, axis=-1, keepdims=True)
+    queries = np.divide(queries, norms, out=np.zeros_like(queries), where=norms > 0)
+    readouts = scorer.attend([c.user_id for c in ctxs], queries).readouts
+    return [cosine_distance(r[0], r[1]) if norms[i].all() else 1.0 for i, r in enumerate(readouts)]
 
 
 def signals_for(ctx: UserContext, signals: list[EnvSignal], now: datetime) -> list[ActiveSignal]:

@@ -2,6 +2,7 @@
 
     behaviours ─► getmany (thousands at a time) ─► validate ─bad─► dead-letters
          └─► contexts in memory ─► changelog (acked) ─► commit offsets
+                     ├─► FP8 entity pool (each user's behaviour sequence) ─► drift
                      └─► trigger ─► replan queue (newest per user, budget/s) ─► replans
     signals changelog (every worker reads all) ─► fan-out to the users they concern
 
@@ -44,10 +45,21 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from intentstream.settings import Settings
+from kernels.scorer import Scorer
 from schemas.codec import InvalidMessage, decode_event, encode
 from schemas.events import EnvSignal
-from stream.context import ContextShape, UserContext, apply_event, concerns, replan_request, signals_for
-from stream.entities import EntityCache
+from stream.context import (
+    ContextShape,
+    UserContext,
+    apply_event,
+    concerns,
+    drifts,
+    event_entity,
+    replan_request,
+    sequence_entities,
+    signals_for,
+)
+from stream.entities import DIMS, EntityCache, Vector
 from stream.metrics import Health
 from stream.tansu import scanned_end_offsets
 from stream.trigger import Decision, ReplanQueue, TriggerPolicy, mark_replanned
@@ -83,6 +95,16 @@ def policy_of(settings: Settings) -> TriggerPolicy:
         cooldown_s=settings.replan_cooldown_s,
         drift_threshold=settings.replan_drift_threshold,
         stale_after_s=settings.replan_stale_after_s,
+    )
+
+
+def scorer_of(settings: Settings) -> Scorer:
+    """The entity pool and scorer over the stream's entity vectors, backend chosen now."""
+    return Scorer(
+        DIMS,
+        sharpness=settings.scorer_sharpness,
+        window=settings.pool_window_entities,
+        backend=settings.kernel_backend,
     )
 
 
@@ -173,6 +195,8 @@ class ContextService:
         self.shape = shape_of(settings)
         self.policy = policy_of(settings)
         self.entities = EntityCache()
+        self.scorer = scorer_of(settings)
+        log.info("entity pool and scorer: %s", self.scorer.describe())
         self.counters = ContextCounters()
         self.freshness = Freshness()
         self.contexts: dict[int, dict[str, UserContext]] = {}  # partition -> user -> context
@@ -296,6 +320,8 @@ class ContextService:
         now_s = now.timestamp()
         self.counters.first_batch_at = self.counters.first_batch_at or now_s
         dirty: dict[str, tuple[int, UserContext]] = {}
+        seen_before: dict[str, int] = {}  # user -> context version before this batch
+        grown: dict[str, list[Vector]] = defaultdict(list)  # user -> new entity vectors
         dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidMessage]] = []
         offsets: dict[TopicPartition, int] = {}
         produced_ms: list[float] = []
@@ -322,17 +348,21 @@ class ContextService:
                 ctx = owned.get(event.user_id)
                 if ctx is None:
                     ctx = owned[event.user_id] = UserContext(event.user_id)
+                seen_before.setdefault(event.user_id, ctx.version)
                 if not apply_event(ctx, event, self.shape, self.entities, (tp.partition, record.offset)):
                     self.counters.duplicates += 1
                     continue
                 self.counters.applied += 1
                 produced_ms.append(record.timestamp)
                 dirty[event.user_id] = (tp.partition, ctx)
-                decision = self.policy.decide(ctx, now_s, event=event)
-                if decision is not None:
+                if (vector := event_entity(event, self.entities)) is not None:
+                    grown[event.user_id].append(vector)
+                if self.policy.urgent(event) and (decision := self.policy.decide(ctx, now_s, event=event)):
                     self._request(ctx, decision)
         if not offsets:
             return None
+        self._grow_pool(grown, seen_before, dirty)
+        self._decide([ctx for _, ctx in dirty.values()], now_s)
         await self._dead_letter(dead)
         staged = _Staged(
             records=[(partition, ctx.user_id.encode(), ctx.to_bytes()) for partition, ctx in dirty.values()],
@@ -342,6 +372,42 @@ class ContextService:
         )
         await self._send(staged)
         return staged
+
+    def _grow_pool(
+        self,
+        grown: dict[str, list[Vector]],
+        seen_before: dict[str, int],
+        dirty: dict[str, tuple[int, UserContext]],
+    ) -> None:
+        """Append the batch's new entities to their users' sequences in the pool. A user the
+        pool does not know but whose context has history (restored after a restart or a
+        rebalance) is seeded from what the context holds instead."""
+        users: list[str] = []
+        rows: list[Vector] = []
+        for user, vectors in grown.items():
+            if seen_before[user] and not self.scorer.knows(user):
+                vectors = list(sequence_entities(dirty[user][1], self.entities))
+            users += [user] * len(vectors)
+            rows += vectors
+        if rows:
+            self.scorer.add(users, np.stack(rows))
+
+    def _decide(self, ctxs: list[UserContext], now_s: float) -> set[str]:
+        """The trigger for users whose context changed (or the sweep's): the drift of all who
+        could re-plan measured at once, then each decided. Returns the users re-planned."""
+        wanted = [ctx for ctx in ctxs if self.policy.wants_drift(ctx, now_s)]
+        unknown = [ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)]
+        for ctx in unknown:
+            seed = sequence_entities(ctx, self.entities)
+            self.scorer.add([ctx.user_id] * len(seed), seed)
+        measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
+        requested = set()
+        for ctx in ctxs:
+            decision = self.policy.decide(ctx, now_s, drift=measured.get(ctx.user_id))
+            if decision is not None:
+                self._request(ctx, decision)
+                requested.add(ctx.user_id)
+        return requested
 
     async def _send(self, staged: _Staged) -> None:
         futures = [
@@ -510,13 +576,13 @@ class ContextService:
             for start in range(0, len(users), 2000):
                 async with self._lock:
                     now_s = time.time()
-                    changed = []
-                    for partition, user in users[start : start + 2000]:
-                        ctx = self.contexts.get(partition, {}).get(user)
-                        if ctx is not None and (decision := self.policy.decide(ctx, now_s)) is not None:
-                            self._request(ctx, decision)
-                            changed.append((partition, ctx))
-                    await self._write(changed)
+                    found = [
+                        (partition, ctx)
+                        for partition, user in users[start : start + 2000]
+                        if (ctx := self.contexts.get(partition, {}).get(user)) is not None
+                    ]
+                    requested = self._decide([ctx for _, ctx in found], now_s)
+                    await self._write([(p, ctx) for p, ctx in found if ctx.user_id in requested])
                 await asyncio.sleep(0)
             now = datetime.now(UTC)
             for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
@@ -593,7 +659,7 @@ class ContextService:
         async with self._lock:
             owned = {tp.partition for tp in assigned}
             for partition in [p for p in self.contexts if p not in owned]:
-                del self.contexts[partition]
+                self.scorer.release(self.contexts.pop(partition))
                 self.lag.pop(partition, None)
             new = sorted(p for p in owned if p not in self.contexts)
             if not new:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from schemas.events import Action, BehaviorEvent, EnvSignal
-from stream.context import UserContext, drift
+from stream.context import UserContext
 
 STRONG_ACTIONS = frozenset({Action.CART, Action.PURCHASE, Action.SEARCH})
 
@@ -46,25 +46,43 @@ class TriggerPolicy:
         now_s: float,
         event: BehaviorEvent | None = None,
         signal: EnvSignal | None = None,
+        drift: float | None = None,
     ) -> Decision | None:
         """The trigger, or None to keep the current plan. Called after ``event`` was applied
-        to ``ctx``, or when ``signal`` (which concerns the user) arrived."""
-        if ctx.last_replan_at and now_s - ctx.last_replan_at < self.cooldown_s:
+        to ``ctx``, or when ``signal`` (which concerns the user) arrived. ``drift`` is the
+        user's measured drift (``stream.context.drifts``) when ``wants_drift`` asked for it;
+        None skips the drift test."""
+        if not self._may_replan(ctx, now_s):
             return None
-        if not any(b["text"] for b in ctx.recent) and not ctx.interests:
-            return None  # nothing described to ground a plan on
         if event is not None and event.action in STRONG_ACTIONS:
             return Decision(f"strong_event:{event.action.value}", STRONG)
         if signal is not None:
             return None if signal.signal_id in ctx.signals_seen else Decision(f"signal:{signal.kind}", SIGNAL)
-        moved = ctx.last_replan_at and ctx.events_since_plan >= self.drift_min_events
-        if moved and drift(ctx) >= self.drift_threshold:
+        if drift is not None and drift >= self.drift_threshold and self._moved(ctx):
             return Decision("drift", DRIFT)
         if ctx.events_since_plan >= self.every_n_events:
             return Decision("every_n_events", EVERY_N)
         if ctx.last_replan_at and ctx.events_since_plan and now_s - ctx.last_replan_at >= self.stale_after_s:
             return Decision("stale", STALE)
         return None
+
+    def urgent(self, event: BehaviorEvent) -> bool:
+        """Whether ``event`` is decided at once; the rest is decided once per batch, with
+        the drift of all the batch's users measured together."""
+        return event.action in STRONG_ACTIONS
+
+    def wants_drift(self, ctx: UserContext, now_s: float) -> bool:
+        """Whether ``decide`` would use a drift measurement now (measuring costs attention
+        over the user's behaviour sequence, so only users who could re-plan are measured)."""
+        return self._moved(ctx) and self._may_replan(ctx, now_s)
+
+    def _may_replan(self, ctx: UserContext, now_s: float) -> bool:
+        if ctx.last_replan_at and now_s - ctx.last_replan_at < self.cooldown_s:
+            return False
+        return any(b["text"] for b in ctx.recent) or bool(ctx.interests)  # something to plan from
+
+    def _moved(self, ctx: UserContext) -> bool:
+        return bool(ctx.last_replan_at) and ctx.events_since_plan >= self.drift_min_events
 
 
 def mark_replanned(ctx: UserContext, now_s: float, signal: EnvSignal | None = None) -> None:

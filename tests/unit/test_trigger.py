@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from kernels.scorer import Scorer
 from schemas.events import BehaviorEvent, EnvSignal
-from stream.context import ContextShape, UserContext, apply_event
-from stream.entities import EntityCache
+from stream.context import ContextShape, UserContext, apply_event, drifts, event_entity
+from stream.entities import DIMS, EntityCache
 from stream.trigger import STRONG, Decision, ReplanQueue, TriggerPolicy, mark_replanned
 from tests.helpers import event_dict, signal_dict
 
 POLICY = TriggerPolicy(every_n_events=3, cooldown_s=10.0, drift_threshold=0.35, stale_after_s=600.0)
 ENTITIES = EntityCache()
+SCORER = Scorer(DIMS, backend="torch")
 
 
 def feed(ctx: UserContext, n: int, **fields: Any) -> BehaviorEvent:
+    """Apply an event and grow the user's sequence in the entity pool, as the worker does."""
     e = BehaviorEvent.model_validate(event_dict(n, **fields))
-    apply_event(ctx, e, ContextShape(), ENTITIES)
+    if apply_event(ctx, e, ContextShape(), ENTITIES) and (vector := event_entity(e, ENTITIES)) is not None:
+        SCORER.add([ctx.user_id], vector[None])
     return e
+
+
+def measured(ctx: UserContext) -> float:
+    return drifts([ctx], SCORER)[0]
 
 
 def reason(decision: Decision | None) -> str | None:
@@ -53,7 +61,7 @@ def test_events_counted_during_cooldown_still_trigger_later() -> None:
 
 
 def test_drift_replans_before_every_n_when_interests_move() -> None:
-    ctx = UserContext("u1")
+    ctx = UserContext("drifter")
     for n in (-7200, -7199, -7198):  # phones two hours (two half-lives) earlier
         feed(ctx, n, price=100.0)
     mark_replanned(ctx, 1000.0)
@@ -61,15 +69,35 @@ def test_drift_replans_before_every_n_when_interests_move() -> None:
     kettle = feed(
         ctx, 11, item_text="bosch kettle", category="appliances.kitchen.kettle", brand="bosch", item_id="k"
     )
-    assert reason(POLICY.decide(ctx, 1020.0, event=kettle)) == "drift"
+    assert not POLICY.urgent(kettle)
+    assert POLICY.wants_drift(ctx, 1020.0)
+    assert measured(ctx) >= POLICY.drift_threshold
+    assert reason(POLICY.decide(ctx, 1020.0, event=kettle, drift=measured(ctx))) == "drift"
+    assert POLICY.decide(ctx, 1020.0, event=kettle) is None  # not measured: no drift test
 
 
 def test_same_interest_does_not_drift() -> None:
-    ctx = UserContext("u1")
+    ctx = UserContext("steady")
     for n in range(3):
         feed(ctx, n)
     mark_replanned(ctx, 1000.0)
-    assert POLICY.decide(ctx, 1020.0, event=feed(ctx, 4)) is None
+    feed(ctx, 4)
+    event = feed(ctx, 5)
+    assert POLICY.wants_drift(ctx, 1020.0)
+    assert POLICY.decide(ctx, 1020.0, event=event, drift=measured(ctx)) is None
+
+
+def test_drift_is_measured_only_for_users_who_could_replan() -> None:
+    ctx = UserContext("u1")
+    feed(ctx, 1)
+    assert not POLICY.wants_drift(ctx, 1000.0)  # never planned: nothing to drift from
+    mark_replanned(ctx, 1000.0)
+    feed(ctx, 2)
+    assert not POLICY.wants_drift(ctx, 1020.0)  # one event since the plan
+    feed(ctx, 3)
+    assert not POLICY.wants_drift(ctx, 1005.0)  # cooling down
+    assert POLICY.wants_drift(ctx, 1020.0)
+    assert POLICY.urgent(BehaviorEvent.model_validate(event_dict(4, action="cart")))
 
 
 def test_stale_plan_with_new_events_is_refreshed() -> None:
