@@ -1,18 +1,21 @@
 """The decision arbiter: joint reasoning over the whole candidate pool.
 
 In code (pure, tested): tags cleaned to plain text; candidates with no word in the user's
-data dropped (ungrounded); near-duplicates merged (embedding similarity, or one tag's words
-containing the other's); a strength from the evidence behind each. Then one LLM call sees
-the pool and the profile together and picks and orders the final tags. If it gives no
-usable answer, the pool's own ranking is used (a repair, counted).
+data dropped (ungrounded); ranked by their relevance to the user's behaviour (attention of
+each tag over the user's evidence in the FP8 entity pool, ``relevance``); near-duplicates
+merged (embedding similarity, or one tag's words containing the other's). Then one LLM call
+sees the pool and the profile together and decides which tags stay; the ranking stays the
+pool's. If it gives no usable answer, the pool's ranking is used as it is (a repair, counted).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import orjson
 
 from agents.embedding import TextEmbedder, similarity
@@ -21,6 +24,8 @@ from agents.experts import Candidate
 from agents.llm import LLM
 from agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
 from agents.stage import PlanCost, Stage, StageFailed, ask
+from kernels.pool import BackendChoice
+from kernels.scorer import Scorer, padded_dim
 from schemas.record import TAG_MAX_CHARS
 from schemas.text import plain_text
 
@@ -32,7 +37,7 @@ keep it, or drop it when it is vague, repeats another, has little support (stren
 near 0) or does not fit the profile.
 """
 
-# The weak candidate comes last, as in a real pool (ranked by evidence): a small model copies
+# The weak candidate comes last, as in a real pool (ranked by relevance): a small model copies
 # the example's positions, and must not learn to drop the second-strongest tag.
 _EXAMPLE_DATA = {
     "candidates": [
@@ -67,13 +72,9 @@ class Pooled:
     rationale: str
     evidence: tuple[str, ...]
     grounded: float  # share of the tag's words found in the user's data
-    strength: float  # weight of the evidence behind it
+    strength: float  # weight of the evidence the expert cited for it
     merged: tuple[str, ...] = ()  # tags folded into this one
-
-    @property
-    def score(self) -> float:
-        """The pool's own ranking, used when the LLM arbiter gives no usable answer."""
-        return self.strength * (0.5 + self.grounded)
+    relevance: float = -math.inf  # the pool's ranking: see ``relevance``
 
 
 def clean_tag(text: str) -> str | None:
@@ -84,13 +85,49 @@ def clean_tag(text: str) -> str | None:
     return tag if 2 <= len(tag.split()) <= 5 else None
 
 
+def scorer_for(embedder: TextEmbedder, sharpness: float = 10.0, backend: BackendChoice = "auto") -> Scorer:
+    """The arbiter's scorer: the embedder's dimensions plus the evidence-weight channel."""
+    return Scorer(padded_dim(embedder.dims + 1), sharpness=sharpness, backend=backend)
+
+
+def relevance(tags: Sequence[str], view: UserView, embedder: TextEmbedder, scorer: Scorer) -> list[float]:
+    """How strongly the user's behaviour supports each tag, whatever evidence an expert cited:
+    attention of the tag over the user's described evidence in the entity pool,
+
+        relevance(tag) = log sum_i w_i * exp(s * cos(tag, evidence_i))
+
+    with w_i the evidence's weight and s the scorer's sharpness. The weight rides in one
+    extra dimension of each entity (log(w_i) / s, against 1 in the query), so the score is
+    the kernel's plain dot product. -inf for every tag when nothing is described."""
+    items = [e for e in view.evidence if e.kind != "signal" and e.weight > 0]
+    if not tags or not items:
+        return [-math.inf] * len(tags)
+    d = embedder.dims
+    if scorer.dim < d + 1:
+        raise ValueError(f"the arbiter's scorer has dim {scorer.dim}; {embedder.name} needs at least {d + 1}")
+    rows = np.zeros((len(items), scorer.dim), np.float32)
+    rows[:, :d] = embedder.embed([e.text.casefold() for e in items])
+    rows[:, d] = [math.log(e.weight) / scorer.sharpness for e in items]
+    queries = np.zeros((1, len(tags), scorer.dim), np.float32)
+    queries[0, :, :d] = embedder.embed([t.casefold() for t in tags])
+    queries[0, :, d] = 1.0
+    key = f"arbiter\x1f{view.user_id}"  # one plan's entities, gone when it is scored
+    scorer.release([key])
+    try:
+        scorer.add([key] * len(items), rows)
+        return [float(r) for r in scorer.attend([key], queries).relevance[0]]
+    finally:
+        scorer.release([key])
+
+
 def pool_candidates(
     candidates: Sequence[Candidate],
     view: UserView,
     embedder: TextEmbedder,
+    scorer: Scorer,
     merge_at: float = MERGE_SIMILARITY,
 ) -> list[Pooled]:
-    """Clean, ground, merge and rank the experts' candidates (strongest first)."""
+    """Clean, ground, rank (most relevant first) and merge the experts' candidates."""
     vocabulary = view.vocabulary()
     weights = {e.id: e.weight for e in view.evidence}
     kept: list[Pooled] = []
@@ -103,11 +140,13 @@ def pool_candidates(
             continue  # nothing of it is in the user's data
         strength = sum(weights.get(i, 0.0) for i in c.evidence)
         kept.append(Pooled("", tag, plain_text(c.rationale, 200), c.evidence, share, strength))
-    kept.sort(key=lambda p: p.score, reverse=True)
     if not kept:
         return []
+    scored = relevance([p.tag for p in kept], view, embedder, scorer)
+    kept = [replace(p, relevance=r) for p, r in zip(kept, scored, strict=True)]
+    kept.sort(key=lambda p: p.relevance, reverse=True)
     sims = similarity(embedder, [p.tag.casefold() for p in kept])
-    merged: list[int] = []  # indices into kept, strongest first
+    merged: list[int] = []  # indices into kept, most relevant first
     folded: dict[int, list[int]] = {}
     for i, p in enumerate(kept):
         mine = set(words(p.tag))
@@ -126,7 +165,7 @@ def pool_candidates(
         strength = sum(weights.get(i, 0.0) for i in evidence)
         pool.append(
             Pooled(f"c{n + 1}", head.tag, head.rationale, evidence, head.grounded, strength,
-                   tuple(o.tag for o in others))
+                   tuple(o.tag for o in others), head.relevance)
         )  # fmt: skip
     return pool
 
@@ -145,8 +184,8 @@ def evidence_pool(view: UserView, max_tags: int) -> list[Pooled]:
 
 
 def parse_decisions(text: str, pool: Sequence[Pooled], max_tags: int) -> list[Pooled]:
-    """The pool entries the arbiter kept, strongest evidence first. The model decides what
-    stays; the ranking is the evidence's (a 0.5B model orders candidates close to at random)."""
+    """The pool entries the arbiter kept, most relevant first. The model decides what stays;
+    the ranking is the pool's (a 0.5B model orders candidates close to at random)."""
     try:
         answer = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -174,15 +213,18 @@ def arbiter_data(pool: Sequence[Pooled], view: UserView) -> dict[str, Any]:
 class Arbiter:
     """The decision arbiter agent."""
 
-    def __init__(self, llm: LLM, embedder: TextEmbedder, max_tags: int, retries: int = 2) -> None:
+    def __init__(
+        self, llm: LLM, embedder: TextEmbedder, max_tags: int, retries: int = 2, scorer: Scorer | None = None
+    ) -> None:
         self.llm = llm
         self.embedder = embedder
+        self.scorer = scorer or scorer_for(embedder)
         self.max_tags = max_tags
         self.retries = retries
 
     async def decide(self, candidates: Sequence[Candidate], view: UserView, cost: PlanCost) -> list[Pooled]:
         """The final tags, strongest first; empty when no candidate is grounded."""
-        pool = pool_candidates(candidates, view, self.embedder)
+        pool = pool_candidates(candidates, view, self.embedder, self.scorer)
         if not pool:
             pool = evidence_pool(view, self.max_tags)
             cost.repairs.append(f"arbiter: no grounded candidate; {len(pool)} tag(s) taken from the evidence")
@@ -200,5 +242,5 @@ class Arbiter:
                 view.user_id,
             )
         except StageFailed as exc:
-            cost.repairs.append(f"arbiter: ranked by evidence instead ({exc})")
+            cost.repairs.append(f"arbiter: the pool's ranking kept as it is ({exc})")
             return pool[: self.max_tags]

@@ -26,6 +26,7 @@ from agents.llm import LLM
 from agents.planner import STAGE as PLANNER_STAGE
 from agents.planner import Planner
 from agents.stage import PlanCost, StageFailed
+from kernels.scorer import Scorer
 from schemas.record import IntentRecord, IntentTag, ReplanRequest
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,15 @@ class IntentChain:
         max_tags: int,
         retries: int = 2,
         judge: bool = True,
+        scorer: Scorer | None = None,
     ) -> None:
+        """``scorer`` ranks the arbiter's candidates (``agents.arbiter.scorer_for``; made
+        here, with the backend for this machine, when not given)."""
         self.llm = llm
         self.max_tags = max_tags
         self.planner = Planner(llm, replace(PLANNER_STAGE, retries=retries))
         self.expert = Expert(llm, replace(EXPERT_STAGE, retries=retries))
-        self.arbiter = Arbiter(llm, embedder, max_tags, retries)
+        self.arbiter = Arbiter(llm, embedder, max_tags, retries, scorer)
         self.explainer = Explainer(llm, max_tags, retries)
         self.judge = Judge(llm, embedder, max_tags, retries) if judge else None
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from stream.entities import embed
+from stream.entities import DIMS, embed
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -26,6 +26,7 @@ class TextEmbedder(Protocol):
     """Unit vectors for texts, one row per text."""
 
     name: str
+    dims: int
 
     def embed(self, texts: Sequence[str]) -> Matrix: ...
 
@@ -34,6 +35,7 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 on the CPU, loaded on first use, answers cached by text."""
 
     name = "all-MiniLM-L6-v2"
+    dims = 384
 
     def __init__(self, cache_size: int = 50_000) -> None:
         self._cache: dict[str, npt.NDArray[np.float32]] = {}
@@ -54,7 +56,7 @@ class MiniLMEmbedder:
             vectors = self._model.encode(missing, normalize_embeddings=True, convert_to_numpy=True)
             self._cache.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, self.dims), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
 
 
@@ -62,10 +64,11 @@ class HashedEmbedder:
     """The stream's feature-hash embedding of words: no model, coarse but deterministic."""
 
     name = "feature-hash-64"
+    dims = DIMS
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         if not texts:
-            return np.zeros((0, 64), dtype=np.float32)
+            return np.zeros((0, self.dims), dtype=np.float32)
         return np.stack([embed(t) for t in texts])
 
 

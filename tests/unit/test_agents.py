@@ -4,12 +4,14 @@ the chain's retries and repairs, the V1 baseline, and user text kept as data."""
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
+import numpy as np
 import orjson
 import pytest
 
-from agents.arbiter import Arbiter, Pooled, evidence_pool, pool_candidates
+from agents.arbiter import Arbiter, Pooled, evidence_pool, pool_candidates, relevance, scorer_for
 from agents.chain import IntentChain, PlanFailed, PlanRejected
 from agents.embedding import HashedEmbedder
 from agents.evidence import grounding, user_view
@@ -27,6 +29,7 @@ from tests.helpers import NOW
 from tests.llm_double import ScriptedLLM, js
 
 EMBEDDER = HashedEmbedder()
+SCORER = scorer_for(EMBEDDER)
 
 
 def behaviour(text: str, action: str = "view", price: float | None = None) -> RecentBehavior:
@@ -194,10 +197,36 @@ def test_pool_drops_ungrounded_strips_markup_and_merges_near_duplicates() -> Non
         ],
         VIEW,
         EMBEDDER,
+        SCORER,
     )
-    assert [p.tag for p in pool] == ["garmin sports watch", "nike shoes"]
-    assert pool[0].merged == ("sports watch",)
+    assert {p.tag: p.merged for p in pool} == {"garmin sports watch": ("sports watch",), "nike shoes": ()}
     assert [p.id for p in pool] == ["c1", "c2"]
+    assert pool[0].relevance >= pool[1].relevance  # ranked
+
+
+def test_relevance_weighs_the_evidence_behind_a_tag_and_how_close_it_is() -> None:
+    garmin, nike, perfume = relevance(
+        ["garmin electronics", "nike sport", "luxury perfume"], VIEW, EMBEDDER, SCORER
+    )
+    assert garmin > nike  # as close to its item as nike to its own, but a cart beats two views
+    assert nike > perfume  # nothing in the data is like it
+    undescribed = user_view(request(), NOW)
+    assert relevance(["nike sport"], undescribed, EMBEDDER, SCORER) == [-math.inf]
+
+
+def test_relevance_is_log_sum_of_weight_times_exp_sharpness_cosine_within_fp8_error() -> None:
+    tags = ["garmin sports watch", "philips kettle", "nike running shoes", "rain boots"]
+    items = [e for e in VIEW.evidence if e.kind != "signal"]
+    cos = EMBEDDER.embed(tags) @ EMBEDDER.embed([e.text for e in items]).T
+    weights = np.array([e.weight for e in items])
+    exact = np.log((weights * np.exp(SCORER.sharpness * cos)).sum(axis=1))
+    assert np.allclose(relevance(tags, VIEW, EMBEDDER, SCORER), exact, atol=0.25)
+
+
+def test_relevance_is_the_same_through_the_triton_kernel() -> None:
+    tags = ["garmin sports watch", "philips kettle", "nike running shoes"]
+    on_triton = relevance(tags, VIEW, EMBEDDER, scorer_for(EMBEDDER, backend="triton"))  # interpreter here
+    assert np.allclose(on_triton, relevance(tags, VIEW, EMBEDDER, SCORER), rtol=2e-3)  # fp16 dots
 
 
 async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
@@ -208,7 +237,7 @@ async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
         candidate("garmin watch", "r1"),
     ]
     tags = await Arbiter(llm, EMBEDDER, max_tags=3).decide(candidates, VIEW, PlanCost())
-    pool = pool_candidates(candidates, VIEW, EMBEDDER)
+    pool = pool_candidates(candidates, VIEW, EMBEDDER, SCORER)
     assert [t.tag for t in tags] == [pool[0].tag, pool[2].tag]
     assert set(llm.calls[0].schema["required"]) == {"c1", "c2", "c3"}  # a decision on every candidate
 
@@ -221,7 +250,7 @@ async def test_arbiter_falls_back_to_evidence_ranking_after_bad_answers() -> Non
     )
     assert [t.tag for t in tags] == ["garmin watch", "nike shoes"]  # the cart outweighs two views
     assert len(llm.calls) == 3
-    assert "ranked by evidence" in cost.repairs[0]
+    assert "the pool's ranking kept as it is" in cost.repairs[0]
 
 
 async def test_a_single_candidate_needs_no_arbiter_call() -> None:
@@ -352,10 +381,14 @@ async def test_chain_turns_a_request_into_a_judged_versioned_record() -> None:
         for answer in EXPERT_OK
         for c in orjson.loads(answer)["candidates"]
     ]
-    pool = pool_candidates(candidates, VIEW, EMBEDDER)
+    pool = pool_candidates(candidates, VIEW, EMBEDDER, SCORER)
     assert [t.tag for t in record.tags] == [pool[0].tag, pool[2].tag]  # c2 dropped by the arbiter
-    garmin = next(t for t in record.tags if t.tag == "garmin sports watch")
-    assert garmin.explanation == "You looked at the garmin electronics watch recently."  # its own evidence
+    for tag, pooled in zip(
+        record.tags, (pool[0], pool[2]), strict=True
+    ):  # each explained by its own evidence
+        assert tag.explanation in {
+            f"You looked at the {e.text} recently." for e in VIEW.pick(pooled.evidence)
+        }
     assert record.version == record.context_version == 7
     assert record.verdict == "good"
     assert record.model == "scripted-test-double"
