@@ -84,11 +84,16 @@ def check_all() -> dict[str, Any]:
                 "wgmma_fp8": bool(re.search(r"wgmma\.mma_async[^\n]*e4m3", ptx)),
                 **_res_usage(compiled.asm["cubin"]),
             }
-    compiled = compile_sm90(k._paged_fp8_attn, paged_sig, {"D": 64, "PAGE": 32, "BLOCK_Q": 16}, num_warps=4)
-    results["paged_fp8_attn_d64"] = {
-        "wgmma": "wgmma" in compiled.asm["ptx"],
-        **_res_usage(compiled.asm["cubin"]),
-    }
+    # The scorer's shapes (16-entity pages): d64, the worker's drift test (the stream's entity
+    # vectors); d512, the arbiter's relevance (MiniLM's 384 dimensions and the weight channel).
+    for d in (64, 512):
+        compiled = compile_sm90(
+            k._paged_fp8_attn, paged_sig, {"D": d, "PAGE": 16, "BLOCK_Q": 16}, num_warps=4
+        )
+        results[f"paged_fp8_attn_d{d}"] = {
+            "wgmma": "wgmma" in compiled.asm["ptx"],
+            **_res_usage(compiled.asm["cubin"]),
+        }
     flash = [v for name, v in results.items() if name.startswith("flash")]
     return {
         "sm90_compiled": True,

@@ -52,7 +52,7 @@ class Scorer:
         sharpness: float = 10.0,
         window: int | None = None,
         backend: BackendChoice = "auto",
-        page_size: int = 32,
+        page_size: int = 16,  # the least a user with any history costs: 16 x (dim + 4) bytes
         pages: int = 1024,
     ) -> None:
         if dim & (dim - 1) or dim < 16:

@@ -4,7 +4,9 @@ On a machine without CUDA: the Triton kernels' error against the PyTorch referen
 the interpreter (with its rounding fixed), the PyTorch path's speed (users scored per second
 with 2,000 entities each), and the pool's memory against fp32. On CUDA: TFLOP/s of the
 forward kernel and of ``scaled_dot_product_attention`` in bf16 on the same shapes. Always:
-the sm_90 compile check (fp8 wgmma, spill bytes), run in a clean process.
+the sm_90 compile check (fp8 wgmma, spill bytes), run in a clean process, and the two
+uses in the pipeline through ``kernels.scorer.Scorer`` on this machine's backend: the
+worker's drift test (users measured per second) and the arbiter's relevance (ms per plan).
 """
 
 from __future__ import annotations
@@ -128,6 +130,42 @@ def _cuda_throughput(seqlen: int = 8192, heads: int = 16, d: int = 128, batch: i
     }
 
 
+def _pipeline_speed() -> dict[str, Any]:
+    """The scorer as the worker and the arbiter use it, on the backend chosen for this machine."""
+    import numpy as np
+
+    from kernels.scorer import Scorer
+    from stream.entities import DIMS
+
+    rng = np.random.default_rng(1)
+
+    def unit(*shape: int) -> Any:
+        x = rng.standard_normal(shape).astype(np.float32)
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    out: dict[str, Any] = {}
+    for history in (16, 256):  # a typical user of the shared logs, and the window's full length
+        scorer = Scorer(DIMS, window=256)
+        names = [f"u{i}" for i in range(4000)]
+        scorer.add([n for n in names for _ in range(history)], unit(len(names) * history, DIMS))
+        queries = unit(len(names), 2, DIMS)  # interest now and at the last plan
+        scorer.attend(names[:100], queries[:100])  # warm up
+        started = time.perf_counter()
+        for i in range(0, len(names), 2000):  # a batch's users at a time
+            scorer.attend(names[i : i + 2000], queries[i : i + 2000])
+        out[f"drift_users_per_s_at_{history}_entities"] = round(len(names) / (time.perf_counter() - started))
+    arbiter = Scorer(512)  # MiniLM's 384 dimensions and the weight channel, padded
+    plans = 200
+    started = time.perf_counter()
+    for i in range(plans):  # each plan: ~12 pieces of evidence, ~6 candidate tags
+        arbiter.add([f"p{i}"] * 12, unit(12, 512))
+        arbiter.attend([f"p{i}"], unit(1, 6, 512))
+        arbiter.release([f"p{i}"])
+    out["arbiter_relevance_ms_per_plan"] = round(1000 * (time.perf_counter() - started) / plans, 3)
+    out["pipeline_backend"] = arbiter.describe()
+    return out
+
+
 def bench_kernels(users: int = 2000, entities: int = 2000) -> dict[str, Any]:
     from kernels.compile_check import run_in_subprocess
 
@@ -150,5 +188,7 @@ def bench_kernels(users: int = 2000, entities: int = 2000) -> dict[str, Any]:
         result["cuda_throughput"] = "not measured: no GPU on this machine"
     say(f"PyTorch path: {users} users x {entities} entities ...")
     result.update(_torch_path_speed(users, entities, queries=8))
+    say("the scorer as the pipeline uses it: drift test, arbiter relevance ...")
+    result.update(_pipeline_speed())
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     return result

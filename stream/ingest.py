@@ -156,10 +156,12 @@ class ContextCounters:
     signals_applied: int = 0
     signals_fanned_out: int = 0  # users whose context a signal re-planned
     triggers: dict[str, int] = field(default_factory=dict)
+    drifts_measured: int = 0
     batches: int = 0
     # Where the batch loop's time goes, in seconds: apply (decode, update, trigger), write
     # (changelog and dead letters until acknowledged), commit (offsets).
     seconds_apply: float = 0.0
+    seconds_pool: float = 0.0  # of apply: growing the entity pool and measuring drift
     seconds_write: float = 0.0
     seconds_commit: float = 0.0
     first_batch_at: float = 0.0  # wall clock: the first batch received, the latest written
@@ -361,8 +363,10 @@ class ContextService:
                     self._request(ctx, decision)
         if not offsets:
             return None
+        pool_started = time.perf_counter()
         self._grow_pool(grown, seen_before, dirty)
         self._decide([ctx for _, ctx in dirty.values()], now_s)
+        self.counters.seconds_pool += time.perf_counter() - pool_started
         await self._dead_letter(dead)
         staged = _Staged(
             records=[(partition, ctx.user_id.encode(), ctx.to_bytes()) for partition, ctx in dirty.values()],
@@ -401,6 +405,7 @@ class ContextService:
             seed = sequence_entities(ctx, self.entities)
             self.scorer.add([ctx.user_id] * len(seed), seed)
         measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
+        self.counters.drifts_measured += len(wanted)
         requested = set()
         for ctx in ctxs:
             decision = self.policy.decide(ctx, now_s, drift=measured.get(ctx.user_id))
@@ -733,6 +738,11 @@ class ContextService:
                 "size": len(self.entities),
                 "hits": self.entities.hits,
                 "misses": self.entities.misses,
+            },
+            "entity_pool": {
+                "scorer": self.scorer.describe(),
+                "users": len(self.scorer.pool),
+                "bytes": self.scorer.memory_bytes(),
             },
         }
 

@@ -96,6 +96,11 @@ class WorkerCollector(Collector):
             {"apply": c.seconds_apply, "write": c.seconds_write, "commit": c.seconds_commit},
         )  # fmt: skip
         yield _labelled("trigger_decisions", "Re-plans decided, by reason.", "reason", dict(c.triggers))
+        yield _counter("drifts_measured", "Users whose drift the entity pool measured.", c.drifts_measured)
+        yield _counter("pool_seconds", "Of apply: growing the entity pool, measuring drift.", c.seconds_pool)
+        pool = GaugeMetricFamily("intentstream_entity_pool_bytes", "FP8 entity pool pages in use.")
+        pool.add_metric([], self.contexts.scorer.memory_bytes())
+        yield pool
         q = self.contexts.queue.counters
         yield _labelled(
             "replans", "Re-plan requests by outcome in the budgeted queue.", "outcome",

@@ -55,7 +55,7 @@ def test_results_keep_the_callers_order_however_users_are_grouped(monkeypatch: p
 
 def test_the_window_keeps_each_users_newest_entities() -> None:
     scorer = filled("torch", window=40)
-    assert scorer.pool.lengths == {"short": 3, "mid": 40, "long": 66}  # 130 - 2 whole pages of 32
+    assert scorer.pool.lengths == {"short": 3, "mid": 40, "long": 50}  # 130 - 5 whole pages of 16
     assert scorer.knows("long")
     assert not scorer.knows("nobody")
     scorer.release(["long"])
