@@ -388,22 +388,29 @@ class ContextService:
         rebalance) is seeded from what the context holds instead."""
         users: list[str] = []
         rows: list[Vector] = []
+        restored = []
         for user, vectors in grown.items():
             if seen_before[user] and not self.scorer.knows(user):
-                vectors = list(sequence_entities(dirty[user][1], self.entities))
-            users += [user] * len(vectors)
-            rows += vectors
+                restored.append(dirty[user][1])
+            else:
+                users += [user] * len(vectors)
+                rows += vectors
         if rows:
             self.scorer.add(users, np.stack(rows))
+        self._seed(restored)
+
+    def _seed(self, ctxs: list[UserContext]) -> None:
+        """Start the pool's sequence of each user with the entities their context holds."""
+        seeds = [(ctx.user_id, sequence_entities(ctx, self.entities)) for ctx in ctxs]
+        users = [user for user, rows in seeds for _ in range(len(rows))]
+        if users:
+            self.scorer.add(users, np.concatenate([rows for _, rows in seeds]))
 
     def _decide(self, ctxs: list[UserContext], now_s: float) -> set[str]:
         """The trigger for users whose context changed (or the sweep's): the drift of all who
         could re-plan measured at once, then each decided. Returns the users re-planned."""
         wanted = [ctx for ctx in ctxs if self.policy.wants_drift(ctx, now_s)]
-        unknown = [ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)]
-        for ctx in unknown:
-            seed = sequence_entities(ctx, self.entities)
-            self.scorer.add([ctx.user_id] * len(seed), seed)
+        self._seed([ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)])
         measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
         self.counters.drifts_measured += len(wanted)
         requested = set()
