@@ -144,7 +144,7 @@ def _pipeline_speed() -> dict[str, Any]:
         return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
     out: dict[str, Any] = {}
-    for history in (16, 256):  # a typical user of the shared logs, and the window's full length
+    for history in (16, 64, 256):  # a typical user of the shared logs ... the full default window
         scorer = Scorer(DIMS, window=256)
         names = [f"u{i}" for i in range(4000)]
         scorer.add([n for n in names for _ in range(history)], unit(len(names) * history, DIMS))
