@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     kernel_backend: Literal["auto", "triton", "torch"] = "auto"
     pool_window_entities: int = Field(256, ge=32, le=1_000_000)  # newest kept per user
     scorer_sharpness: float = Field(10.0, gt=0.0, le=100.0)  # softmax scale on cosines
+    # PyTorch CPU threads in a worker (the scorer's CPU path, the embedder). One: a worker
+    # shares its cores with its event loop and often with vLLM, and torch's spinning thread
+    # pool, measured under that contention, burnt 4.7x the CPU for the same pool work.
+    torch_threads: int = Field(1, ge=1, le=256)
 
     # The re-plan rule (stream/trigger.py) and the budget that matches LLM capacity.
     replan_every_n_events: int = Field(5, ge=1)

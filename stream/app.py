@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
+import torch
 from mode import CrashingSupervisor, Service
 from redis.exceptions import RedisError
 
@@ -245,6 +246,7 @@ def run_worker(
     loglevel: str = "info",
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
+    torch.set_num_threads(settings.torch_threads)
     asyncio.run(ensure_topics(endpoints.kafka_bootstrap, settings))
     scan = settings.scan_end_offsets or (
         settings.scan_end_offsets is None and settings.kafka_bootstrap is None
