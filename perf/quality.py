@@ -43,8 +43,8 @@ from agents.embedding import TextEmbedder
 from kernels.scorer import Scorer
 from schemas.events import BehaviorEvent
 from schemas.record import ReplanRequest
-from stream.context import ContextShape, UserContext, apply_event, drifts, event_entity, replan_request
-from stream.entities import EntityCache
+from stream.context import ContextShape, UserContext, apply_event, drifts, replan_request
+from stream.entities import EntityCache, Vector
 from stream.trigger import Decision, TriggerPolicy, mark_replanned
 
 NEXT_EVENTS = 5
@@ -173,8 +173,9 @@ def snapshots(
         while due and event.ts > due[-1][0]:
             at, name = due.pop()
             taken[name] = _request(ctx, "batch", at)
-        if apply_event(ctx, event, shape, entities) and (vector := event_entity(event, entities)) is not None:
-            scorer.add([ctx.user_id], vector[None])
+        grown: list[Vector] = []
+        if apply_event(ctx, event, shape, entities, sequence=grown) and grown:
+            scorer.add([ctx.user_id], grown[0][None])
         decision = decide(now_s, event)
         if decision is not None:
             mark_replanned(ctx, now_s)

@@ -159,9 +159,12 @@ def apply_event(
     shape: ContextShape,
     entities: EntityCache,
     position: tuple[int, int] | None = None,
+    sequence: list[Vector] | None = None,
 ) -> bool:
     """Fold one behaviour into ``ctx`` in place. ``position`` is the message's (partition,
-    offset). Returns False, changing nothing, for a message or event already applied."""
+    offset). Returns False, changing nothing, for a message or event already applied. The
+    event's entity vector, when it has one, is appended to ``sequence`` (the worker grows the
+    user's behaviour sequence in the entity pool with it)."""
     if position is not None:
         partition, offset = str(position[0]), position[1]
         if offset <= ctx.offsets.get(partition, -1):
@@ -196,6 +199,8 @@ def apply_event(
         behaviour["item"] = event.item_id
     vector = event_entity(event, entities)
     if vector is not None:
+        if sequence is not None:
+            sequence.append(vector)
         weight = ACTION_WEIGHT[action]
         if ts >= ctx.interest_ts:
             if ts > ctx.interest_ts:

@@ -54,7 +54,6 @@ from stream.context import (
     apply_event,
     concerns,
     drifts,
-    event_entity,
     replan_request,
     sequence_entities,
     signals_for,
@@ -351,14 +350,13 @@ class ContextService:
                 if ctx is None:
                     ctx = owned[event.user_id] = UserContext(event.user_id)
                 seen_before.setdefault(event.user_id, ctx.version)
-                if not apply_event(ctx, event, self.shape, self.entities, (tp.partition, record.offset)):
+                position = (tp.partition, record.offset)
+                if not apply_event(ctx, event, self.shape, self.entities, position, grown[event.user_id]):
                     self.counters.duplicates += 1
                     continue
                 self.counters.applied += 1
                 produced_ms.append(record.timestamp)
                 dirty[event.user_id] = (tp.partition, ctx)
-                if (vector := event_entity(event, self.entities)) is not None:
-                    grown[event.user_id].append(vector)
                 if self.policy.urgent(event) and (decision := self.policy.decide(ctx, now_s, event=event)):
                     self._request(ctx, decision)
         if not offsets:
@@ -390,6 +388,8 @@ class ContextService:
         rows: list[Vector] = []
         restored = []
         for user, vectors in grown.items():
+            if not vectors:
+                continue  # duplicates or undescribed events only
             if seen_before[user] and not self.scorer.knows(user):
                 restored.append(dirty[user][1])
             else:

@@ -10,7 +10,7 @@ import numpy as np
 
 from intentstream.settings import Settings
 from schemas.events import BehaviorEvent
-from stream.context import UserContext, apply_event, event_entity
+from stream.context import UserContext, apply_event
 from stream.ingest import ContextService
 from stream.trigger import mark_replanned
 from tests.helpers import event_dict
@@ -31,12 +31,12 @@ def batch(svc: ContextService, ctx: UserContext, events: list[BehaviorEvent], no
     """What ``apply_batch`` does with one user's events, after decoding them."""
     before = {ctx.user_id: ctx.version}
     grown: dict[str, list[np.ndarray]] = {ctx.user_id: []}
+    dirty = {}
     for e in events:
-        assert apply_event(ctx, e, svc.shape, svc.entities)
-        if (vector := event_entity(e, svc.entities)) is not None:
-            grown[ctx.user_id].append(vector)
-    svc._grow_pool(grown, before, {ctx.user_id: (0, ctx)})
-    return svc._decide([ctx], now_s)
+        if apply_event(ctx, e, svc.shape, svc.entities, sequence=grown[ctx.user_id]):
+            dirty[ctx.user_id] = (0, ctx)
+    svc._grow_pool(grown, before, dirty)
+    return svc._decide([c for _, c in dirty.values()], now_s)
 
 
 def events(first: int, n: int, **fields: str) -> list[BehaviorEvent]:
@@ -64,6 +64,11 @@ def test_a_restored_context_reseeds_the_pool_instead_of_drifting(tmp_path: Path)
     assert not after.scorer.knows("u1")
     assert batch(after, restored, events(40, 2), 1100.0) == set()  # phones still: no drift
     assert after.scorer.pool.lengths["u1"] == len(restored.interests) + len(restored.recent)
+    # A redelivered batch (only events already applied) changes nothing, pool included.
+    redelivered = UserContext.from_bytes(restored.to_bytes())
+    again = service(tmp_path)
+    assert batch(again, redelivered, events(40, 2), 1100.0) == set()
+    assert not again.scorer.knows("u1")
     # A restored user the sweep measures before any new event is seeded as well.
     swept = UserContext.from_bytes(restored.to_bytes())
     fresh = service(tmp_path)
