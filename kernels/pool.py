@@ -10,6 +10,7 @@ The pipeline reaches the pool through ``kernels.scorer.Scorer``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,21 +128,22 @@ class EntityPool:
         if not len(users):
             return
         rows, scales = quantize_rows(vectors.to(self.device))
-        at_page, at_slot = [], []
-        for user in users:
+        page = self.page_size
+        flat: list[int] = []  # row i goes to slot flat[i] of the pages seen as one long row list
+        for user, run in itertools.groupby(users):
             table = self.tables.setdefault(user, [])
             length = self.lengths.get(user, 0)
-            slot = length % self.page_size
-            if slot == 0:
-                if not self._free:
-                    self._grow()
-                table.append(self._free.pop())
-            at_page.append(table[-1])
-            at_slot.append(slot)
-            self.lengths[user] = length + 1
-        where = (torch.tensor(at_page, device=self.device), torch.tensor(at_slot, device=self.device))
-        self.pages[where] = rows
-        self.scales[where] = scales
+            n = sum(1 for _ in run)
+            for position in range(length, length + n):
+                if position % page == 0:
+                    if not self._free:
+                        self._grow()
+                    table.append(self._free.pop())
+                flat.append(table[-1] * page + position % page)
+            self.lengths[user] = length + n
+        index = torch.tensor(flat, device=self.device)
+        self.pages.view(-1, self.dim)[index] = rows
+        self.scales.view(-1)[index] = scales
 
     def trim(self, user: str, keep: int) -> None:
         """Forget the user's oldest whole pages while at least ``keep`` entities remain

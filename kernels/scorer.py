@@ -83,7 +83,9 @@ class Scorer:
         """Row i of ``rows`` is a new entity of ``users[i]``, in order of arrival."""
         self.pool.append_many(users, torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)))
         if self.window:
-            for user in set(users):
+            longest = self.window + self.pool.page_size  # below it, trim has nothing to drop
+            lengths = self.pool.lengths
+            for user in {u for u in users if lengths[u] >= longest}:
                 self.pool.trim(user, self.window)
 
     def release(self, users: Iterable[str]) -> None:
