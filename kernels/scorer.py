@@ -12,7 +12,6 @@ PyTorch path otherwise, so the pipeline runs the same everywhere.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,8 +20,6 @@ import numpy.typing as npt
 import torch
 
 from kernels.pool import Backend, BackendChoice, EntityPool, pick_backend
-
-log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.arbiter import scorer_for
 from agents.chain import JUDGE_STAGES, IntentChain, PlanFailed, PlanRejected
 from agents.embedding import MiniLMEmbedder
 from agents.evidence import user_view
@@ -117,7 +118,10 @@ async def _run(
     llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
     embedder = MiniLMEmbedder()
     tags = settings.tags_per_user
-    chain = IntentChain(llm, embedder, max_tags=tags, retries=settings.llm_max_retries, judge=True)
+    scorer = scorer_for(embedder, settings.scorer_sharpness, settings.kernel_backend)
+    chain = IntentChain(
+        llm, embedder, max_tags=tags, retries=settings.llm_max_retries, judge=True, scorer=scorer
+    )
     v1 = V1Baseline(llm, max_tags=tags, retries=settings.llm_max_retries)
     judge = Judge(llm, embedder, max_tags=tags, retries=settings.llm_max_retries)
     tokenizer = load_tokenizer(settings)

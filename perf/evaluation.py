@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agents.arbiter import scorer_for
 from agents.chain import IntentChain, PlanFailed
 from agents.embedding import MiniLMEmbedder
 from agents.evidence import user_view
@@ -235,7 +236,12 @@ async def _score(
     await wait_until_ready(base_url, 120)
     llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
     chain = IntentChain(
-        llm, embedder, max_tags=settings.tags_per_user, retries=settings.llm_max_retries, judge=False
+        llm,
+        embedder,
+        max_tags=settings.tags_per_user,
+        retries=settings.llm_max_retries,
+        judge=False,
+        scorer=scorer_for(embedder, settings.scorer_sharpness, settings.kernel_backend),
     )
     tagger = ChainTagger(chain)
     started = time.monotonic()
