@@ -112,7 +112,6 @@ def relevance(tags: Sequence[str], view: UserView, embedder: TextEmbedder, score
     queries[0, :, :d] = embedder.embed([t.casefold() for t in tags])
     queries[0, :, d] = 1.0
     key = f"arbiter\x1f{view.user_id}"  # one plan's entities, gone when it is scored
-    scorer.release([key])
     try:
         scorer.add([key] * len(items), rows)
         return [float(r) for r in scorer.attend([key], queries).relevance[0]]

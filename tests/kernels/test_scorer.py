@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import kernels.scorer
 from kernels.scorer import Scorer, padded_dim
@@ -22,10 +23,12 @@ def filled(backend: str, window: int | None = None) -> Scorer:
     return scorer
 
 
-def test_on_a_machine_without_cuda_the_scorer_runs_on_pytorch() -> None:
+def test_the_backend_follows_the_machine_unless_the_settings_say() -> None:
+    on_cuda = torch.cuda.is_available()
     scorer = Scorer(64)
-    assert scorer.backend == "torch"
-    assert "torch on cpu" in scorer.describe()
+    assert scorer.backend == ("triton" if on_cuda else "torch")
+    assert ("triton on cuda" if on_cuda else "torch on cpu") in scorer.describe()
+    assert Scorer(64, backend="torch").describe().startswith("torch on cpu")
 
 
 def test_triton_and_pytorch_backends_give_the_same_readouts_and_relevance() -> None:
