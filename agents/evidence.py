@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from schemas.events import ACTION_WEIGHT, Action
 from schemas.record import ReplanRequest
 
 EvidenceKind = Literal["recent", "earlier", "signal"]
 
-# How strongly one action shows an interest (a purchase says more than a glance).
-ACTION_WEIGHT = {"purchase": 3.0, "cart": 2.5, "search": 2.0, "favourite": 1.5, "click": 1.2, "view": 1.0}
 
 _WORD = re.compile(r"[^\W_]+")
 # Words that say nothing about what a shopper wants; never count as grounding.
@@ -34,6 +33,11 @@ STOPWORDS = frozenset(
 def words(text: str) -> list[str]:
     """Lower-case content words (letters and digits, length 3 or more, no stopwords)."""
     return [w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in STOPWORDS]
+
+
+def weighed(counts: dict[str, int]) -> float:
+    """How strongly counts by action show an interest (an unknown action counts as a view)."""
+    return sum(ACTION_WEIGHT.get(a, ACTION_WEIGHT[Action.VIEW]) * n for a, n in counts.items())
 
 
 def stem(word: str) -> str:
@@ -131,14 +135,14 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
             prices[b.text] = round(b.price, 2)
     evidence: list[Evidence] = []
     for rank, (text, counts) in enumerate(reversed(recent.items())):
-        weight = sum(ACTION_WEIGHT.get(a, 1.0) * n for a, n in counts.items()) * 0.9**rank
+        weight = weighed(counts) * 0.9**rank
         evidence.append(Evidence(f"r{rank + 1}", "recent", text, counts, prices.get(text), weight))
     for rank, interest in enumerate(request.interests):
         price: float | str | None = None
         if interest.price_low is not None and interest.price_high is not None:
             low, high = round(interest.price_low), round(interest.price_high)
             price = low if low == high else f"{low}-{high}"
-        weight = sum(ACTION_WEIGHT.get(a, 1.0) * n for a, n in interest.counts.items()) * 0.5 * 0.9**rank
+        weight = weighed(interest.counts) * 0.5 * 0.9**rank
         evidence.append(
             Evidence(f"h{rank + 1}", "earlier", interest.text, dict(interest.counts), price, weight)
         )

@@ -10,14 +10,14 @@ again; after the retries it is replaced by one built from the evidence (a repair
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
 
 from agents.arbiter import Pooled
-from agents.evidence import ACTION_WEIGHT, Evidence, UserView, grounding, season, stem, words
+from agents.evidence import Evidence, UserView, grounding, season, stem, words
 from agents.llm import LLM
 from agents.prompts import (
     INSTRUCTION_LIKE,
@@ -28,6 +28,7 @@ from agents.prompts import (
     system_prompt,
 )
 from agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
+from schemas.events import ACTION_WEIGHT, Action
 from schemas.record import EXPLANATION_MAX_CHARS
 from schemas.text import sentence_text
 
@@ -192,15 +193,18 @@ def evidence_sentence(evidence: Sequence[Evidence]) -> str:
     return sentence_text("You " + " and ".join(parts) + ".", EXPLANATION_MAX_CHARS)
 
 
-_DONE = {"view": "viewed", "click": "clicked", "favourite": "saved", "cart": "put in the cart",
-         "purchase": "bought", "search": "searched for"}  # fmt: skip
+# What a shopper did, in words; every ``Action`` has its phrase (a test checks the enum).
+DONE: Mapping[str, str] = {
+    Action.VIEW: "viewed", Action.CLICK: "clicked", Action.FAVOURITE: "saved",
+    Action.CART: "put in the cart", Action.PURCHASE: "bought", Action.SEARCH: "searched for",
+}  # fmt: skip
 
 
 def did(e: Evidence) -> str:
     """What the shopper did with an item, in words: "viewed 3 times, put in the cart"."""
     done = []
     for action, n in sorted(e.counts.items(), key=lambda an: -ACTION_WEIGHT.get(an[0], 1.0)):
-        verb = _DONE.get(action, "viewed")
+        verb = DONE.get(action, DONE[Action.VIEW])
         done.append(verb if n == 1 else f"{verb} {n} times")
     return ", ".join(done)
 

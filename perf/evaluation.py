@@ -45,7 +45,7 @@ from perf.quality import (
 )
 from schemas.events import BehaviorEvent
 from schemas.record import ReplanRequest
-from stream.ingest import policy_of, scorer_of, shape_of
+from stream.batch import policy_of, scorer_of, shape_of
 
 CUTOFFS = (1, 3, 5, 10, 30)
 LABELS = {

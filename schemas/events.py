@@ -7,9 +7,11 @@ and stripped of control characters here, and prompts quote it inside delimited J
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from types import MappingProxyType
+from typing import Annotated, Final, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -24,7 +26,10 @@ ItemText = Annotated[str, AfterValidator(lambda s: clean_text(s, 256))]
 
 def _aware(ts: datetime) -> datetime:
     """Naive timestamps are taken as UTC; everything inside is UTC."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    try:
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: before the first day UTC can hold
+        raise ValueError("a time outside the range of UTC dates (years 1-9999)") from None
 
 
 UtcTime = Annotated[datetime, AfterValidator(_aware)]
@@ -39,6 +44,23 @@ class Action(StrEnum):
     CART = "cart"
     PURCHASE = "purchase"
     SEARCH = "search"
+
+
+# How strongly one action shows an interest (a purchase says more than a glance): the one
+# table the context's interest weights, the trigger and the agents' evidence all read.
+# Keyed by the enum; a plain ``str`` (as contexts keep actions) finds the same entry.
+ACTION_WEIGHT: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        Action.VIEW: 1.0,
+        Action.CLICK: 1.2,
+        Action.FAVOURITE: 2.0,
+        Action.SEARCH: 2.0,
+        Action.CART: 3.0,
+        Action.PURCHASE: 4.0,
+    }
+)
+if _missing := set(Action) - set(ACTION_WEIGHT):  # a new action must say how much it weighs
+    raise ImportError(f"schemas.events.ACTION_WEIGHT has no weight for {sorted(_missing)}")
 
 
 class _Message(BaseModel):

@@ -26,12 +26,13 @@ from redis.exceptions import RedisError
 from agents.arbiter import scorer_for
 from agents.chain import IntentChain, PlanFailed, PlanRejected
 from agents.embedding import embedder_for
-from agents.llm import OpenAICompatibleLLM
+from agents.llm import LLMError, OpenAICompatibleLLM
 from deploy.stack import Endpoints
 from intentstream.logs import json_logging_config
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
 from schemas.codec import InvalidMessage, decode_replan, decode_signal
+from stream.batch import APPLY_FAILED, dead_letter_headers
 from stream.ingest import ContextService
 from stream.metrics import PlannerCounters
 from stream.metrics import serve as serve_metrics
@@ -85,25 +86,30 @@ def build_app(
             serve_metrics(contexts, counters, contexts.health, settings.metrics_host, settings.metrics_port)
             log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
-    async def dead_letter(message: Any, error: InvalidMessage) -> None:
+    async def dead_letter(message: Any, reason: str, detail: str, message_id: str | None = None) -> None:
         """Park the original bytes with the reason; the stream goes on."""
-        counters.dead_lettered[error.reason] = counters.dead_lettered.get(error.reason, 0) + 1
+        counters.dead_lettered[reason] = counters.dead_lettered.get(reason, 0) + 1
         source = f"{message.topic}/{message.partition}/{message.offset}"
         log.warning(
-            "dead-lettered %s: %s",
+            "dead-lettered %s: %s: %s",
             source,
-            error,
-            extra={"event_id": error.message_id, "reason": error.reason, "source": source},
+            reason,
+            detail,
+            extra={"event_id": message_id, "reason": reason, "source": source},
         )
         await dead_letters.send(
-            key=message.key,
-            value=message.value,
-            headers={
-                "reason": error.reason.encode(),
-                "detail": error.detail.encode(),
-                "source": f"{message.topic}/{message.partition}/{message.offset}".encode(),
-            },
+            key=message.key, value=message.value, headers=dict(dead_letter_headers(reason, detail, source))
         )
+
+    async def invalid(message: Any, error: InvalidMessage) -> None:
+        await dead_letter(message, error.reason, error.detail, error.message_id)
+
+    async def failed(message: Any, error: Exception) -> None:
+        """A message whose handling raised what no check foresaw: it alone is parked."""
+        log.error(
+            "handling %s/%d/%d failed", message.topic, message.partition, message.offset, exc_info=error
+        )
+        await dead_letter(message, APPLY_FAILED, f"{type(error).__name__}: {error}"[:500])
 
     # An unexpected error crashes the app, so the worker stops (seen: exit code 1) instead of
     # faust's default of restarting the agent in a loop that silently applies nothing.
@@ -118,7 +124,10 @@ def build_app(
                     max_future_skew=skew,
                 )
             except InvalidMessage as exc:
-                await dead_letter(event.message, exc)
+                await invalid(event.message, exc)
+                continue
+            except Exception as exc:  # a value the codec did not foresee: one message's problem
+                await failed(event.message, exc)
                 continue
             signals[signal.signal_id] = event.value
 
@@ -167,7 +176,7 @@ def build_app(
                 try:
                     request = decode_replan(event.value)
                 except InvalidMessage as exc:
-                    await dead_letter(event.message, exc)
+                    await invalid(event.message, exc)
                     continue
                 # A newer plan already landed (redelivery, or a later request overtook this one).
                 if await store.version(request.user_id) >= request.context_version:
@@ -182,6 +191,8 @@ def build_app(
                         "%s; the user keeps the previous record", exc, extra={"user_id": request.user_id}
                     )
                     continue
+                except (RedisError, OSError, LLMError):
+                    raise  # infrastructure: the worker stops with a clear error
                 except PlanRejected as exc:
                     counters.book(exc.cost)
                     counters.plans_rejected_judge += 1
@@ -189,6 +200,9 @@ def build_app(
                     log.warning(
                         "%s; the user keeps the previous record", exc, extra={"user_id": request.user_id}
                     )
+                    continue
+                except Exception as exc:  # a request the chain cannot handle: it alone is parked
+                    await failed(event.message, exc)
                     continue
                 record, cost = plan.record, plan.cost
                 counters.book(cost)

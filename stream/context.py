@@ -25,27 +25,19 @@ import base64
 import math
 import zlib
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from schemas.events import Action, BehaviorEvent, EnvSignal
+from schemas.events import ACTION_WEIGHT, BehaviorEvent, EnvSignal
 from schemas.record import ActiveSignal, Interest, RecentBehavior, ReplanRequest
 from stream.entities import DIMS, EntityCache, Vector
 
 if TYPE_CHECKING:
     from kernels.scorer import Scorer
-
-ACTION_WEIGHT = {
-    Action.VIEW.value: 1.0,
-    Action.SEARCH.value: 2.0,
-    Action.CART.value: 3.0,
-    Action.PURCHASE.value: 4.0,
-}
-
 
 HALF_LIFE_S = 3600.0
 
@@ -96,6 +88,26 @@ class UserContext:
     signals_seen: list[str] = field(default_factory=list)  # signal ids that already re-planned
     # Not serialized: the interest clusters' vectors, one row each, rebuilt when needed.
     cluster_matrix: Vector | None = field(default=None, repr=False, compare=False)
+
+    def copy(self) -> UserContext:
+        """An independent copy (what one event's update may change is copied, not shared)."""
+        return replace(
+            self,
+            counts=dict(self.counts),
+            recent=list(self.recent),  # behaviours are replaced, never edited
+            interests=[replace(c, counts=dict(c.counts)) for c in self.interests],
+            interest=self.interest.copy(),
+            seen=list(self.seen),
+            offsets=dict(self.offsets),
+            plan_interest=self.plan_interest.copy(),
+            signals_seen=list(self.signals_seen),
+            cluster_matrix=None,
+        )
+
+    def reset(self, other: UserContext) -> None:
+        """Become ``other`` in place (whoever holds this object sees the change)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(other, f.name))
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(

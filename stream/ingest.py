@@ -33,7 +33,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +45,18 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from intentstream.settings import Settings
-from kernels.scorer import Scorer
-from schemas.codec import InvalidMessage, decode_event, encode
+from schemas.codec import encode
 from schemas.events import EnvSignal
+from stream.batch import BatchPath, DeadLetter, Message, dead_letter_headers
 from stream.context import (
-    ContextShape,
     UserContext,
-    apply_event,
     concerns,
-    drifts,
     replan_request,
-    sequence_entities,
     signals_for,
 )
-from stream.entities import DIMS, EntityCache, Vector
 from stream.metrics import Health
 from stream.tansu import scanned_end_offsets
-from stream.trigger import Decision, ReplanQueue, TriggerPolicy, mark_replanned
+from stream.trigger import Decision, ReplanQueue, mark_replanned
 
 log = logging.getLogger("intentstream.contexts")
 
@@ -76,35 +71,6 @@ def contexts_changelog(settings: Settings) -> str:
 
 def signals_changelog(settings: Settings) -> str:
     return f"{settings.app_id}-signals-changelog"
-
-
-def shape_of(settings: Settings) -> ContextShape:
-    return ContextShape(
-        recent=settings.context_recent_events,
-        max_interests=settings.context_max_interests,
-        seen_ids=settings.context_seen_ids,
-        join_similarity=settings.context_join_similarity,
-        half_life_s=settings.interest_half_life_s,
-    )
-
-
-def policy_of(settings: Settings) -> TriggerPolicy:
-    return TriggerPolicy(
-        every_n_events=settings.replan_every_n_events,
-        cooldown_s=settings.replan_cooldown_s,
-        drift_threshold=settings.replan_drift_threshold,
-        stale_after_s=settings.replan_stale_after_s,
-    )
-
-
-def scorer_of(settings: Settings) -> Scorer:
-    """The entity pool and scorer over the stream's entity vectors, backend chosen now."""
-    return Scorer(
-        DIMS,
-        sharpness=settings.scorer_sharpness,
-        window=settings.pool_window_entities,
-        backend=settings.kernel_backend,
-    )
 
 
 class Freshness:
@@ -193,10 +159,10 @@ class ContextService:
         self.settings = settings
         self.bootstrap = bootstrap
         self.scan_end_offsets = scan_end_offsets
-        self.shape = shape_of(settings)
-        self.policy = policy_of(settings)
-        self.entities = EntityCache()
-        self.scorer = scorer_of(settings)
+        self.path = BatchPath.from_settings(settings)
+        self.policy = self.path.policy
+        self.entities = self.path.entities
+        self.scorer = self.path.scorer
         log.info("entity pool and scorer: %s", self.scorer.describe())
         self.counters = ContextCounters()
         self.freshness = Freshness()
@@ -210,7 +176,6 @@ class ContextService:
         )
         self._lock = asyncio.Lock()
         self._changelog = contexts_changelog(settings)
-        self._skew = timedelta(seconds=settings.max_future_skew_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: _Staged | None = None
         self._consuming = False
@@ -314,112 +279,40 @@ class ContextService:
     async def apply_batch(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> _Staged | None:
-        """Apply a batch and send the changed contexts to the changelog (not yet awaited).
-        Records of partitions revoked meanwhile are skipped: their new owner reads them."""
+        """Apply a batch (``BatchPath.apply``), request its re-plans, dead-letter what it
+        could not apply and send the changed contexts to the changelog (not yet awaited)."""
         started = time.perf_counter()
         now = datetime.now(UTC)
-        now_s = now.timestamp()
-        self.counters.first_batch_at = self.counters.first_batch_at or now_s
-        dirty: dict[str, tuple[int, UserContext]] = {}
-        seen_before: dict[str, int] = {}  # user -> context version before this batch
-        grown: dict[str, list[Vector]] = defaultdict(list)  # user -> new entity vectors
-        dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidMessage]] = []
-        offsets: dict[TopicPartition, int] = {}
-        produced_ms: list[float] = []
+        self.counters.first_batch_at = self.counters.first_batch_at or now.timestamp()
+        messages = []
+        topic_of: dict[int, TopicPartition] = {}
         for tp, records in batch.items():
-            owned = self.contexts.get(tp.partition)
-            if owned is None:
-                continue
+            topic_of[tp.partition] = tp
             end = self._consumer.highwater(tp)
-            if end is not None and records:
+            if end is not None and records and tp.partition in self.contexts:
                 self.lag[tp.partition] = max(0, end - records[-1].offset - 1)
-            for record in records:
-                offsets[tp] = record.offset + 1
-                try:
-                    event = decode_event(
-                        record.value or b"",
-                        now=now,
-                        key=record.key,
-                        max_bytes=self.settings.max_event_bytes,
-                        max_future_skew=self._skew,
-                    )
-                except InvalidMessage as exc:
-                    dead.append((record, exc))
-                    continue
-                ctx = owned.get(event.user_id)
-                if ctx is None:
-                    ctx = owned[event.user_id] = UserContext(event.user_id)
-                seen_before.setdefault(event.user_id, ctx.version)
-                position = (tp.partition, record.offset)
-                if not apply_event(ctx, event, self.shape, self.entities, position, grown[event.user_id]):
-                    self.counters.duplicates += 1
-                    continue
-                self.counters.applied += 1
-                produced_ms.append(record.timestamp)
-                dirty[event.user_id] = (tp.partition, ctx)
-                if self.policy.urgent(event) and (decision := self.policy.decide(ctx, now_s, event=event)):
-                    self._request(ctx, decision)
-        if not offsets:
+            messages += [
+                Message(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records
+            ]
+        outcome = self.path.apply(self.contexts, messages, now)
+        if not outcome.offsets:
             return None
-        pool_started = time.perf_counter()
-        self._grow_pool(grown, seen_before, dirty)
-        self._decide([ctx for _, ctx in dirty.values()], now_s)
-        self.counters.seconds_pool += time.perf_counter() - pool_started
-        await self._dead_letter(dead)
+        c = self.counters
+        c.applied += outcome.applied
+        c.duplicates += outcome.duplicates
+        c.drifts_measured += outcome.drifts_measured
+        c.seconds_pool += outcome.seconds_pool
+        for user, decision in outcome.decisions.items():
+            self._request(outcome.changed[user][1], decision)
+        await self._dead_letter(outcome.dead)
         staged = _Staged(
-            records=[(partition, ctx.user_id.encode(), ctx.to_bytes()) for partition, ctx in dirty.values()],
-            offsets=offsets,
-            produced_ms=produced_ms,
+            records=[(p, ctx.user_id.encode(), ctx.to_bytes()) for p, ctx in outcome.changed.values()],
+            offsets={topic_of[p]: offset for p, offset in outcome.offsets.items()},
+            produced_ms=outcome.produced_ms,
             apply_s=time.perf_counter() - started,
         )
         await self._send(staged)
         return staged
-
-    def _grow_pool(
-        self,
-        grown: dict[str, list[Vector]],
-        seen_before: dict[str, int],
-        dirty: dict[str, tuple[int, UserContext]],
-    ) -> None:
-        """Append the batch's new entities to their users' sequences in the pool. A user the
-        pool does not know but whose context has history (restored after a restart or a
-        rebalance) is seeded from what the context holds instead."""
-        users: list[str] = []
-        rows: list[Vector] = []
-        restored = []
-        for user, vectors in grown.items():
-            if not vectors:
-                continue  # duplicates or undescribed events only
-            if seen_before[user] and not self.scorer.knows(user):
-                restored.append(dirty[user][1])
-            else:
-                users += [user] * len(vectors)
-                rows += vectors
-        if rows:
-            self.scorer.add(users, np.stack(rows))
-        self._seed(restored)
-
-    def _seed(self, ctxs: list[UserContext]) -> None:
-        """Start the pool's sequence of each user with the entities their context holds."""
-        seeds = [(ctx.user_id, sequence_entities(ctx, self.entities)) for ctx in ctxs]
-        users = [user for user, rows in seeds for _ in range(len(rows))]
-        if users:
-            self.scorer.add(users, np.concatenate([rows for _, rows in seeds]))
-
-    def _decide(self, ctxs: list[UserContext], now_s: float) -> set[str]:
-        """The trigger for users whose context changed (or the sweep's): the drift of all who
-        could re-plan measured at once, then each decided. Returns the users re-planned."""
-        wanted = [ctx for ctx in ctxs if self.policy.wants_drift(ctx, now_s)]
-        self._seed([ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)])
-        measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
-        self.counters.drifts_measured += len(wanted)
-        requested = set()
-        for ctx in ctxs:
-            decision = self.policy.decide(ctx, now_s, drift=measured.get(ctx.user_id))
-            if decision is not None:
-                self._request(ctx, decision)
-                requested.add(ctx.user_id)
-        return requested
 
     async def _send(self, staged: _Staged) -> None:
         futures = [
@@ -496,28 +389,25 @@ class ContextService:
                 log.warning("changelog write failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)
 
-    async def _dead_letter(self, dead: list[tuple[ConsumerRecord[bytes, bytes], InvalidMessage]]) -> None:
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        """Park each message's original bytes and key with the reason; the stream goes on."""
         futures = []
-        for record, error in dead:
-            reason = error.reason
-            self.counters.dead_lettered[reason] = self.counters.dead_lettered.get(reason, 0) + 1
-            source = f"{record.topic}/{record.partition}/{record.offset}"
+        for letter in dead:
+            source = letter.message.source
+            self.counters.dead_lettered[letter.reason] = self.counters.dead_lettered.get(letter.reason, 0) + 1
             log.warning(
-                "dead-lettered %s: %s",
+                "dead-lettered %s: %s: %s",
                 source,
-                error,
-                extra={"event_id": error.message_id, "reason": reason, "source": source},
+                letter.reason,
+                letter.detail,
+                extra={"event_id": letter.message_id, "reason": letter.reason, "source": source},
             )
             futures.append(
                 await self._producer.send(
                     self.settings.topic_dead_letters,
-                    record.value,
-                    key=record.key,
-                    headers=[
-                        ("reason", reason.encode()),
-                        ("detail", error.detail.encode()),
-                        ("source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
-                    ],
+                    letter.message.value,
+                    key=letter.message.key,
+                    headers=dead_letter_headers(letter.reason, letter.detail, source),
                 )
             )
         await asyncio.gather(*futures)
@@ -593,8 +483,12 @@ class ContextService:
                         for partition, user in users[start : start + 2000]
                         if (ctx := self.contexts.get(partition, {}).get(user)) is not None
                     ]
-                    requested = self._decide([ctx for _, ctx in found], now_s)
-                    await self._write([(p, ctx) for p, ctx in found if ctx.user_id in requested])
+                    measured, decisions = self.path.decide([ctx for _, ctx in found], now_s)
+                    self.counters.drifts_measured += measured
+                    requested = [(p, ctx) for p, ctx in found if ctx.user_id in decisions]
+                    for _, ctx in requested:
+                        self._request(ctx, decisions[ctx.user_id])
+                    await self._write(requested)
                 await asyncio.sleep(0)
             now = datetime.now(UTC)
             for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:

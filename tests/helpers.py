@@ -8,14 +8,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
 from intentstream.settings import Settings
 from schemas.record import IntentRecord, IntentTag
+from stream.batch import Message, shape_of
 from stream.context import UserContext, apply_event
 from stream.entities import EntityCache
-from stream.ingest import shape_of
 
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -39,6 +40,21 @@ def event_dict(n: int = 1, *, user: str = "u1", action: str = "view", **fields: 
         base["query"] = "android phone"
     base.update(fields)
     return base
+
+
+def message_of(
+    n: int = 1, *, offset: int | None = None, partition: int = 0, key: bytes | None = None, **fields: Any
+) -> Message:
+    """``event_dict(n, **fields)`` as the broker delivers it to the worker's batch path."""
+    event = event_dict(n, **fields)
+    return Message(
+        "behaviors",
+        partition,
+        n if offset is None else offset,
+        event["user_id"].encode() if key is None else key,
+        orjson.dumps(event),
+        NOW.timestamp() * 1000,
+    )
 
 
 def signal_dict(n: int = 1, *, region: str = "Lyon", **fields: Any) -> dict[str, Any]:

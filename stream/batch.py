@@ -1,0 +1,278 @@
+"""The batch path: behaviour messages in, changed contexts and re-plan decisions out.
+
+    messages ─► decode ─bad─► dead letter (the codec's reason)
+        └─► apply to the user's context ─fails─► dead letter (``apply_failed``), user rolled back
+                └─► changed contexts ─► the pool grows ─► drift measured ─► decisions
+
+``BatchPath.apply`` is a plain function of (contexts, messages, now) with no Kafka in it: the
+worker (``stream/ingest.py``) calls it for every batch it consumes, and the tests and the
+evaluation call the same function. Whatever goes wrong while applying one message costs
+that message alone: it is dead-lettered with the error, the user's context is left as if the
+message had never come, and the batch goes on. The worker never stops for data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from intentstream.settings import Settings
+from kernels.scorer import Scorer
+from schemas.codec import InvalidMessage, decode_event
+from schemas.events import BehaviorEvent
+from stream.context import ContextShape, UserContext, apply_event, drifts, sequence_entities
+from stream.entities import DIMS, EntityCache, Vector
+from stream.trigger import Decision, TriggerPolicy
+
+log = logging.getLogger("intentstream.contexts")
+
+APPLY_FAILED = "apply_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One behaviour message as the broker delivered it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: float  # when the producer made it
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that was not applied, with the stable reason code and what went wrong."""
+
+    message: Message
+    reason: str
+    detail: str
+    message_id: str | None = None
+
+    @classmethod
+    def invalid(cls, message: Message, error: InvalidMessage) -> DeadLetter:
+        return cls(message, error.reason, error.detail, error.message_id)
+
+    @classmethod
+    def failed(cls, message: Message, error: Exception, message_id: str | None) -> DeadLetter:
+        return cls(message, APPLY_FAILED, f"{type(error).__name__}: {error}"[:500], message_id)
+
+
+def dead_letter_headers(reason: str, detail: str, source: str) -> list[tuple[str, bytes]]:
+    """The headers every dead letter carries (``docs/operations``: reason, detail, source)."""
+    return [("reason", reason.encode()), ("detail", detail.encode()), ("source", source.encode())]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did. ``changed`` maps each user whose context took an event to
+    (partition, context); ``decisions`` are the re-plans it asks for, not yet requested."""
+
+    changed: dict[str, tuple[int, UserContext]] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
+    produced_ms: list[float] = field(default_factory=list)  # of each applied event
+    applied: int = 0
+    duplicates: int = 0
+    drifts_measured: int = 0
+    seconds_pool: float = 0.0  # growing the entity pool and measuring drift
+
+
+@dataclass
+class _UserBatch:
+    """One user's share of a batch, kept so a failed event can be rolled back alone."""
+
+    before: UserContext | None  # a copy of the context as the batch found it; None: new user
+    version_before: int
+    applied: list[tuple[BehaviorEvent, tuple[int, int], float]] = field(default_factory=list)
+    grown: list[Vector] = field(default_factory=list)  # entity vectors of the applied events
+    urgent: Decision | None = None
+
+
+@dataclass
+class BatchPath:
+    """The bounds, trigger rule and caches a batch is applied with (one per worker)."""
+
+    shape: ContextShape
+    policy: TriggerPolicy
+    entities: EntityCache
+    scorer: Scorer
+    max_event_bytes: int = 16 * 1024
+    max_future_skew: timedelta = timedelta(minutes=5)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, entities: EntityCache | None = None) -> BatchPath:
+        return cls(
+            shape=shape_of(settings),
+            policy=policy_of(settings),
+            entities=entities if entities is not None else EntityCache(),
+            scorer=scorer_of(settings),
+            max_event_bytes=settings.max_event_bytes,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+        )
+
+    def apply(
+        self,
+        contexts: Mapping[int, MutableMapping[str, UserContext]],
+        messages: Iterable[Message],
+        now: datetime,
+    ) -> BatchOutcome:
+        """Apply ``messages`` to ``contexts`` (partition -> user -> context, changed in place).
+        Messages of a partition not in ``contexts`` are skipped (revoked: their new owner
+        reads them). Then the batch's users are decided, the drift of all who could re-plan
+        measured at once. Never raises for a message's content."""
+        out = BatchOutcome()
+        users: dict[str, _UserBatch] = {}
+        for message in messages:
+            owned = contexts.get(message.partition)
+            if owned is None:
+                continue
+            out.offsets[message.partition] = message.offset + 1
+            event = self._decode(message, now, out)
+            if event is None:
+                continue
+            user = event.user_id
+            ctx = owned.get(user)
+            mine = users.get(user)
+            if mine is None:
+                mine = users[user] = _UserBatch(ctx.copy() if ctx else None, ctx.version if ctx else 0)
+            if ctx is None:
+                ctx = owned[user] = UserContext(user)
+            position = (message.partition, message.offset)
+            try:
+                if not apply_event(ctx, event, self.shape, self.entities, position, mine.grown):
+                    out.duplicates += 1
+                    continue
+                if mine.urgent is None and self.policy.urgent(event):
+                    mine.urgent = self.policy.decide(ctx, now.timestamp(), event=event)
+            except Exception as exc:
+                out.dead.append(DeadLetter.failed(message, exc, event.event_id))
+                log.exception("applying %s to user %r failed; dead-lettered", message.source, user)
+                self._roll_back(owned, user, mine)
+                continue
+            mine.applied.append((event, position, message.timestamp_ms))
+            out.changed[user] = (message.partition, ctx)
+        for user, mine in users.items():
+            out.applied += len(mine.applied)
+            out.produced_ms += [produced for _, _, produced in mine.applied]
+            if mine.urgent is not None:
+                out.decisions[user] = mine.urgent
+        pool_started = time.perf_counter()
+        self._grow_pool(users, out.changed)
+        undecided = [ctx for user, (_, ctx) in out.changed.items() if user not in out.decisions]
+        out.drifts_measured, decided = self._decide(undecided, now.timestamp())
+        out.decisions.update(decided)
+        out.seconds_pool = time.perf_counter() - pool_started
+        return out
+
+    def decide(self, ctxs: list[UserContext], now_s: float) -> tuple[int, dict[str, Decision]]:
+        """The trigger for users whose context did not change (the sweep): drift of all who
+        could re-plan measured at once. Returns (drifts measured, decisions)."""
+        return self._decide(ctxs, now_s)
+
+    def seed(self, ctxs: Iterable[UserContext]) -> None:
+        """Start the pool's sequence of each user with the entities their context holds (a
+        context restored after a restart or rebalance)."""
+        seeds = [(ctx.user_id, sequence_entities(ctx, self.entities)) for ctx in ctxs]
+        users = [user for user, rows in seeds for _ in range(len(rows))]
+        if users:
+            self.scorer.add(users, np.concatenate([rows for _, rows in seeds]))
+
+    def _decode(self, message: Message, now: datetime, out: BatchOutcome) -> BehaviorEvent | None:
+        try:
+            return decode_event(
+                message.value or b"",
+                now=now,
+                key=message.key,
+                max_bytes=self.max_event_bytes,
+                max_future_skew=self.max_future_skew,
+            )
+        except InvalidMessage as exc:
+            out.dead.append(DeadLetter.invalid(message, exc))
+        except Exception as exc:  # a value the codec did not foresee: still one message's problem
+            out.dead.append(DeadLetter.failed(message, exc, None))
+            log.exception("decoding %s failed; dead-lettered", message.source)
+        return None
+
+    def _roll_back(self, owned: MutableMapping[str, UserContext], user: str, mine: _UserBatch) -> None:
+        """Put the user's context back as the batch found it, then re-apply the events of the
+        batch that went in before the failed one (in place: queued re-plans hold it)."""
+        ctx = owned[user]
+        ctx.reset(mine.before.copy() if mine.before is not None else UserContext(user))
+        mine.grown.clear()
+        for event, position, _ in mine.applied:
+            apply_event(ctx, event, self.shape, self.entities, position, mine.grown)
+        if not mine.applied and mine.before is None:
+            del owned[user]
+
+    def _grow_pool(
+        self, users: Mapping[str, _UserBatch], changed: Mapping[str, tuple[int, UserContext]]
+    ) -> None:
+        """Append the batch's new entities to their users' sequences in the pool. A user the
+        pool does not know but whose context has history (restored after a restart or a
+        rebalance) is seeded from what the context holds instead."""
+        names: list[str] = []
+        rows: list[Vector] = []
+        restored = []
+        for user, mine in users.items():
+            if not mine.grown or user not in changed:
+                continue  # duplicates or undescribed events only
+            if mine.version_before and not self.scorer.knows(user):
+                restored.append(changed[user][1])
+            else:
+                names += [user] * len(mine.grown)
+                rows += mine.grown
+        if rows:
+            self.scorer.add(names, np.stack(rows))
+        self.seed(restored)
+
+    def _decide(self, ctxs: list[UserContext], now_s: float) -> tuple[int, dict[str, Decision]]:
+        wanted = [ctx for ctx in ctxs if self.policy.wants_drift(ctx, now_s)]
+        self.seed([ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)])
+        measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
+        decisions = {}
+        for ctx in ctxs:
+            decision = self.policy.decide(ctx, now_s, drift=measured.get(ctx.user_id))
+            if decision is not None:
+                decisions[ctx.user_id] = decision
+        return len(wanted), decisions
+
+
+def shape_of(settings: Settings) -> ContextShape:
+    return ContextShape(
+        recent=settings.context_recent_events,
+        max_interests=settings.context_max_interests,
+        seen_ids=settings.context_seen_ids,
+        join_similarity=settings.context_join_similarity,
+        half_life_s=settings.interest_half_life_s,
+    )
+
+
+def policy_of(settings: Settings) -> TriggerPolicy:
+    return TriggerPolicy(
+        every_n_events=settings.replan_every_n_events,
+        cooldown_s=settings.replan_cooldown_s,
+        drift_threshold=settings.replan_drift_threshold,
+        stale_after_s=settings.replan_stale_after_s,
+    )
+
+
+def scorer_of(settings: Settings) -> Scorer:
+    """The entity pool and scorer over the stream's entity vectors, backend chosen now."""
+    return Scorer(
+        DIMS,
+        sharpness=settings.scorer_sharpness,
+        window=settings.pool_window_entities,
+        backend=settings.kernel_backend,
+    )
