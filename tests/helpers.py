@@ -16,7 +16,7 @@ from intentstream.settings import Settings
 from schemas.record import IntentRecord, IntentTag
 from stream.batch import Message, shape_of
 from stream.context import UserContext, apply_event
-from stream.entities import EntityCache
+from stream.entities import EntityCache, Vector
 
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -40,6 +40,19 @@ def event_dict(n: int = 1, *, user: str = "u1", action: str = "view", **fields: 
         base["query"] = "android phone"
     base.update(fields)
     return base
+
+
+class FailingEntitiesDouble(EntityCache):
+    """Test double: an entity cache that raises for one text, as a bug on an odd value would."""
+
+    def __init__(self, poison: str) -> None:
+        super().__init__()
+        self.poison = poison
+
+    def get(self, key: str, text: str, category: str | None = None, brand: str | None = None) -> Vector:
+        if self.poison in text:
+            raise ZeroDivisionError(f"cannot embed {text!r}")
+        return super().get(key, text, category, brand)
 
 
 def message_of(

@@ -15,7 +15,9 @@ from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
 from perf.demo import start_worker, stop_worker
 from stream.context import UserContext
-from tests.helpers import NOW, consume, event_dict, latest_contexts
+from stream.ingest import ContextService
+from stream.topics import ensure_topics
+from tests.helpers import NOW, FailingEntitiesDouble, consume, event_dict, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -214,3 +216,67 @@ async def test_a_signal_that_comes_into_force_later_replans_its_users_then(
     requests = [orjson.loads(r.value) for r in replans]
     assert {r["trigger"] for r in requests} == {"signal:weather"}
     assert all([s["text"] for s in r["signals"]] == ["snow storm"] for r in requests)
+
+
+async def test_clicks_favourites_and_odd_times_never_stop_the_worker(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    # A click with item text once stopped the worker, and again after every restart.
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    year_one = orjson.dumps(event_dict(3, user="c1", ts="0001-01-01T00:00:00+05:00"))
+    async with IntentProducer(bootstrap, app_settings) as producer:
+        await producer.send_events([event_dict(1, user="c1", action="click")])
+        await producer.send_events([event_dict(2, user="c1", action="favourite")])
+        await producer.send_raw(app_settings.topic_behaviors, year_one, b"c1")
+        await producer.send_events([event_dict(4, user="c1", action="cart")])
+
+    changelog = f"{app_settings.app_id}-contexts-changelog"
+
+    def done(records: list) -> bool:  # type: ignore[type-arg]
+        ctx = latest_context(records, "c1")
+        return ctx is not None and "cart" in ctx.counts
+
+    ctx = latest_context(await consume(bootstrap, changelog, until=done), "c1")
+    assert ctx is not None
+    assert ctx.counts == {"click": 1, "favourite": 1, "cart": 1}
+    letters = await consume(bootstrap, app_settings.topic_dead_letters, until=lambda r: len(r) >= 1)
+    assert [(r.value, dict(r.headers)["reason"]) for r in letters] == [(year_one, b"invalid_fields")]
+    assert ingest_worker.poll() is None
+
+
+async def test_a_message_that_fails_to_apply_is_parked_and_the_events_after_it_applied(
+    app_settings: Settings,
+) -> None:
+    """The worker's context service on the real broker, its entity cache a test double that
+    raises for one title: that message is dead-lettered with the error, the rest applied."""
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    await ensure_topics(bootstrap, app_settings)
+    service = ContextService(app_settings, bootstrap, scan_end_offsets=True)
+    service.path.entities = FailingEntitiesDouble("poison")
+    await service.start()
+    try:
+        poison = orjson.dumps(event_dict(2, user="p1", item_text="poison pill"))
+        async with IntentProducer(bootstrap, app_settings) as producer:
+            await producer.send_events([event_dict(1, user="p1")])
+            await producer.send_raw(app_settings.topic_behaviors, poison, b"p1")
+            await producer.send_events([event_dict(n, user="p1") for n in (3, 4)])
+        letters = await consume(bootstrap, app_settings.topic_dead_letters, until=lambda r: len(r) >= 1)
+        changelog = f"{app_settings.app_id}-contexts-changelog"
+
+        def done(records: list) -> bool:  # type: ignore[type-arg]
+            ctx = latest_context(records, "p1")
+            return ctx is not None and ctx.version == 3
+
+        ctx = latest_context(await consume(bootstrap, changelog, until=done), "p1")
+    finally:
+        await service.stop()
+    assert len(letters) == 1
+    headers = dict(letters[0].headers)
+    assert (letters[0].value, letters[0].key, headers["reason"]) == (poison, b"p1", b"apply_failed")
+    assert b"ZeroDivisionError" in headers["detail"]
+    assert headers["source"].startswith(f"{app_settings.topic_behaviors}/".encode())
+    assert ctx is not None
+    assert ctx.counts == {"view": 3}
+    assert service.counters.dead_lettered == {"apply_failed": 1}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from intentstream.settings import Settings
 from stream.batch import BatchPath, Message
@@ -30,7 +31,7 @@ def at(seconds: float) -> datetime:
     return NOW + timedelta(seconds=seconds)
 
 
-def messages(first: int, n: int, **fields: str) -> list[Message]:
+def messages(first: int, n: int, **fields: Any) -> list[Message]:
     return [message_of(i, offset=i, **fields) for i in range(first, first + n)]
 
 
