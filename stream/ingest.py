@@ -160,10 +160,7 @@ class ContextService:
         self.bootstrap = bootstrap
         self.scan_end_offsets = scan_end_offsets
         self.path = BatchPath.from_settings(settings)
-        self.policy = self.path.policy
-        self.entities = self.path.entities
-        self.scorer = self.path.scorer
-        log.info("entity pool and scorer: %s", self.scorer.describe())
+        log.info("entity pool and scorer: %s", self.path.scorer.describe())
         self.counters = ContextCounters()
         self.freshness = Freshness()
         self.contexts: dict[int, dict[str, UserContext]] = {}  # partition -> user -> context
@@ -550,7 +547,7 @@ class ContextService:
                 for ctx in owned.values():
                     if not concerns(signal, ctx):
                         continue
-                    decision = self.policy.decide(ctx, now_s, signal=signal)
+                    decision = self.path.policy.decide(ctx, now_s, signal=signal)
                     if decision is not None:
                         self._request(ctx, decision, signal)
                         self.counters.signals_fanned_out += 1
@@ -565,7 +562,7 @@ class ContextService:
         async with self._lock:
             owned = {tp.partition for tp in assigned}
             for partition in [p for p in self.contexts if p not in owned]:
-                self.scorer.release(self.contexts.pop(partition))
+                self.path.scorer.release(self.contexts.pop(partition))
                 self.lag.pop(partition, None)
             new = sorted(p for p in owned if p not in self.contexts)
             if not new:
@@ -636,14 +633,14 @@ class ContextService:
             "counters": asdict(c),
             "replan_queue": {**asdict(self.queue.counters), "pending": len(self.queue)},
             "entity_cache": {
-                "size": len(self.entities),
-                "hits": self.entities.hits,
-                "misses": self.entities.misses,
+                "size": len(self.path.entities),
+                "hits": self.path.entities.hits,
+                "misses": self.path.entities.misses,
             },
             "entity_pool": {
-                "scorer": self.scorer.describe(),
-                "users": len(self.scorer.pool),
-                "bytes": self.scorer.memory_bytes(),
+                "scorer": self.path.scorer.describe(),
+                "users": len(self.path.scorer.pool),
+                "bytes": self.path.scorer.memory_bytes(),
             },
         }
 

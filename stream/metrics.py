@@ -99,7 +99,7 @@ class WorkerCollector(Collector):
         yield _counter("drifts_measured", "Users whose drift the entity pool measured.", c.drifts_measured)
         yield _counter("pool_seconds", "Of apply: growing the entity pool, measuring drift.", c.seconds_pool)
         pool = GaugeMetricFamily("intentstream_entity_pool_bytes", "FP8 entity pool pages in use.")
-        pool.add_metric([], self.contexts.scorer.memory_bytes())
+        pool.add_metric([], self.contexts.path.scorer.memory_bytes())
         yield pool
         q = self.contexts.queue.counters
         yield _labelled(
