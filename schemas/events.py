@@ -19,7 +19,17 @@ from schemas.text import clean_text
 
 SCHEMA_VERSION: Literal[1] = 1
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+def _unpadded(value: str) -> str:
+    # Not stripped but refused: the id is a Redis key that readers in any language build
+    # byte for byte, and each language's idea of "whitespace" differs.
+    if value != value.strip():
+        raise ValueError("an id must not begin or end with whitespace")
+    return value
+
+
+# 1-128 Unicode code points (not UTF-16 units), taken exactly as sent.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_unpadded)]
 ShortText = Annotated[str, AfterValidator(lambda s: clean_text(s, 64))]
 ItemText = Annotated[str, AfterValidator(lambda s: clean_text(s, 256))]
 

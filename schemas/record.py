@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, UtcTime
+from schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, SignalKind, UtcTime
 from schemas.text import plain_text, sentence_text
 
 TAG_MAX_CHARS = 48
@@ -22,6 +23,29 @@ Explanation = Annotated[
 ]
 _TIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 Verdict = Literal["good", "average", "bad", "unjudged"]
+
+
+class Trigger(StrEnum):
+    """Why a user was re-planned: the ``trigger`` of every request and record the worker
+    makes. docs/redis-contract.md lists exactly these (a test compares them)."""
+
+    STRONG_CART = f"strong_event:{Action.CART}"
+    STRONG_PURCHASE = f"strong_event:{Action.PURCHASE}"
+    STRONG_SEARCH = f"strong_event:{Action.SEARCH}"
+    SIGNAL_WEATHER = f"signal:{SignalKind.WEATHER}"
+    SIGNAL_HOLIDAY = f"signal:{SignalKind.HOLIDAY}"
+    SIGNAL_TRENDING = f"signal:{SignalKind.TRENDING}"
+    DRIFT = "drift"
+    EVERY_N_EVENTS = "every_n_events"
+    STALE = "stale"
+
+    @classmethod
+    def strong(cls, action: Action) -> Trigger:
+        return cls(f"strong_event:{action}")
+
+    @classmethod
+    def signal(cls, kind: SignalKind) -> Trigger:
+        return cls(f"signal:{kind}")
 
 
 class _Frozen(BaseModel):

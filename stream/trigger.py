@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from schemas.events import Action, BehaviorEvent, EnvSignal
+from schemas.record import Trigger
 from stream.context import UserContext
 
 STRONG_ACTIONS = frozenset({Action.CART, Action.PURCHASE, Action.SEARCH})
@@ -25,7 +26,7 @@ STRONG, SIGNAL, DRIFT, EVERY_N, STALE = 0, 1, 2, 3, 4
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    reason: str
+    reason: Trigger
     priority: int
 
 
@@ -55,15 +56,19 @@ class TriggerPolicy:
         if not self._may_replan(ctx, now_s):
             return None
         if event is not None and event.action in STRONG_ACTIONS:
-            return Decision(f"strong_event:{event.action.value}", STRONG)
+            return Decision(Trigger.strong(event.action), STRONG)
         if signal is not None:
-            return None if signal.signal_id in ctx.signals_seen else Decision(f"signal:{signal.kind}", SIGNAL)
+            return (
+                None
+                if signal.signal_id in ctx.signals_seen
+                else Decision(Trigger.signal(signal.kind), SIGNAL)
+            )
         if drift is not None and drift >= self.drift_threshold and self._moved(ctx):
-            return Decision("drift", DRIFT)
+            return Decision(Trigger.DRIFT, DRIFT)
         if ctx.events_since_plan >= self.every_n_events:
-            return Decision("every_n_events", EVERY_N)
+            return Decision(Trigger.EVERY_N_EVENTS, EVERY_N)
         if ctx.last_replan_at and ctx.events_since_plan and now_s - ctx.last_replan_at >= self.stale_after_s:
-            return Decision("stale", STALE)
+            return Decision(Trigger.STALE, STALE)
         return None
 
     def urgent(self, event: BehaviorEvent) -> bool:

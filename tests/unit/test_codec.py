@@ -131,3 +131,12 @@ def test_bad_signals_are_invalid(change: dict[str, object]) -> None:
     with pytest.raises(InvalidMessage) as info:
         decode_signal(raw({**signal_dict(), **change}), now=NOW)
     assert info.value.reason == "invalid_fields"
+
+
+@pytest.mark.parametrize("user", [" u1", "u1 ", "u1\n", "\u3000u1"])
+def test_an_id_with_surrounding_whitespace_is_refused_not_stripped(user: str) -> None:
+    raw = orjson.dumps(event_dict(1, user=user))
+    with pytest.raises(InvalidMessage) as caught:
+        decode_event(raw, now=NOW, key=user.encode())
+    assert caught.value.reason == "invalid_fields"
+    assert "whitespace" in caught.value.detail

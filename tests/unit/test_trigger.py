@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from kernels.scorer import Scorer
-from schemas.events import BehaviorEvent, EnvSignal
+from schemas.events import BehaviorEvent, EnvSignal, SignalKind
+from schemas.record import Trigger
 from stream.context import ContextShape, UserContext, apply_event, drifts, event_entity
 from stream.entities import DIMS, EntityCache
-from stream.trigger import STRONG, Decision, ReplanQueue, TriggerPolicy, mark_replanned
+from stream.trigger import STRONG, STRONG_ACTIONS, Decision, ReplanQueue, TriggerPolicy, mark_replanned
 from tests.helpers import event_dict, signal_dict
 
 POLICY = TriggerPolicy(every_n_events=3, cooldown_s=10.0, drift_threshold=0.35, stale_after_s=600.0)
@@ -42,7 +43,7 @@ def test_strong_events_replan_at_once_with_top_priority() -> None:
     for action in ("cart", "purchase", "search"):
         ctx = UserContext("u1")
         decision = POLICY.decide(ctx, 1000.0, event=feed(ctx, 1, action=action))
-        assert decision == Decision(f"strong_event:{action}", STRONG)
+        assert decision == Decision(Trigger(f"strong_event:{action}"), STRONG)
 
 
 def test_cooldown_holds_back_replans_then_lets_them_through() -> None:
@@ -189,3 +190,8 @@ def test_a_storm_of_signals_is_held_to_the_budget() -> None:
         sent += queue.take()
     assert len(sent) <= 5 + 5 * 9
     assert queue.counters.shed == 10_000 - 1000
+
+
+def test_every_trigger_the_policy_can_decide_is_a_trigger_value() -> None:
+    assert {Trigger.strong(a) for a in STRONG_ACTIONS} <= set(Trigger)
+    assert {Trigger.signal(k) for k in SignalKind} <= set(Trigger)
