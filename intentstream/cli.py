@@ -108,6 +108,7 @@ def cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.stack import resolve_endpoints
+    from intentstream.kafka import KafkaSecurity
     from intentstream.store import redacted
     from stream.app import run_worker
 
@@ -115,8 +116,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         say("--no-planner and --planner-only exclude each other")
         return 2
     endpoints = resolve_endpoints(settings, need_llm=not args.no_planner, need_redis=not args.no_planner)
+    security = KafkaSecurity.from_settings(settings)
     say(
-        f"worker: kafka {endpoints.kafka_bootstrap}, "
+        f"worker: kafka {endpoints.kafka_bootstrap} ({security.describe()}), "
         f"redis {endpoints.redis_url and redacted(endpoints.redis_url)}, "
         f"llm {endpoints.llm_base_url}"
     )
@@ -368,13 +370,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     from deploy.stack import StackError
+    from intentstream.kafka import KafkaSecurityError
 
     args = build_parser().parse_args(argv)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(get_settings(), args)
-    except (StackError, FileNotFoundError) as exc:
+    except ValidationError as exc:  # settings from the environment; their values not echoed
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        say(f"error: invalid settings: {problems}")
+        return 2
+    except (StackError, FileNotFoundError, KafkaSecurityError) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, ValidationError
 
+from intentstream.kafka import KafkaSecurity, start_client
 from intentstream.settings import Settings, get_settings
 from schemas.codec import InvalidMessage, encode
 from schemas.events import BehaviorEvent, EnvSignal
@@ -40,18 +41,21 @@ class IntentProducer:
         self.settings = settings or get_settings()
         self.bootstrap = bootstrap
         self.batch = batch
+        self.security = KafkaSecurity.from_settings(self.settings)
+        self._producer: AIOKafkaProducer
+
+    async def __aenter__(self) -> Self:
+        await ensure_topics(self.bootstrap, self.settings)
         # Tansu rejects idempotent producers (InitProducerId); acks=all still confirms delivery.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+            bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=False,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            **self.security.options(),
         )
-
-    async def __aenter__(self) -> Self:
-        await ensure_topics(self.bootstrap, self.settings)
-        await self._producer.start()
+        await start_client(self._producer, self.bootstrap, self.security)
         return self
 
     async def __aexit__(self, *exc: object | TracebackType) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,19 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_concurrency: int = Field(4, ge=1, le=256)
     llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+    # Kafka security (intentstream/kafka.py), used by every Kafka client the project makes.
+    # SSL/SASL_SSL: TLS verified against the CA file (the system store when unset); a client
+    # certificate and key for mutual TLS. SASL_*: PLAIN or SCRAM with a user and password.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_tls_ca_file: Path | None = None
+    kafka_tls_cert_file: Path | None = None
+    kafka_tls_key_file: Path | None = None
+    kafka_tls_key_password: SecretStr | None = None
+    kafka_tls_check_hostname: bool = True
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
 
     # Kafka topology.
     app_id: str = "intentstream"
@@ -123,10 +136,34 @@ class Settings(BaseSettings):
     changes_stream: str = "intent:changes"
     changes_maxlen: int = Field(100_000, ge=1)
 
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        files = [self.kafka_tls_ca_file, self.kafka_tls_cert_file, self.kafka_tls_key_file]
+        if not tls and any(f is not None for f in files):
+            raise ValueError(
+                "Kafka TLS files are set but INTENTSTREAM_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol}: use SSL or SASL_SSL"
+            )
+        if (self.kafka_tls_cert_file is None) != (self.kafka_tls_key_file is None):
+            raise ValueError("mutual TLS needs both INTENTSTREAM_KAFKA_TLS_CERT_FILE and _KEY_FILE")
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"INTENTSTREAM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "INTENTSTREAM_KAFKA_SASL_USERNAME and INTENTSTREAM_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
     def to_env(self) -> dict[str, str]:
-        """These settings as environment variables, for a child process."""
+        """These settings as environment variables, for a child process (secrets included:
+        the child needs them; they are never logged)."""
         return {
-            f"INTENTSTREAM_{name.upper()}": str(value)
+            f"INTENTSTREAM_{name.upper()}": str(
+                getattr(self, name).get_secret_value()
+                if isinstance(getattr(self, name), SecretStr)
+                else value
+            )
             for name, value in self.model_dump(exclude_none=True).items()
         }
 

@@ -31,6 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy import stack
+from intentstream.kafka import KafkaSecurity, start_client
 from intentstream.progress import Meter, say
 from intentstream.settings import Settings
 from perf.demo import start_worker, stop_worker
@@ -62,9 +63,10 @@ def remapped(base: list[BehaviorEvent], n: int, *, start_loop: int = 0) -> list[
     return out
 
 
-def _producer(bootstrap: str) -> AIOKafkaProducer:
+def _producer(bootstrap: str, security: KafkaSecurity) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
+        **security.options(),
         acks="all",
         enable_idempotence=False,
         linger_ms=5,
@@ -72,10 +74,16 @@ def _producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
-async def publish(bootstrap: str, topic: str, events: list[BehaviorEvent], rate: float | None = None) -> None:
+async def publish(
+    bootstrap: str,
+    security: KafkaSecurity,
+    topic: str,
+    events: list[BehaviorEvent],
+    rate: float | None = None,
+) -> None:
     """Publish keyed by user; paced at ``rate`` per second when given."""
-    producer = _producer(bootstrap)
-    await producer.start()
+    producer = _producer(bootstrap, security)
+    await start_client(producer, bootstrap, security)
     meter = Meter(f"publishing to {topic}", len(events))
     try:
         pending = []
@@ -96,7 +104,7 @@ async def publish(bootstrap: str, topic: str, events: list[BehaviorEvent], rate:
         await producer.stop()
 
 
-async def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
+async def raw_consume_rate(bootstrap: str, security: KafkaSecurity, topic: str, n: int) -> float:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -104,6 +112,7 @@ async def raw_consume_rate(bootstrap: str, topic: str, n: int) -> float:
         auto_offset_reset="earliest",
         fetch_max_bytes=32 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        **security.options(),
     )
     await consumer.start()
     try:
@@ -171,10 +180,11 @@ def run(settings: Settings, n: int, work: Path) -> dict[str, Any]:
     base = sorted(load_events(settings.datasets_dir / "rees46" / "events.csv", "rees46"), key=lambda e: e.ts)
     events = remapped(base, n)
     asyncio.run(ensure_topics(bootstrap, settings))
-    asyncio.run(publish(bootstrap, settings.topic_behaviors, events))
+    security = KafkaSecurity.from_settings(settings)
+    asyncio.run(publish(bootstrap, security, settings.topic_behaviors, events))
 
     say("baseline: raw aiokafka consumer ...")
-    raw = asyncio.run(raw_consume_rate(bootstrap, settings.topic_behaviors, n))
+    raw = asyncio.run(raw_consume_rate(bootstrap, security, settings.topic_behaviors, n))
     say("baseline: naive faust agent ...")
     naive = naive_faust_rate(settings, settings.topic_behaviors, n, work, timeout_s=max(120.0, n / 500))
 
@@ -197,7 +207,7 @@ def run(settings: Settings, n: int, work: Path) -> dict[str, Any]:
             extra = remapped(base, max(2000, int(rate / share * 10)), start_loop=loop)
             loop += len(extra) // len(base) + 1
             say(f"freshness: {len(extra)} events at {rate / share:,.0f}/s (1/{share} of the measured rate)")
-            asyncio.run(publish(bootstrap, settings.topic_behaviors, extra, rate=rate / share))
+            asyncio.run(publish(bootstrap, security, settings.topic_behaviors, extra, rate=rate / share))
             total += len(extra)
             time.sleep(settings.stats_interval_s)
             fresh = wait_for_stats(

@@ -28,6 +28,7 @@ from agents.chain import IntentChain, PlanFailed, PlanRejected
 from agents.embedding import embedder_for
 from agents.llm import LLMError, OpenAICompatibleLLM
 from deploy.stack import Endpoints
+from intentstream.kafka import KafkaSecurity
 from intentstream.logs import json_logging_config
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
@@ -53,9 +54,11 @@ def build_app(
     """The stream app for one worker process. ``with_planner=False`` runs ingestion only;
     ``with_contexts=False`` runs the planner only (so planners scale on their own)."""
     settings.home.mkdir(parents=True, exist_ok=True)
+    security = KafkaSecurity.from_settings(settings)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{endpoints.kafka_bootstrap}",
+        broker_credentials=security.faust_credentials(),
         store="memory://",  # tables are rebuilt from their changelog topics on start
         topic_partitions=settings.topic_partitions,
         broker_session_timeout=settings.broker_session_timeout_s,
@@ -266,7 +269,7 @@ def run_worker(
         settings.scan_end_offsets is None and settings.kafka_bootstrap is None
     )
     if scan:
-        patch_faust_highwaters(endpoints.kafka_bootstrap)
+        patch_faust_highwaters(endpoints.kafka_bootstrap, KafkaSecurity.from_settings(settings).options())
     app = build_app(
         settings, endpoints, with_planner=with_planner, with_contexts=with_contexts, scan_end_offsets=scan
     )

@@ -44,6 +44,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, Re
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from intentstream.kafka import KafkaSecurity, start_client
 from intentstream.settings import Settings
 from schemas.codec import encode
 from schemas.events import EnvSignal
@@ -159,6 +160,7 @@ class ContextService:
         self.settings = settings
         self.bootstrap = bootstrap
         self.scan_end_offsets = scan_end_offsets
+        self.security = KafkaSecurity.from_settings(settings)
         self.path = BatchPath.from_settings(settings)
         log.info("entity pool and scorer: %s", self.path.scorer.describe())
         self.counters = ContextCounters()
@@ -196,6 +198,7 @@ class ContextService:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             fetch_max_wait_ms=20,  # an idle partition must not hold up a busy one's records
+            **self.security.options(),
         )
         # Tansu rejects idempotent producers (InitProducerId); acks=all confirms each write.
         self._producer = AIOKafkaProducer(
@@ -205,17 +208,18 @@ class ContextService:
             linger_ms=2,
             max_batch_size=512 * 1024,
             request_timeout_ms=int(self.settings.broker_outage_s * 1000),
+            **self.security.options(),
         )
         # Contexts are many small long-lived objects: full collections of them would stall the
         # batch loop for tens of milliseconds, so collect the young generation less often.
         gc.set_threshold(50_000, 20, 100)
-        await self._producer.start()
+        await start_client(self._producer, self.bootstrap, self.security)
         await self._producer.client.add_topic(self.settings.topic_behaviors)  # what the watchdog asks about
         if not consume:
             self._tasks.append(asyncio.create_task(self._guarded(self._watch_broker), name="watch"))
             return
         self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
-        await self._consumer.start()
+        await start_client(self._consumer, self.bootstrap, self.security)
         self._consuming = True
         loops = (
             self._consume,
@@ -502,7 +506,11 @@ class ContextService:
         the worker that validated it) and re-plans the users it owns that it concerns."""
         topic = signals_changelog(self.settings)
         reader = AIOKafkaConsumer(
-            topic, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest"
+            topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            **self.security.options(),
         )
         await reader.start()
         try:
@@ -589,14 +597,19 @@ class ContextService:
     async def _restore(self, partitions: list[int]) -> dict[int, dict[str, UserContext]]:
         """Read the changelog partitions to their end; the newest value per user wins."""
         tps = [TopicPartition(self._changelog, p) for p in partitions]
-        reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **self.security.options(),
+        )
         await reader.start()
         found: dict[int, dict[str, bytes]] = defaultdict(dict)
         try:
             reader.assign(tps)
             ends = await reader.end_offsets(tps)
             if self.scan_end_offsets:
-                ends = await scanned_end_offsets(self.bootstrap, tps, ends)
+                ends = await scanned_end_offsets(self.bootstrap, tps, ends, self.security.options())
             await reader.seek_to_beginning(*tps)
             remaining = {tp for tp in tps if ends[tp] > 0}
             while remaining:

@@ -20,13 +20,18 @@ log = logging.getLogger(__name__)
 
 
 async def scanned_end_offsets(
-    bootstrap: str, partitions: Sequence[TopicPartition], reported: Mapping[TopicPartition, int]
+    bootstrap: str,
+    partitions: Sequence[TopicPartition],
+    reported: Mapping[TopicPartition, int],
+    client_options: Mapping[str, Any] | None = None,
 ) -> dict[TopicPartition, int]:
     """The offset after each partition's last record, read forward from ``reported``."""
     ends = {tp: reported.get(tp) or 0 for tp in partitions}
     if not partitions:
         return ends
-    scout = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    scout = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **(client_options or {})
+    )
     await scout.start()
     try:
         scout.assign(list(partitions))
@@ -42,7 +47,7 @@ async def scanned_end_offsets(
         await scout.stop()
 
 
-def patch_faust_highwaters(bootstrap: str) -> None:
+def patch_faust_highwaters(bootstrap: str, client_options: Mapping[str, Any] | None = None) -> None:
     """Make faust's recovery use :func:`scanned_end_offsets`."""
     from faust.transport.drivers import aiokafka as driver
 
@@ -52,7 +57,7 @@ def patch_faust_highwaters(bootstrap: str) -> None:
         reported = await original(self, partitions)
         if self.consumer.in_transaction:
             return reported
-        ends = await scanned_end_offsets(bootstrap, partitions, reported)
+        ends = await scanned_end_offsets(bootstrap, partitions, reported, client_options)
         moved = {tp: (reported.get(tp), end) for tp, end in ends.items() if end != reported.get(tp)}
         if moved:
             log.info("end offsets corrected by scanning (reported, true): %s", moved)

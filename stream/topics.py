@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from intentstream.kafka import KafkaSecurity, start_client
 from intentstream.settings import Settings
 
 
@@ -44,8 +45,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 async def ensure_topics(bootstrap: str, settings: Settings) -> None:
     """Create missing topics; refuse to go on when an existing one has another partition
     count (co-partitioning would silently break)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    security = KafkaSecurity.from_settings(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security.options())
+    await start_client(admin, bootstrap, security)
     try:
         specs = topic_specs(settings)
         # Listing all topics (not naming them) never makes the broker auto-create one.

@@ -104,18 +104,23 @@ async def consume(
     *,
     until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
     timeout_s: float = 60.0,
+    client_options: dict[str, Any] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning until ``until(records)`` holds or the timeout passes.
     Waits for the topic to exist first: subscribing to a missing topic would make the broker
     auto-create it with its default partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
     await admin.start()
     try:
         await eventually(lambda: _has_topic(admin, topic), timeout_s=timeout_s)
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **(client_options or {}),
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []

@@ -16,7 +16,7 @@ from intentstream.settings import REPO_ROOT, Settings
 from stream.topics import topic_specs
 
 K8S = REPO_ROOT / "deploy" / "k8s"
-CUSTOM_KINDS = {"KafkaTopic", "ScaledObject", "Kustomization"}
+CUSTOM_KINDS = {"KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "Kustomization"}
 ALIASES = {"KAFKA_BOOTSTRAP", "REDIS_URL", "LLM_BASE_URL", "LLM_API_KEY"}
 
 
@@ -60,13 +60,34 @@ def test_every_setting_a_manifest_sets_exists() -> None:
         names |= {e["name"] for e in container.get("env", [])}
     unknown = names - known
     assert unknown == set()
+    from_secrets = {  # what the Deployments take from Secrets, each with a stand-in value
+        e["name"]: "from-a-secret" for c in containers() for e in c.get("env", []) if "valueFrom" in e
+    }
     Settings.model_validate(
         {
             k.removeprefix("INTENTSTREAM_").lower(): v
-            for k, v in config().items()
+            for k, v in {**config(), **from_secrets}.items()
             if k.startswith("INTENTSTREAM_")
         }
-    )  # fmt: skip - the values parse too
+    )  # fmt: skip - the values parse, and together they make a valid configuration
+
+
+def test_every_kafka_client_gets_the_sasl_password_and_the_ca_from_secrets() -> None:
+    cfg = config()
+    assert cfg["INTENTSTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    for deployment in of_kind("Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        if container["name"] == "vllm":
+            continue
+        env = {e["name"]: e for e in container.get("env", [])}
+        assert env["INTENTSTREAM_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "intentstream"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = mounts[str(Path(cfg["INTENTSTREAM_KAFKA_TLS_CA_FILE"]).parent)]
+        (secret,) = [v["secret"] for v in spec["volumes"] if v["name"] == volume]
+        assert secret["secretName"] == "intentstream-cluster-ca-cert"
+    (user,) = of_kind("KafkaUser")
+    assert user["spec"]["authentication"]["type"] == cfg["INTENTSTREAM_KAFKA_SASL_MECHANISM"].lower()
 
 
 def test_topics_match_what_the_app_declares() -> None:
