@@ -448,7 +448,8 @@ class ContextService:
         """Queue a re-plan. The request itself is built when the budget lets it out, from the
         context as it is then: a user re-triggered meanwhile costs nothing extra."""
         mark_replanned(ctx, time.time(), signal)
-        self.counters.triggers[decision.reason] = self.counters.triggers.get(decision.reason, 0) + 1
+        reason = decision.reason.value
+        self.counters.triggers[reason] = self.counters.triggers.get(reason, 0) + 1
         self.queue.offer(ctx.user_id, decision.priority, (ctx, decision.reason))
 
     async def _drain_replans(self) -> None:

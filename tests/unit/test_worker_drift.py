@@ -9,10 +9,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from intentstream.settings import Settings
+from schemas.record import Trigger
 from stream.batch import BatchPath, Message
 from stream.context import UserContext
-from stream.trigger import mark_replanned
+from stream.ingest import ContextService
+from stream.trigger import DRIFT, Decision, mark_replanned
 from tests.helpers import NOW, message_of
 
 KETTLE = {
@@ -75,3 +79,14 @@ def test_a_restored_context_reseeds_the_pool_instead_of_drifting(tmp_path: Path)
     assert fresh.policy.wants_drift(swept, at(200).timestamp())
     assert fresh.decide([swept], at(200).timestamp()) == (1, {})
     assert fresh.scorer.knows("u1")
+
+
+def test_the_stats_of_a_worker_that_requested_replans_are_written_as_json(tmp_path: Path) -> None:
+    # Trigger counts keyed by the enum once made the stats report raise and stop the worker.
+    service = ContextService(Settings(home=tmp_path), "127.0.0.1:9", scan_end_offsets=False)  # never connects
+    ctx = UserContext("u1")
+    service.path.apply({0: {"u1": ctx}}, messages(0, 1, action="cart"), at(0))
+    service._request(ctx, Decision(Trigger.DRIFT, DRIFT))
+    stats = orjson.loads(orjson.dumps(service.stats()))
+    assert stats["counters"]["triggers"] == {"drift": 1}
+    assert stats["replan_queue"]["pending"] == 1
