@@ -29,8 +29,9 @@ class Settings(BaseSettings):
 
     # Where the local stack keeps its state file, logs, models and faust data.
     home: Path = Path(".intentstream")
-    # The shared real logs (REES46, Online Retail) used by the demo and reports.
-    datasets_dir: Path = REPO_ROOT.parent / "shared" / "datasets"
+    # The real logs (REES46, Online Retail) the demo, tests and reports use: the copies that
+    # ship inside the package (intentstream/datasets/README.md says where they come from).
+    datasets_dir: Path = Path(__file__).resolve().parent / "datasets"
 
     # Service addresses; None means "use the local stack".
     kafka_bootstrap: str | None = Field(None, validation_alias=_alias("KAFKA_BOOTSTRAP"))
