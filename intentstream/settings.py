@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     llm_request_timeout_s: float = 180.0
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_concurrency: int = Field(4, ge=1, le=256)
-    llm_temperature: float = Field(0.0, ge=0.0, le=2.0)
 
     # Kafka security (intentstream/kafka.py), used by every Kafka client the project makes.
     # SSL/SASL_SSL: TLS verified against the CA file (the system store when unset); a client

@@ -1,1 +1,1 @@
-"""Triton FP8 attention kernels with PyTorch references and CPU fallbacks (issue 6)."""
+"""Triton FP8 attention kernels with PyTorch references and CPU fallbacks."""

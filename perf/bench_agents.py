@@ -40,6 +40,7 @@ from perf.bench_context import LOGS, load_tokenizer
 from perf.logs import load_events
 from schemas.events import BehaviorEvent
 from schemas.record import IntentRecord, ReplanRequest
+from stream.batch import shape_of
 from stream.context import ContextShape, UserContext, apply_event, replan_request
 from stream.entities import EntityCache
 
@@ -125,6 +126,7 @@ async def _run(
     v1 = V1Baseline(llm, max_tags=tags, retries=settings.llm_max_retries)
     judge = Judge(llm, embedder, max_tags=tags, retries=settings.llm_max_retries)
     tokenizer = load_tokenizer(settings)
+    shape = shape_of(settings)
     in_flight = asyncio.Semaphore(max(1, settings.llm_concurrency // 2))
     done = 0
 
@@ -134,7 +136,7 @@ async def _run(
         print(f"  {done}/{2 * len(users)} plans ({system})", file=sys.stderr)
 
     async def hmas(dataset: str, events: list[BehaviorEvent]) -> Outcome:
-        request, now = _request(events)
+        request, now = _request(events, shape)
         out = Outcome(request.user_id, dataset, valid=False)
         async with in_flight:
             started = time.perf_counter()
@@ -156,7 +158,7 @@ async def _run(
         return out
 
     async def baseline(dataset: str, events: list[BehaviorEvent]) -> Outcome:
-        request, now = _request(events)
+        request, now = _request(events, shape)
         view = user_view(request, now)
         history = v1_history(events, lambda text: len(tokenizer.encode(text).ids))
         out = Outcome(request.user_id, dataset, valid=False)
@@ -188,13 +190,13 @@ async def _run(
     return _report(settings, users, hmas_out, v1_out, hmas_wall, v1_wall, embedder.name)
 
 
-def _request(events: list[BehaviorEvent]) -> tuple[ReplanRequest, datetime]:
+def _request(events: list[BehaviorEvent], shape: ContextShape) -> tuple[ReplanRequest, datetime]:
     ctx = UserContext(events[0].user_id)
     cache = EntityCache()
     for e in events:
-        apply_event(ctx, e, ContextShape(), cache)
+        apply_event(ctx, e, shape, cache)
     now = events[-1].ts
-    return replan_request(ctx, trigger="bench", signals=[], now=now), now
+    return replan_request(ctx, trigger="bench", signals=[], now=now, shape=shape), now
 
 
 def _reasons(judgement: Judgement | None) -> list[str]:

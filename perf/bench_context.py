@@ -27,6 +27,7 @@ from intentstream.progress import say
 from intentstream.settings import Settings
 from perf.logs import LogFormat, load_events
 from schemas.events import BehaviorEvent
+from stream.batch import shape_of
 from stream.context import ContextShape, UserContext, apply_event, replan_request
 from stream.entities import EntityCache
 
@@ -36,8 +37,8 @@ LOGS: dict[str, tuple[str, LogFormat]] = {
 }
 
 
-def rendered(ctx: UserContext) -> str:
-    request = replan_request(ctx, trigger="report", signals=[], now=datetime.now(UTC))
+def rendered(ctx: UserContext, shape: ContextShape) -> str:
+    request = replan_request(ctx, trigger="report", signals=[], now=datetime.now(UTC), shape=shape)
     return orjson.dumps(planner_data(user_view(request, request.requested_at))).decode()
 
 
@@ -64,7 +65,7 @@ def compression(
         for e in history:
             apply_event(ctx, e, shape, entities)
         raw = len(tokenizer.encode("\n".join(raw_line(e) for e in history)).ids)
-        compact = len(tokenizer.encode(rendered(ctx)).ids)
+        compact = len(tokenizer.encode(rendered(ctx, shape)).ids)
         ratios.append(raw / compact)
         raw_total += raw
         ctx_total += compact
@@ -97,13 +98,7 @@ def size_at_length(events: list[BehaviorEvent], shape: ContextShape, lengths: li
 
 def bench_context(settings: Settings, min_events: int = 20) -> dict[str, Any]:
     tokenizer = load_tokenizer(settings)
-    shape = ContextShape(
-        recent=settings.context_recent_events,
-        max_interests=settings.context_max_interests,
-        seen_ids=settings.context_seen_ids,
-        join_similarity=settings.context_join_similarity,
-        half_life_s=settings.interest_half_life_s,
-    )
+    shape = shape_of(settings)
     result: dict[str, Any] = {}
     for name, (rel, fmt) in LOGS.items():
         say(f"compression on {name} ...")

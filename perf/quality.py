@@ -163,16 +163,19 @@ def snapshots(
         for tick in dict.fromkeys((first, last)):
             if last_s < tick < until_s and (decision := decide(tick)) is not None:
                 mark_replanned(ctx, tick)
-                realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC))
+                realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC), shape)
 
     for event in case.history:
         now_s = event.ts.timestamp()
         if pending is not None and now_s > pending[0]:
-            realtime, pending = _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC)), None
+            realtime, pending = (
+                _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC), shape),
+                None,
+            )
         sweep(now_s)
         while due and event.ts > due[-1][0]:
             at, name = due.pop()
-            taken[name] = _request(ctx, "batch", at)
+            taken[name] = _request(ctx, "batch", at, shape)
         grown: list[Vector] = []
         if apply_event(ctx, event, shape, entities, sequence=grown) and grown:
             scorer.add([ctx.user_id], grown[0][None])
@@ -182,20 +185,20 @@ def snapshots(
             pending = (now_s, decision.reason)
         last_s = now_s
     if pending is not None:  # let out with the history only: the targets are not the plan's to see
-        realtime = _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC))
+        realtime = _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC), shape)
     sweep(cut.timestamp())
     for at, name in due:
-        taken[name] = _request(ctx, "batch", at)
+        taken[name] = _request(ctx, "batch", at, shape)
     scorer.release([ctx.user_id])
     return [
-        Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut)),
+        Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut, shape)),
         Snapshot(REALTIME, realtime),
         *(Snapshot(name, taken[name]) for name, _ in DELAYS),
     ]
 
 
-def _request(ctx: UserContext, trigger: str, now: datetime) -> ReplanRequest | None:
-    return replan_request(ctx, trigger=trigger, signals=[], now=now) if ctx.version else None
+def _request(ctx: UserContext, trigger: str, now: datetime, shape: ContextShape) -> ReplanRequest | None:
+    return replan_request(ctx, trigger=trigger, signals=[], now=now, shape=shape) if ctx.version else None
 
 
 def popular_at(events: Sequence[BehaviorEvent], cuts: Sequence[datetime], k: int) -> list[list[str]]:

@@ -379,9 +379,10 @@ def interest_summaries(ctx: UserContext, limit: int = 6, half_life_s: float = HA
 
 
 def replan_request(
-    ctx: UserContext, *, trigger: str, signals: list[ActiveSignal], now: datetime
+    ctx: UserContext, *, trigger: str, signals: list[ActiveSignal], now: datetime, shape: ContextShape
 ) -> ReplanRequest:
-    """Snapshot the compressed context for the planners."""
+    """Snapshot the compressed context for the planners (interests ranked with the shape's
+    half-life, the one that decays them)."""
     return ReplanRequest(
         user_id=ctx.user_id,
         context_version=ctx.version,
@@ -391,6 +392,6 @@ def replan_request(
         region=ctx.region,
         counts=dict(ctx.counts),
         recent=[RecentBehavior.model_validate(b) for b in ctx.recent],
-        interests=interest_summaries(ctx),
+        interests=interest_summaries(ctx, half_life_s=shape.half_life_s),
         signals=signals,
     )

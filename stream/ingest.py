@@ -462,7 +462,13 @@ class ContextService:
             active = self._active_signals(now)
             futures = []
             for ctx, reason in taken:
-                request = replan_request(ctx, trigger=reason, signals=signals_for(ctx, active, now), now=now)
+                request = replan_request(
+                    ctx,
+                    trigger=reason,
+                    signals=signals_for(ctx, active, now),
+                    now=now,
+                    shape=self.path.shape,
+                )
                 futures.append(
                     await self._producer.send(
                         self.settings.topic_replans, encode(request), key=ctx.user_id.encode()

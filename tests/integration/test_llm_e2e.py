@@ -48,7 +48,9 @@ async def test_hmas_chain_plans_a_real_user_on_the_real_model(llm_server: stack.
     for e in events:
         apply_event(ctx, e, ContextShape(), entities)
     now = datetime.now(UTC)
-    plan = await chain.plan(replan_request(ctx, trigger="test", signals=[], now=now), now)
+    plan = await chain.plan(
+        replan_request(ctx, trigger="test", signals=[], now=now, shape=ContextShape()), now
+    )
     await llm.aclose()
     record, cost = plan.record, plan.cost
     assert 1 <= len(record.tags) <= 3

@@ -268,7 +268,7 @@ def test_replan_request_snapshots_the_compressed_context() -> None:
     entities = EntityCache()
     for n in range(10):
         apply_event(ctx, event(n), SHAPE, entities)
-    request = replan_request(ctx, trigger="every_n_events", signals=[], now=NOW)
+    request = replan_request(ctx, trigger="every_n_events", signals=[], now=NOW, shape=SHAPE)
     assert request.context_version == 10
     assert len(request.recent) == SHAPE.recent
     assert request.interests == interest_summaries(ctx)
