@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -145,6 +146,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         orjson.dumps(
             {
                 "sent": sent,
+                "pace": _pace(args),
                 "rows_read": stats.rows,
                 "skipped": skipped,
                 "seconds": round(seconds, 2),
@@ -153,6 +155,16 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         ).decode()
     )
     return 0
+
+
+def _pace(args: argparse.Namespace) -> str:
+    if args.max:
+        return "as fast as possible"
+    if args.rate:
+        return f"{args.rate:g} events/s"
+    if args.speedup:
+        return f"the log's timing, {args.speedup:g}x faster"
+    return "as fast as possible (no pace given)"
 
 
 def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
@@ -199,45 +211,54 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, log, events=args.events, follow=args.follow, timeout_s=args.timeout, say=say)
 
 
-def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    if args.what == "redis":
-        from perf.bench_redis import bench_redis
-
-        result = bench_redis(args.users or 100_000, args.redis_url)
-    elif args.what == "context":
-        from perf.bench_context import bench_context
-
-        result = bench_context(settings)
-    elif args.what == "agents":
-        from perf.bench_agents import bench_agents
-
-        result = bench_agents(settings, args.users or 20)
-    elif args.what == "replay":
-        from perf.bench_replay import bench_replay
-
-        if args.log is None or args.format is None:
-            say("error: bench replay needs --log and --format")
-            return 2
-        result = bench_replay(
-            settings,
-            Path(args.log),
-            args.format,
-            rate=args.rate,
-            limit=args.limit,
-            drain_s=args.drain,
-            plot_dir=Path(args.plot) if args.plot else None,
-        )
-    elif args.what == "kernels":
-        from perf.bench_kernels import bench_kernels
-
-        result = bench_kernels()
-    else:
-        from perf.bench_ingest import bench_ingest
-
-        result = bench_ingest(settings, args.events)
-    option = 0 if args.json else orjson.OPT_INDENT_2
-    print(orjson.dumps(result, option=option).decode())
+def _print_result(result: dict[str, Any], args: argparse.Namespace) -> int:
+    print(orjson.dumps(result, option=0 if args.json else orjson.OPT_INDENT_2).decode())
     return 0
+
+
+def cmd_bench_redis(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.bench_redis import bench_redis
+
+    return _print_result(bench_redis(args.users, args.redis_url), args)
+
+
+def cmd_bench_context(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.bench_context import bench_context
+
+    return _print_result(bench_context(settings), args)
+
+
+def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.bench_ingest import bench_ingest
+
+    return _print_result(bench_ingest(settings, args.events), args)
+
+
+def cmd_bench_kernels(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.bench_kernels import bench_kernels
+
+    return _print_result(bench_kernels(), args)
+
+
+def cmd_bench_agents(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.bench_agents import bench_agents
+
+    return _print_result(bench_agents(settings, args.users), args)
+
+
+def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from perf.bench_replay import bench_replay
+
+    result = bench_replay(
+        settings,
+        Path(args.log),
+        args.format,
+        rate=args.rate,
+        limit=args.limit,
+        drain_s=args.drain,
+        plot_dir=Path(args.plot) if args.plot else None,
+    )
+    return _print_result(result, args)
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -327,23 +348,32 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(func=cmd_get)
 
     bench = sub.add_parser("bench", help="benchmarks that print JSON (baselines measured in the same run)")
-    bench.add_argument("what", choices=["redis", "context", "ingest", "kernels", "agents", "replay"])
-    bench.add_argument(
-        "--users",
-        type=_positive_int,
-        default=None,
-        help="redis: users written and read (100,000); agents: users planned (20)",
-    )
-    bench.add_argument("--redis-url", default=None, help="an existing server (default: start a local one)")
-    bench.add_argument("--events", type=_positive_int, default=100_000, help="ingest: events replayed")
-    bench.add_argument("--log", default=None, help="replay: path of the log file")
-    bench.add_argument("--format", default=None, choices=FORMATS, help="replay: the log's format")
-    bench.add_argument("--rate", type=_positive, default=None, help="replay: events/s (default: all at once)")
-    bench.add_argument("--limit", type=_positive_int, default=None, help="replay: only the first N events")
-    bench.add_argument("--drain", type=float, default=60.0, help="replay: seconds of re-planning after (60)")
-    bench.add_argument("--plot", default=None, metavar="DIR", help="replay: write PNG plots here")
-    bench.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
-    bench.set_defaults(func=cmd_bench)
+    benches = bench.add_subparsers(dest="what", required=True, metavar="BENCHMARK")
+
+    def benchmark(
+        name: str, func: Callable[[Settings, argparse.Namespace], int], what: str
+    ) -> argparse.ArgumentParser:
+        one = benches.add_parser(name, help=what)
+        one.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+        one.set_defaults(func=func)
+        return one
+
+    redis_bench = benchmark("redis", cmd_bench_redis, "versioned writes and reads against redis-server")
+    redis_bench.add_argument("--users", type=_positive_int, default=100_000, help="users written and read")
+    redis_bench.add_argument("--redis-url", default=None, help="an existing server (default: start one)")
+    benchmark("context", cmd_bench_context, "prompt tokens the compressed context saves")
+    ingest = benchmark("ingest", cmd_bench_ingest, "one worker's context throughput and freshness")
+    ingest.add_argument("--events", type=_positive_int, default=100_000, help="events replayed")
+    benchmark("kernels", cmd_bench_kernels, "FP8 attention kernels: error and speed")
+    agents = benchmark("agents", cmd_bench_agents, "the HMAS chain against the V1 baseline")
+    agents.add_argument("--users", type=_positive_int, default=20, help="users planned")
+    replay_bench = benchmark("replay", cmd_bench_replay, "a load report of the whole loop on real parts")
+    replay_bench.add_argument("--log", required=True, help="path of the log file")
+    replay_bench.add_argument("--format", required=True, choices=FORMATS, help="the log's format")
+    replay_bench.add_argument("--rate", type=_positive, default=None, help="events/s (default: all at once)")
+    replay_bench.add_argument("--limit", type=_positive_int, default=None, help="only the first N events")
+    replay_bench.add_argument("--drain", type=float, default=60.0, help="seconds of re-planning after")
+    replay_bench.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots here")
 
     evaluate = sub.add_parser(
         "eval", help="HR@K and NDCG@K of tags refreshed in real time vs late vs baselines (JSON)"

@@ -76,15 +76,19 @@ def test_status_without_a_stack_says_so_and_fails(tmp_path: object) -> None:
     assert "not running" in result.stderr
 
 
-def test_bench_counts_are_checked_and_default_per_benchmark() -> None:
+def test_each_benchmark_has_its_own_flags_and_defaults() -> None:
     from intentstream.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["bench", "agents"]).users is None  # 20 for agents, 100,000 for redis
+    assert parser.parse_args(["bench", "agents"]).users == 20
+    assert parser.parse_args(["bench", "redis"]).users == 100_000
     assert parser.parse_args(["bench", "agents", "--users", "6"]).users == 6
-    for bad in (["--users", "0"], ["--users", "-3"], ["--users", "x"], ["--events", "1.5"]):
+    assert parser.parse_args(["bench", "ingest", "--events", "500", "--json"]).events == 500
+    for bad in (["--users", "0"], ["--users", "-3"], ["--users", "x"], ["--events", "100"]):
         with pytest.raises(SystemExit):
-            parser.parse_args(["bench", "agents", *bad])
+            parser.parse_args(["bench", "agents", *bad])  # --events is ingest's, not agents'
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "kernels", "--users", "3"])
 
 
 def _cli(*args: str, home: object) -> subprocess.CompletedProcess[str]:
@@ -119,7 +123,7 @@ def test_eval_and_bench_replay_options_are_checked(tmp_path: Path) -> None:
             parser.parse_args(["eval", "--log", "x", "--format", "jsonl", *bad])
     result = _cli("bench", "replay", home=tmp_path)
     assert result.returncode == 2
-    assert "bench replay needs --log and --format" in result.stderr
+    assert "the following arguments are required: --log, --format" in result.stderr
 
 
 def test_convert_writes_what_it_could_read_and_counts_the_rest(tmp_path: Path) -> None:
