@@ -54,7 +54,7 @@ $(LLM_STAMP): deploy/requirements-llm-cpu.txt
 	@touch $@
 
 $(MODEL_STAMP): $(WORKER_STAMP) $(LLM_STAMP)
-	@$(STEP) "model: fetch, verify and convert the default model" $(VENV)/bin/python -m deploy.model
+	@$(STEP) "model: fetch, verify and convert the default model" $(VENV)/bin/python -m intentstream.deploy.model
 
 test: setup lint
 	$(VENV)/bin/python -m pytest

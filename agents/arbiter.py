@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from agents.embedding import TextEmbedder, similarity
-from agents.evidence import UserView, grounding, words
-from agents.experts import Candidate
-from agents.llm import LLM
-from agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
-from agents.stage import PlanCost, Stage, StageFailed, ask
-from kernels.pool import BackendChoice
-from kernels.scorer import Scorer, padded_dim
-from schemas.record import TAG_MAX_CHARS
-from schemas.text import plain_text
+from intentstream.agents.embedding import TextEmbedder, similarity
+from intentstream.agents.evidence import UserView, grounding, words
+from intentstream.agents.experts import Candidate
+from intentstream.agents.llm import LLM
+from intentstream.agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
+from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask
+from intentstream.kernels.pool import BackendChoice
+from intentstream.kernels.scorer import Scorer, padded_dim
+from intentstream.schemas.record import TAG_MAX_CHARS
+from intentstream.schemas.text import plain_text
 
 MERGE_SIMILARITY = 0.72  # all-MiniLM-L6-v2 cosine; "running shoes" ~ "nike running shoes" is 0.90
 

@@ -15,19 +15,19 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from agents.arbiter import Arbiter, Pooled
-from agents.embedding import TextEmbedder
-from agents.evidence import UserView, user_view
-from agents.experts import STAGE as EXPERT_STAGE
-from agents.experts import Candidate, Expert
-from agents.explainer import Explained, Explainer
-from agents.judge import Judge, Judgement
-from agents.llm import LLM
-from agents.planner import STAGE as PLANNER_STAGE
-from agents.planner import Planner
-from agents.stage import PlanCost, StageFailed
-from kernels.scorer import Scorer
-from schemas.record import IntentRecord, IntentTag, ReplanRequest
+from intentstream.agents.arbiter import Arbiter, Pooled
+from intentstream.agents.embedding import TextEmbedder
+from intentstream.agents.evidence import UserView, user_view
+from intentstream.agents.experts import STAGE as EXPERT_STAGE
+from intentstream.agents.experts import Candidate, Expert
+from intentstream.agents.explainer import Explained, Explainer
+from intentstream.agents.judge import Judge, Judgement
+from intentstream.agents.llm import LLM
+from intentstream.agents.planner import STAGE as PLANNER_STAGE
+from intentstream.agents.planner import Planner
+from intentstream.agents.stage import PlanCost, StageFailed
+from intentstream.kernels.scorer import Scorer
+from intentstream.schemas.record import IntentRecord, IntentTag, ReplanRequest
 
 log = logging.getLogger(__name__)
 

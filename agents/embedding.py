@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from stream.entities import DIMS, embed
+from intentstream.stream.entities import DIMS, embed
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.events import ACTION_WEIGHT, Action
-from schemas.record import ReplanRequest
+from intentstream.schemas.events import ACTION_WEIGHT, Action
+from intentstream.schemas.record import ReplanRequest
 
 EvidenceKind = Literal["recent", "earlier", "signal"]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.evidence import UserView
-from agents.llm import LLM
-from agents.planner import Facet
-from agents.prompts import (
+from intentstream.agents.evidence import UserView
+from intentstream.agents.llm import LLM
+from intentstream.agents.planner import Facet
+from intentstream.agents.prompts import (
     array_of,
     data_block,
     id_list_property,
@@ -20,7 +20,7 @@ from agents.prompts import (
     system_prompt,
     tag_property,
 )
-from agents.stage import PlanCost, Stage, ask, parse_model
+from intentstream.agents.stage import PlanCost, Stage, ask, parse_model
 
 CANDIDATES_PER_EXPERT = 3
 RATIONALE_MAX_CHARS = 120

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents.arbiter import Pooled
-from agents.evidence import Evidence, UserView, grounding, season, stem, words
-from agents.llm import LLM
-from agents.prompts import (
+from intentstream.agents.arbiter import Pooled
+from intentstream.agents.evidence import Evidence, UserView, grounding, season, stem, words
+from intentstream.agents.llm import LLM
+from intentstream.agents.prompts import (
     INSTRUCTION_LIKE,
     array_of,
     data_block,
@@ -27,10 +27,10 @@ from agents.prompts import (
     sentence_property,
     system_prompt,
 )
-from agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
-from schemas.events import ACTION_WEIGHT, Action
-from schemas.record import EXPLANATION_MAX_CHARS
-from schemas.text import sentence_text
+from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
+from intentstream.schemas.events import ACTION_WEIGHT, Action
+from intentstream.schemas.record import EXPLANATION_MAX_CHARS
+from intentstream.schemas.text import sentence_text
 
 TONES = ("warm", "practical", "playful", "concise")
 SENTENCE_MAX_CHARS = 160

@@ -21,11 +21,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 
-from agents.embedding import TextEmbedder, similarity
-from agents.evidence import Evidence, UserView, grounding, words
-from agents.explainer import Explained, check_sentence
-from agents.llm import LLM
-from agents.prompts import (
+from intentstream.agents.embedding import TextEmbedder, similarity
+from intentstream.agents.evidence import Evidence, UserView, grounding, words
+from intentstream.agents.explainer import Explained, check_sentence
+from intentstream.agents.llm import LLM
+from intentstream.agents.prompts import (
     INSTRUCTION_LIKE,
     array_of,
     data_block,
@@ -33,9 +33,9 @@ from agents.prompts import (
     sentence_property,
     system_prompt,
 )
-from agents.stage import PlanCost, Stage, ask, parse_model
-from schemas.record import EXPLANATION_MAX_CHARS, TAG_MAX_CHARS
-from schemas.text import plain_text
+from intentstream.agents.stage import PlanCost, Stage, ask, parse_model
+from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TAG_MAX_CHARS
+from intentstream.schemas.text import plain_text
 
 Verdict = Literal["good", "average", "bad"]
 RATINGS = {"strong": 1.0, "weak": 0.5, "unrelated": 0.0}

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agents.evidence import UserView
-from agents.llm import LLM
-from agents.prompts import (
+from intentstream.agents.evidence import UserView
+from intentstream.agents.llm import LLM
+from intentstream.agents.prompts import (
     array_of,
     data_block,
     id_list_property,
@@ -19,7 +19,7 @@ from agents.prompts import (
     system_prompt,
     tag_property,
 )
-from agents.stage import PlanCost, Stage, ask, parse_model
+from intentstream.agents.stage import PlanCost, Stage, ask, parse_model
 
 MAX_FACETS = 3
 BRIEF_MAX_CHARS = 120

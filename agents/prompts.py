@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from schemas.record import EXPLANATION_MAX_CHARS, TAG_MAX_CHARS
+from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TAG_MAX_CHARS
 
 PREAMBLE = """\
 You are one agent of a store's team that works out what one shopper wants to buy now.

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from agents.llm import LLM, LLMError, Message
+from intentstream.agents.llm import LLM, LLMError, Message
 
 log = logging.getLogger(__name__)
 

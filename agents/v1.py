@@ -17,14 +17,21 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from agents.arbiter import clean_tag
-from agents.evidence import UserView
-from agents.explainer import Explained, check_sentence, evidence_sentence
-from agents.judge import tag_evidence
-from agents.llm import LLM
-from agents.prompts import array_of, data_block, object_schema, sentence_property, system_prompt, tag_property
-from agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
-from schemas.events import BehaviorEvent
+from intentstream.agents.arbiter import clean_tag
+from intentstream.agents.evidence import UserView
+from intentstream.agents.explainer import Explained, check_sentence, evidence_sentence
+from intentstream.agents.judge import tag_evidence
+from intentstream.agents.llm import LLM
+from intentstream.agents.prompts import (
+    array_of,
+    data_block,
+    object_schema,
+    sentence_property,
+    system_prompt,
+    tag_property,
+)
+from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
+from intentstream.schemas.events import BehaviorEvent
 
 _PATHS = {
     "v1_interests": "Your task: read the shopper's whole behaviour history (one line per behaviour, "

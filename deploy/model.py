@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploy.stack import Progress, StackError
+from intentstream.deploy.stack import Progress, StackError
 from intentstream.settings import Settings
 
 GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"

@@ -17,7 +17,7 @@ from intentstream.settings import Settings, get_settings
 
 
 def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
-    from deploy import stack
+    from intentstream.deploy import stack
 
     services = stack.up(settings, say)
     endpoints = stack.resolve_endpoints(settings)
@@ -28,7 +28,7 @@ def cmd_up(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_down(settings: Settings, _: argparse.Namespace) -> int:
-    from deploy import stack
+    from intentstream.deploy import stack
 
     stack.down(settings, progress=say)
     return 0
@@ -39,8 +39,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import os
     import time
 
-    from deploy import stack
-    from stream.ingest import read_stats
+    from intentstream.deploy import stack
+    from intentstream.stream.ingest import read_stats
 
     services = stack.health(settings)
     workers = []
@@ -83,8 +83,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy import stack
-    from deploy.model import ensure_model
+    from intentstream.deploy import stack
+    from intentstream.deploy.model import ensure_model
 
     if settings.llm_base_url:
         say(f"LLM_BASE_URL is set ({settings.llm_base_url}): using that server, starting none")
@@ -108,10 +108,10 @@ def cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy.stack import resolve_endpoints
+    from intentstream.deploy.stack import resolve_endpoints
     from intentstream.kafka import KafkaSecurity
     from intentstream.store import redacted
-    from stream.app import run_worker
+    from intentstream.stream.app import run_worker
 
     if args.no_planner and args.planner_only:
         say("--no-planner and --planner-only exclude each other")
@@ -134,7 +134,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.replay import replay
+    from intentstream.perf.replay import replay
 
     started = time.perf_counter()
     sent, stats = asyncio.run(
@@ -168,7 +168,7 @@ def _pace(args: argparse.Namespace) -> str:
 
 
 def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.replay import convert
+    from intentstream.perf.replay import convert
 
     stats = convert(Path(args.log), args.format, Path(args.out), loops=args.loops)
     print(
@@ -180,7 +180,7 @@ def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy.stack import resolve_endpoints
+    from intentstream.deploy.stack import resolve_endpoints
     from intentstream.store import IntentStore, connect_with
 
     async def fetch() -> bytes | None:
@@ -205,7 +205,7 @@ def cmd_get(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.demo import run_demo
+    from intentstream.perf.demo import run_demo
 
     log = Path(args.log) if args.log else settings.datasets_dir / "rees46" / "events.csv"
     return run_demo(settings, log, events=args.events, follow=args.follow, timeout_s=args.timeout, say=say)
@@ -217,37 +217,37 @@ def _print_result(result: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def cmd_bench_redis(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.bench_redis import bench_redis
+    from intentstream.perf.bench_redis import bench_redis
 
     return _print_result(bench_redis(args.users, args.redis_url), args)
 
 
 def cmd_bench_context(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.bench_context import bench_context
+    from intentstream.perf.bench_context import bench_context
 
     return _print_result(bench_context(settings), args)
 
 
 def cmd_bench_ingest(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.bench_ingest import bench_ingest
+    from intentstream.perf.bench_ingest import bench_ingest
 
     return _print_result(bench_ingest(settings, args.events), args)
 
 
 def cmd_bench_kernels(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.bench_kernels import bench_kernels
+    from intentstream.perf.bench_kernels import bench_kernels
 
     return _print_result(bench_kernels(), args)
 
 
 def cmd_bench_agents(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.bench_agents import bench_agents
+    from intentstream.perf.bench_agents import bench_agents
 
     return _print_result(bench_agents(settings, args.users), args)
 
 
 def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.bench_replay import bench_replay
+    from intentstream.perf.bench_replay import bench_replay
 
     result = bench_replay(
         settings,
@@ -262,8 +262,8 @@ def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
-    from perf.evaluation import run_eval
-    from perf.quality import SEED, EvaluationFailed, NothingToEvaluate
+    from intentstream.perf.evaluation import run_eval
+    from intentstream.perf.quality import SEED, EvaluationFailed, NothingToEvaluate
 
     users = None if args.all_users else args.users
     seed = SEED if args.seed is None else args.seed
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     worker.set_defaults(func=cmd_worker)
 
-    from perf.logs import FORMATS
+    from intentstream.perf.logs import FORMATS
 
     replay = sub.add_parser("replay", help="publish an event log to the behaviours topic")
     replay.add_argument("--log", required=True, help="path of the log file")
@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from pydantic import ValidationError
 
-    from deploy.stack import StackError
+    from intentstream.deploy.stack import StackError
     from intentstream.kafka import KafkaSecurityError
 
     args = build_parser().parse_args(argv)

@@ -17,10 +17,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel, ValidationError
 
 from intentstream.kafka import KafkaSecurity, start_client
+from intentstream.schemas.codec import InvalidMessage, encode
+from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.settings import Settings, get_settings
-from schemas.codec import InvalidMessage, encode
-from schemas.events import BehaviorEvent, EnvSignal
-from stream.topics import ensure_topics
+from intentstream.stream.topics import ensure_topics
 
 M = TypeVar("M", bound=BaseModel)
 

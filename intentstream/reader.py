@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from intentstream.schemas.record import IntentRecord, IntentTag
 from intentstream.store import (
     CorruptRecord,
     RedisClient,
@@ -28,7 +29,6 @@ from intentstream.store import (
     parse_record,
     record_key,
 )
-from schemas.record import IntentRecord, IntentTag
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from intentstream.schemas.record import IntentRecord
 from intentstream.settings import Settings
-from schemas.record import IntentRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

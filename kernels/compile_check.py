@@ -50,8 +50,8 @@ def compile_sm90(kernel: Any, signature: dict[str, str], constexprs: dict[str, A
 def check_all() -> dict[str, Any]:
     if os.environ.get("TRITON_INTERPRET"):
         raise RuntimeError("unset TRITON_INTERPRET: the compile check needs the real compiler")
-    from kernels import fp8_attention as k
-    from kernels.fp8_attention import FLASH_BLOCK_M, FLASH_BLOCK_N, FLASH_WARPS
+    from intentstream.kernels import fp8_attention as k
+    from intentstream.kernels.fp8_attention import FLASH_BLOCK_M, FLASH_BLOCK_N, FLASH_WARPS
 
     ptr8, ptr32, i32, f32 = "*fp8e4nv", "*fp32", "i32", "fp32"
     flash_sig = {
@@ -110,7 +110,11 @@ def run_in_subprocess() -> dict[str, Any]:
     """``check_all`` in a clean process (the caller may be running the interpreter)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-m", "kernels.compile_check"], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", "intentstream.kernels.compile_check"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         return {"sm90_compiled": False, "error": done.stderr[-2000:]}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kernels.reference import FP8_MAX
+from intentstream.kernels.reference import FP8_MAX
 
 
 def patch_rounding() -> None:

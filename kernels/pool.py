@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from kernels.reference import FP8, FP8_MAX
+from intentstream.kernels.reference import FP8, FP8_MAX
 
 Backend = Literal["triton", "torch"]
 BackendChoice = Literal["auto", "triton", "torch"]
@@ -179,7 +179,7 @@ class EntityPool:
         lens = torch.tensor([self.lengths.get(u, 0) for u in users], dtype=torch.int32, device=self.device)
         queries = queries.to(self.device)
         if self.backend == "triton":
-            from kernels.fp8_attention import paged_fp8_attention
+            from intentstream.kernels.fp8_attention import paged_fp8_attention
 
             pooled, lse = paged_fp8_attention(
                 queries, self.pages, self.pages, self.scales, self.scales, tables, lens, sm_scale

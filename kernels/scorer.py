@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from kernels.pool import Backend, BackendChoice, EntityPool, pick_backend
+from intentstream.kernels.pool import Backend, BackendChoice, EntityPool, pick_backend
 
 Array = npt.NDArray[np.float32]
 

@@ -24,25 +24,25 @@ from typing import Any
 
 import numpy as np
 
-from agents.arbiter import scorer_for
-from agents.chain import JUDGE_STAGES, IntentChain, PlanFailed, PlanRejected
-from agents.embedding import MiniLMEmbedder
-from agents.evidence import user_view
-from agents.explainer import Explained
-from agents.judge import Judge, Judgement
-from agents.llm import OpenAICompatibleLLM, wait_until_ready
-from agents.stage import PlanCost, StageFailed
-from agents.v1 import V1Baseline, raw_line
-from deploy import stack
-from deploy.model import ensure_model
+from intentstream.agents.arbiter import scorer_for
+from intentstream.agents.chain import JUDGE_STAGES, IntentChain, PlanFailed, PlanRejected
+from intentstream.agents.embedding import MiniLMEmbedder
+from intentstream.agents.evidence import user_view
+from intentstream.agents.explainer import Explained
+from intentstream.agents.judge import Judge, Judgement
+from intentstream.agents.llm import OpenAICompatibleLLM, wait_until_ready
+from intentstream.agents.stage import PlanCost, StageFailed
+from intentstream.agents.v1 import V1Baseline, raw_line
+from intentstream.deploy import stack
+from intentstream.deploy.model import ensure_model
+from intentstream.perf.bench_context import LOGS, load_tokenizer
+from intentstream.perf.logs import load_events
+from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import IntentRecord, ReplanRequest
 from intentstream.settings import Settings
-from perf.bench_context import LOGS, load_tokenizer
-from perf.logs import load_events
-from schemas.events import BehaviorEvent
-from schemas.record import IntentRecord, ReplanRequest
-from stream.batch import shape_of
-from stream.context import ContextShape, UserContext, apply_event, replan_request
-from stream.entities import EntityCache
+from intentstream.stream.batch import shape_of
+from intentstream.stream.context import ContextShape, UserContext, apply_event, replan_request
+from intentstream.stream.entities import EntityCache
 
 HISTORY_CAP = 100  # events per user: V1's raw history must fit the served 4,096-token window
 V1_PROMPT_TOKEN_BUDGET = 3_200  # raw history lines beyond this are dropped, oldest first

@@ -20,16 +20,16 @@ from typing import Any
 import orjson
 from tokenizers import Tokenizer
 
-from agents.evidence import user_view
-from agents.planner import planner_data
-from agents.v1 import raw_line
+from intentstream.agents.evidence import user_view
+from intentstream.agents.planner import planner_data
+from intentstream.agents.v1 import raw_line
+from intentstream.perf.logs import LogFormat, load_events
 from intentstream.progress import say
+from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
-from perf.logs import LogFormat, load_events
-from schemas.events import BehaviorEvent
-from stream.batch import shape_of
-from stream.context import ContextShape, UserContext, apply_event, replan_request
-from stream.entities import EntityCache
+from intentstream.stream.batch import shape_of
+from intentstream.stream.context import ContextShape, UserContext, apply_event, replan_request
+from intentstream.stream.entities import EntityCache
 
 LOGS: dict[str, tuple[str, LogFormat]] = {
     "rees46": ("rees46/events.csv", "rees46"),

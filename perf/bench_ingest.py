@@ -30,16 +30,16 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.kafka import KafkaSecurity, start_client
+from intentstream.perf.demo import start_worker, stop_worker
+from intentstream.perf.logs import load_events
 from intentstream.progress import Meter, say
+from intentstream.schemas.codec import encode
+from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
-from perf.logs import load_events
-from schemas.codec import encode
-from schemas.events import BehaviorEvent
-from stream.ingest import read_stats
-from stream.topics import ensure_topics
+from intentstream.stream.ingest import read_stats
+from intentstream.stream.topics import ensure_topics
 
 
 def remapped(base: list[BehaviorEvent], n: int, *, start_loop: int = 0) -> list[BehaviorEvent]:
@@ -139,7 +139,7 @@ def naive_faust_rate(settings: Settings, topic: str, n: int, work: Path, timeout
     }
     with (work / "naive.log").open("wb") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "perf.naive_faust", "worker", "-l", "warn"],
+            [sys.executable, "-m", "intentstream.perf.naive_faust", "worker", "-l", "warn"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -22,9 +22,9 @@ from intentstream.progress import say
 
 
 def _interpreter_correctness() -> dict[str, Any]:
-    from kernels.fp8_attention import flash_fp8_forward, paged_fp8_attention
-    from kernels.interpreter import patch_rounding
-    from kernels.reference import (
+    from intentstream.kernels.fp8_attention import flash_fp8_forward, paged_fp8_attention
+    from intentstream.kernels.interpreter import patch_rounding
+    from intentstream.kernels.reference import (
         FP8,
         attention_reference,
         dequantize,
@@ -69,7 +69,7 @@ def _interpreter_correctness() -> dict[str, Any]:
 
 
 def _torch_path_speed(users: int, entities: int, queries: int) -> dict[str, Any]:
-    from kernels.pool import EntityPool
+    from intentstream.kernels.pool import EntityPool
 
     pool = EntityPool(dim=64, page_size=32, pages=users * (entities // 32 + 1), backend="torch")
     g = torch.Generator().manual_seed(1)
@@ -93,8 +93,8 @@ def _torch_path_speed(users: int, entities: int, queries: int) -> dict[str, Any]
 
 
 def _cuda_throughput(seqlen: int = 8192, heads: int = 16, d: int = 128, batch: int = 4) -> dict[str, Any]:
-    from kernels.fp8_attention import flash_fp8_forward
-    from kernels.reference import fp8_scale, quantize_fp8
+    from intentstream.kernels.fp8_attention import flash_fp8_forward
+    from intentstream.kernels.reference import fp8_scale, quantize_fp8
 
     dev = torch.device("cuda")
     q = torch.randn(batch * seqlen, heads, d, device=dev)
@@ -134,8 +134,8 @@ def _pipeline_speed() -> dict[str, Any]:
     """The scorer as the worker and the arbiter use it, on the backend chosen for this machine."""
     import numpy as np
 
-    from kernels.scorer import Scorer
-    from stream.entities import DIMS
+    from intentstream.kernels.scorer import Scorer
+    from intentstream.stream.entities import DIMS
 
     rng = np.random.default_rng(1)
 
@@ -167,7 +167,7 @@ def _pipeline_speed() -> dict[str, Any]:
 
 
 def bench_kernels(users: int = 2000, entities: int = 2000) -> dict[str, Any]:
-    from kernels.compile_check import run_in_subprocess
+    from intentstream.kernels.compile_check import run_in_subprocess
 
     cuda = torch.cuda.is_available()
     if not cuda:

@@ -23,12 +23,12 @@ from typing import Any
 
 import orjson
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.progress import say
 from intentstream.reader import IntentReader
+from intentstream.schemas.codec import encode
+from intentstream.schemas.record import IntentRecord, IntentTag
 from intentstream.store import IntentStore, RedisClient, connect
-from schemas.codec import encode
-from schemas.record import IntentRecord, IntentTag
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -34,17 +34,17 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy import stack
+from intentstream.deploy import stack
+from intentstream.perf.bench_agents import llm_endpoint
+from intentstream.perf.demo import start_worker, stop_worker
+from intentstream.perf.logs import LoadStats, LogFormat
+from intentstream.perf.replay import messages_of
 from intentstream.producer import IntentProducer
 from intentstream.progress import say
 from intentstream.reader import IntentReader
 from intentstream.settings import Settings
 from intentstream.store import connect_with
-from perf.bench_agents import llm_endpoint
-from perf.demo import start_worker, stop_worker
-from perf.logs import LoadStats, LogFormat
-from perf.replay import messages_of
-from stream.ingest import read_stats
+from intentstream.stream.ingest import read_stats
 
 Message = tuple[bytes, bytes]
 

@@ -19,14 +19,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from deploy import stack
-from deploy.model import ensure_model
+from intentstream.deploy import stack
+from intentstream.deploy.model import ensure_model
+from intentstream.perf.logs import load_events
 from intentstream.producer import IntentProducer
+from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import IntentRecord
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
-from perf.logs import load_events
-from schemas.events import BehaviorEvent
-from schemas.record import IntentRecord
 
 
 def start_worker(

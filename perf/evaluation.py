@@ -12,17 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agents.arbiter import scorer_for
-from agents.chain import IntentChain, PlanFailed
-from agents.embedding import MiniLMEmbedder
-from agents.evidence import user_view
-from agents.llm import OpenAICompatibleLLM, wait_until_ready
-from agents.stage import PlanCost, StageFailed
-from intentstream.progress import say
-from intentstream.settings import Settings
-from perf.bench_agents import llm_endpoint
-from perf.logs import LoadStats, LogFormat, load_events
-from perf.quality import (
+from intentstream.agents.arbiter import scorer_for
+from intentstream.agents.chain import IntentChain, PlanFailed
+from intentstream.agents.embedding import MiniLMEmbedder
+from intentstream.agents.evidence import user_view
+from intentstream.agents.llm import OpenAICompatibleLLM, wait_until_ready
+from intentstream.agents.stage import PlanCost, StageFailed
+from intentstream.perf.bench_agents import llm_endpoint
+from intentstream.perf.logs import LoadStats, LogFormat, load_events
+from intentstream.perf.quality import (
     DELAYS,
     EVERY_EVENT,
     LAST_CATEGORY,
@@ -43,9 +41,11 @@ from perf.quality import (
     hit_rate,
     ndcg,
 )
-from schemas.events import BehaviorEvent
-from schemas.record import ReplanRequest
-from stream.batch import policy_of, scorer_of, shape_of
+from intentstream.progress import say
+from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import ReplanRequest
+from intentstream.settings import Settings
+from intentstream.stream.batch import policy_of, scorer_of, shape_of
 
 CUTOFFS = (1, 3, 5, 10, 30)
 LABELS = {

@@ -18,7 +18,7 @@ from typing import Literal
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import Action, BehaviorEvent
+from intentstream.schemas.events import Action, BehaviorEvent
 
 LogFormat = Literal["rees46", "online-retail", "jsonl"]
 FORMATS: tuple[LogFormat, ...] = ("rees46", "online-retail", "jsonl")

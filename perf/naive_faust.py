@@ -19,9 +19,9 @@ from pathlib import Path
 import faust
 import orjson
 
-from schemas.codec import InvalidMessage, decode_event
-from stream.context import ContextShape, UserContext, apply_event
-from stream.entities import EntityCache
+from intentstream.schemas.codec import InvalidMessage, decode_event
+from intentstream.stream.context import ContextShape, UserContext, apply_event
+from intentstream.stream.entities import EntityCache
 
 _env = os.environ
 app = faust.App(

@@ -39,13 +39,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agents.embedding import TextEmbedder
-from kernels.scorer import Scorer
-from schemas.events import BehaviorEvent
-from schemas.record import ReplanRequest
-from stream.context import ContextShape, UserContext, apply_event, drifts, replan_request
-from stream.entities import EntityCache, Vector
-from stream.trigger import Decision, TriggerPolicy, mark_replanned
+from intentstream.agents.embedding import TextEmbedder
+from intentstream.kernels.scorer import Scorer
+from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import ReplanRequest
+from intentstream.stream.context import ContextShape, UserContext, apply_event, drifts, replan_request
+from intentstream.stream.entities import EntityCache, Vector
+from intentstream.stream.trigger import Decision, TriggerPolicy, mark_replanned
 
 NEXT_EVENTS = 5
 MIN_HISTORY = 5

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import orjson
 
-from deploy.stack import resolve_endpoints
+from intentstream.deploy.stack import resolve_endpoints
+from intentstream.perf.logs import LoadStats, LogFormat, load_events
 from intentstream.producer import IntentProducer
 from intentstream.progress import Meter
+from intentstream.schemas.codec import encode
+from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
-from perf.logs import LoadStats, LogFormat, load_events
-from schemas.codec import encode
-from schemas.events import BehaviorEvent
 
 
 def due_at(

@@ -1,14 +1,14 @@
 """Pydantic v2 models of every message and record, with orjson codecs and schema versions."""
 
-from schemas.codec import (
+from intentstream.schemas.codec import (
     InvalidMessage,
     decode_event,
     decode_replan,
     decode_signal,
     encode,
 )
-from schemas.events import SCHEMA_VERSION, Action, BehaviorEvent, EnvSignal, SignalKind
-from schemas.record import IntentRecord, IntentTag, ReplanRequest
+from intentstream.schemas.events import SCHEMA_VERSION, Action, BehaviorEvent, EnvSignal, SignalKind
+from intentstream.schemas.record import IntentRecord, IntentTag, ReplanRequest
 
 __all__ = [
     "SCHEMA_VERSION",

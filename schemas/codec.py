@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.events import Action, BehaviorEvent, EnvSignal
-from schemas.record import ReplanRequest
+from intentstream.schemas.events import Action, BehaviorEvent, EnvSignal
+from intentstream.schemas.record import ReplanRequest
 
 M = TypeVar("M", bound=BaseModel)
 

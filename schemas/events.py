@@ -15,7 +15,7 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from schemas.text import clean_text
+from intentstream.schemas.text import clean_text
 
 SCHEMA_VERSION: Literal[1] = 1
 

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, SignalKind, UtcTime
-from schemas.text import plain_text, sentence_text
+from intentstream.schemas.events import SCHEMA_VERSION, Action, Id, ItemText, ShortText, SignalKind, UtcTime
+from intentstream.schemas.text import plain_text, sentence_text
 
 TAG_MAX_CHARS = 48
 EXPLANATION_MAX_CHARS = 200

@@ -23,22 +23,22 @@ import torch
 from mode import CrashingSupervisor, Service
 from redis.exceptions import RedisError
 
-from agents.arbiter import scorer_for
-from agents.chain import IntentChain, PlanFailed, PlanRejected
-from agents.embedding import embedder_for
-from agents.llm import LLMError, OpenAICompatibleLLM
-from deploy.stack import Endpoints
+from intentstream.agents.arbiter import scorer_for
+from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected
+from intentstream.agents.embedding import embedder_for
+from intentstream.agents.llm import LLMError, OpenAICompatibleLLM
+from intentstream.deploy.stack import Endpoints
 from intentstream.kafka import KafkaSecurity
 from intentstream.logs import json_logging_config
+from intentstream.schemas.codec import InvalidMessage, decode_replan, decode_signal
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
-from schemas.codec import InvalidMessage, decode_replan, decode_signal
-from stream.batch import APPLY_FAILED, dead_letter_headers
-from stream.ingest import ContextService
-from stream.metrics import PlannerCounters
-from stream.metrics import serve as serve_metrics
-from stream.tansu import patch_faust_highwaters
-from stream.topics import ensure_topics
+from intentstream.stream.batch import APPLY_FAILED, dead_letter_headers
+from intentstream.stream.ingest import ContextService
+from intentstream.stream.metrics import PlannerCounters
+from intentstream.stream.metrics import serve as serve_metrics
+from intentstream.stream.tansu import patch_faust_highwaters
+from intentstream.stream.topics import ensure_topics
 
 log = logging.getLogger("intentstream.worker")
 

@@ -21,13 +21,13 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from intentstream.kernels.scorer import Scorer
+from intentstream.schemas.codec import InvalidMessage, decode_event
+from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
-from kernels.scorer import Scorer
-from schemas.codec import InvalidMessage, decode_event
-from schemas.events import BehaviorEvent
-from stream.context import ContextShape, UserContext, apply_event, drifts, sequence_entities
-from stream.entities import DIMS, EntityCache, Vector
-from stream.trigger import Decision, TriggerPolicy
+from intentstream.stream.context import ContextShape, UserContext, apply_event, drifts, sequence_entities
+from intentstream.stream.entities import DIMS, EntityCache, Vector
+from intentstream.stream.trigger import Decision, TriggerPolicy
 
 log = logging.getLogger("intentstream.contexts")
 

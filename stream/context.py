@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from schemas.events import ACTION_WEIGHT, BehaviorEvent, EnvSignal
-from schemas.record import ActiveSignal, Interest, RecentBehavior, ReplanRequest
-from stream.entities import DIMS, EntityCache, Vector
+from intentstream.schemas.events import ACTION_WEIGHT, BehaviorEvent, EnvSignal
+from intentstream.schemas.record import ActiveSignal, Interest, RecentBehavior, ReplanRequest
+from intentstream.stream.entities import DIMS, EntityCache, Vector
 
 if TYPE_CHECKING:
-    from kernels.scorer import Scorer
+    from intentstream.kernels.scorer import Scorer
 
 HALF_LIFE_S = 3600.0
 

@@ -45,19 +45,19 @@ from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
 from intentstream.kafka import KafkaSecurity, start_client
+from intentstream.schemas.codec import encode
+from intentstream.schemas.events import EnvSignal
 from intentstream.settings import Settings
-from schemas.codec import encode
-from schemas.events import EnvSignal
-from stream.batch import BatchPath, DeadLetter, Message, dead_letter_headers
-from stream.context import (
+from intentstream.stream.batch import BatchPath, DeadLetter, Message, dead_letter_headers
+from intentstream.stream.context import (
     UserContext,
     concerns,
     replan_request,
     signals_for,
 )
-from stream.metrics import Health
-from stream.tansu import scanned_end_offsets
-from stream.trigger import Decision, ReplanQueue, mark_replanned
+from intentstream.stream.metrics import Health
+from intentstream.stream.tansu import scanned_end_offsets
+from intentstream.stream.trigger import Decision, ReplanQueue, mark_replanned
 
 log = logging.getLogger("intentstream.contexts")
 

@@ -20,10 +20,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agents.stage import PlanCost, StageCost
+from intentstream.agents.stage import PlanCost, StageCost
 
 if TYPE_CHECKING:
-    from stream.ingest import ContextService
+    from intentstream.stream.ingest import ContextService
 
 
 @dataclass

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from schemas.events import Action, BehaviorEvent, EnvSignal
-from schemas.record import Trigger
-from stream.context import UserContext
+from intentstream.schemas.events import Action, BehaviorEvent, EnvSignal
+from intentstream.schemas.record import Trigger
+from intentstream.stream.context import UserContext
 
 STRONG_ACTIONS = frozenset({Action.CART, Action.PURCHASE, Action.SEARCH})
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import stack
-from deploy.model import ensure_model
+from intentstream.deploy import stack
+from intentstream.deploy.model import ensure_model
 from intentstream.settings import REPO_ROOT, Settings
 from intentstream.store import RedisClient, connect
 

@@ -12,11 +12,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 
+from intentstream.schemas.record import IntentRecord, IntentTag
 from intentstream.settings import Settings
-from schemas.record import IntentRecord, IntentTag
-from stream.batch import Message, shape_of
-from stream.context import UserContext, apply_event
-from stream.entities import EntityCache, Vector
+from intentstream.stream.batch import Message, shape_of
+from intentstream.stream.context import UserContext, apply_event
+from intentstream.stream.entities import EntityCache, Vector
 
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)

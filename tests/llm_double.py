@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from agents import arbiter, experts, explainer, judge, planner
-from agents.llm import Completion, Message
-from agents.v1 import V1Baseline
+from intentstream.agents import arbiter, experts, explainer, judge, planner
+from intentstream.agents.llm import Completion, Message
+from intentstream.agents.v1 import V1Baseline
 
 Answer = str | Exception | Callable[[str], str]
 

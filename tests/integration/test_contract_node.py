@@ -18,11 +18,11 @@ import orjson
 import pytest
 import redis
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.reader import SyncIntentReader
+from intentstream.schemas.record import Trigger
 from intentstream.settings import REPO_ROOT
 from intentstream.store import IntentStore, connect
-from schemas.record import Trigger
 from tests.helpers import NOW, intent_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

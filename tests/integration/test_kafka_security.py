@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaError
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.kafka import KafkaSecurity, KafkaSecurityError
+from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
-from stream.ingest import ContextService
+from intentstream.stream.ingest import ContextService
 from tests.helpers import consume, event_dict, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

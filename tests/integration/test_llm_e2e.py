@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from agents.chain import IntentChain
-from agents.embedding import MiniLMEmbedder
-from agents.llm import OpenAICompatibleLLM
-from deploy import stack
+from intentstream.agents.chain import IntentChain
+from intentstream.agents.embedding import MiniLMEmbedder
+from intentstream.agents.llm import OpenAICompatibleLLM
+from intentstream.deploy import stack
+from intentstream.perf.demo import start_worker, stop_worker
+from intentstream.perf.logs import load_events
 from intentstream.producer import IntentProducer
+from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
 from intentstream.store import IntentStore
-from perf.demo import start_worker, stop_worker
-from perf.logs import load_events
-from schemas.events import BehaviorEvent
-from stream.context import ContextShape, UserContext, apply_event, replan_request
-from stream.entities import EntityCache
+from intentstream.stream.context import ContextShape, UserContext, apply_event, replan_request
+from intentstream.stream.entities import EntityCache
 from tests.helpers import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.llm]

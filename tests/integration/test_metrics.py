@@ -9,10 +9,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.stack import free_port, resolve_endpoints
+from intentstream.deploy.stack import free_port, resolve_endpoints
+from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
 from tests.helpers import event_dict, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

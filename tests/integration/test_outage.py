@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy import stack
+from intentstream.deploy import stack
+from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
 from tests.helpers import consume, event_dict, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

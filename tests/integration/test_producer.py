@@ -7,10 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from intentstream.perf.replay import replay
 from intentstream.producer import IntentProducer
+from intentstream.schemas.codec import InvalidMessage
 from intentstream.settings import Settings
-from perf.replay import replay
-from schemas.codec import InvalidMessage
 from tests.helpers import consume, event_dict, signal_dict
 
 pytestmark = pytest.mark.integration

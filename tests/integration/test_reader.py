@@ -14,10 +14,10 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.reader import IntentReader, SyncIntentReader
+from intentstream.schemas.record import IntentRecord
 from intentstream.store import IntentStore, connect
-from schemas.record import IntentRecord
 from tests.helpers import NOW
 from tests.helpers import intent_record as record
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import resolve_endpoints
+from intentstream.deploy.stack import resolve_endpoints
+from intentstream.perf.demo import start_worker, stop_worker
+from intentstream.perf.logs import load_events
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
-from perf.logs import load_events
 from tests.helpers import consume, essence, expected_contexts, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

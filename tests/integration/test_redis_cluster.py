@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.reader import IntentReader
 from intentstream.store import IntentStore, RedisClient, changes_streams, connect, shard_of
 from tests.helpers import NOW

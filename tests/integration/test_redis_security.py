@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.reader import IntentReader, SyncIntentReader
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect, connect_with, redacted

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy import stack
+from intentstream.deploy import stack
+from intentstream.perf.bench_replay import bench_replay
+from intentstream.perf.evaluation import run_eval
+from intentstream.perf.logs import load_events
+from intentstream.schemas.codec import encode
 from intentstream.settings import Settings
-from perf.bench_replay import bench_replay
-from perf.evaluation import run_eval
-from perf.logs import load_events
-from schemas.codec import encode
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.llm]
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import resolve_endpoints
+from intentstream.deploy.stack import resolve_endpoints
+from intentstream.perf.demo import start_worker, stop_worker
+from intentstream.perf.logs import load_events
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
-from perf.logs import load_events
-from stream.ingest import read_stats
+from intentstream.stream.ingest import read_stats
 from tests.helpers import consume, essence, eventually, expected_contexts, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import stack
+from intentstream.deploy import stack
 from intentstream.settings import Settings
 
 pytestmark = pytest.mark.integration

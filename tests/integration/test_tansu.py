@@ -6,8 +6,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from deploy import stack
-from stream.tansu import scanned_end_offsets
+from intentstream.deploy import stack
+from intentstream.stream.tansu import scanned_end_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,13 @@ from subprocess import Popen
 import orjson
 import pytest
 
-from deploy.stack import resolve_endpoints
+from intentstream.deploy.stack import resolve_endpoints
+from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from perf.demo import start_worker, stop_worker
-from stream.context import UserContext
-from stream.ingest import ContextService
-from stream.topics import ensure_topics
+from intentstream.stream.context import UserContext
+from intentstream.stream.ingest import ContextService
+from intentstream.stream.topics import ensure_topics
 from tests.helpers import NOW, FailingEntitiesDouble, consume, event_dict, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kernels.interpreter import patch_rounding, unpatch_rounding
+from intentstream.kernels.interpreter import patch_rounding, unpatch_rounding
 
 
 @pytest.fixture(autouse=True)

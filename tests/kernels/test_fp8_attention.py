@@ -9,10 +9,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.fp8_attention import flash_fp8_forward, paged_fp8_attention
-from kernels.interpreter import patch_rounding, unpatch_rounding
-from kernels.pool import paged_attention_torch
-from kernels.reference import (
+from intentstream.kernels.fp8_attention import flash_fp8_forward, paged_fp8_attention
+from intentstream.kernels.interpreter import patch_rounding, unpatch_rounding
+from intentstream.kernels.pool import paged_attention_torch
+from intentstream.kernels.reference import (
     FP8,
     attention_reference,
     dequantize,

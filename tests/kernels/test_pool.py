@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.compile_check import run_in_subprocess
-from kernels.pool import EntityPool, pick_backend
-from kernels.reference import paged_attention_reference
+from intentstream.kernels.compile_check import run_in_subprocess
+from intentstream.kernels.pool import EntityPool, pick_backend
+from intentstream.kernels.reference import paged_attention_reference
 
 
 def vectors(n: int, dim: int = 64, seed: int = 0) -> torch.Tensor:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import kernels.scorer
-from kernels.scorer import Scorer, padded_dim
+import intentstream.kernels.scorer
+from intentstream.kernels.scorer import Scorer, padded_dim
 
 
 def unit_rows(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -49,7 +49,7 @@ def test_results_keep_the_callers_order_however_users_are_grouped(monkeypatch: p
     queries = np.stack([unit_rows(3, seed=20 + i) for i in range(len(users))])
     queries[3] = queries[1]  # the same user asked the same twice
     one_launch = filled("torch").attend(users, queries)
-    monkeypatch.setattr(kernels.scorer, "_TORCH_ROWS_PER_LAUNCH", 64)  # a launch per user or two
+    monkeypatch.setattr(intentstream.kernels.scorer, "_TORCH_ROWS_PER_LAUNCH", 64)  # a launch per user or two
     many_launches = filled("torch").attend(users, queries)
     assert np.allclose(one_launch.readouts, many_launches.readouts, atol=1e-5)
     assert np.allclose(one_launch.relevance, many_launches.relevance, atol=1e-5)

@@ -11,20 +11,26 @@ import numpy as np
 import orjson
 import pytest
 
-from agents.arbiter import Arbiter, Pooled, evidence_pool, pool_candidates, relevance, scorer_for
-from agents.chain import IntentChain, PlanFailed, PlanRejected
-from agents.embedding import HashedEmbedder
-from agents.evidence import grounding, user_view
-from agents.experts import Candidate, parse_candidates
-from agents.explainer import Explained, Explainer, check_sentence, evidence_sentence
-from agents.judge import apply_floors, check_diversity, check_safety_format, check_timeliness, parse_ratings
-from agents.llm import LLMError
-from agents.planner import Facet, parse_facets
-from agents.prompts import data_block
-from agents.stage import PlanCost
-from agents.v1 import V1Baseline
-from schemas.events import BehaviorEvent
-from schemas.record import ActiveSignal, RecentBehavior, ReplanRequest
+from intentstream.agents.arbiter import Arbiter, Pooled, evidence_pool, pool_candidates, relevance, scorer_for
+from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected
+from intentstream.agents.embedding import HashedEmbedder
+from intentstream.agents.evidence import grounding, user_view
+from intentstream.agents.experts import Candidate, parse_candidates
+from intentstream.agents.explainer import Explained, Explainer, check_sentence, evidence_sentence
+from intentstream.agents.judge import (
+    apply_floors,
+    check_diversity,
+    check_safety_format,
+    check_timeliness,
+    parse_ratings,
+)
+from intentstream.agents.llm import LLMError
+from intentstream.agents.planner import Facet, parse_facets
+from intentstream.agents.prompts import data_block
+from intentstream.agents.stage import PlanCost
+from intentstream.agents.v1 import V1Baseline
+from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import ActiveSignal, RecentBehavior, ReplanRequest
 from tests.helpers import NOW
 from tests.llm_double import ScriptedLLM, js
 
@@ -354,7 +360,7 @@ def test_diversity_and_timeliness_checks() -> None:
 
 
 def test_floors_override_the_senior_judge() -> None:
-    from agents.judge import SubVerdict
+    from intentstream.agents.judge import SubVerdict
 
     passed = {d: SubVerdict(d, 1.0, True) for d in ("grounding", "timeliness", "diversity", "safety_format")}
     assert apply_floors("good", {**passed, "relevance": SubVerdict("relevance", 1.0, True)}) == ("good", None)
@@ -518,8 +524,8 @@ async def test_choose_gives_the_arbiters_tags_without_explaining_them() -> None:
 
 
 async def test_the_eval_tagger_turns_a_failed_plan_into_no_tags_without_the_llm() -> None:
-    from perf.evaluation import ChainTagger
-    from perf.quality import PlanUnavailable
+    from intentstream.perf.evaluation import ChainTagger
+    from intentstream.perf.quality import PlanUnavailable
 
     llm = happy_llm()
     with pytest.raises(PlanUnavailable, match="no described behaviour"):

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.explainer import DONE
+from intentstream.agents.explainer import DONE
+from intentstream.schemas.events import ACTION_WEIGHT, Action
 from intentstream.settings import Settings
-from schemas.events import ACTION_WEIGHT, Action
-from stream.batch import APPLY_FAILED, BatchPath, Message
-from stream.context import UserContext
-from stream.entities import EntityCache
+from intentstream.stream.batch import APPLY_FAILED, BatchPath, Message
+from intentstream.stream.context import UserContext
+from intentstream.stream.entities import EntityCache
 from tests.helpers import NOW, FailingEntitiesDouble, essence, message_of
 
 

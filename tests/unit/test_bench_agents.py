@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from agents.explainer import Explained
-from agents.stage import PlanCost, StageCost
-from perf.bench_agents import V1_PROMPT_TOKEN_BUDGET, Outcome, _summary, v1_history
-from schemas.events import BehaviorEvent
+from intentstream.agents.explainer import Explained
+from intentstream.agents.stage import PlanCost, StageCost
+from intentstream.perf.bench_agents import V1_PROMPT_TOKEN_BUDGET, Outcome, _summary, v1_history
+from intentstream.schemas.events import BehaviorEvent
 from tests.helpers import NOW
 
 

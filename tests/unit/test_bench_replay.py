@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from perf.bench_replay import Run, Sample, _proc, _rates, stamped, summarise
+from intentstream.perf.bench_replay import Run, Sample, _proc, _rates, stamped, summarise
 
 
 def sample(t: float, applied: int, cpu: float, lag: int = 0) -> Sample:

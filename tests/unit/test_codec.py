@@ -7,8 +7,8 @@ from datetime import timedelta
 import orjson
 import pytest
 
-from schemas.codec import InvalidMessage, decode_event, decode_signal, encode
-from schemas.events import Action, BehaviorEvent
+from intentstream.schemas.codec import InvalidMessage, decode_event, decode_signal, encode
+from intentstream.schemas.events import Action, BehaviorEvent
 from tests.helpers import NOW, event_dict, signal_dict
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from kernels.scorer import Scorer
-from schemas.events import BehaviorEvent, EnvSignal
-from stream.context import (
+from intentstream.kernels.scorer import Scorer
+from intentstream.schemas.events import BehaviorEvent, EnvSignal
+from intentstream.stream.context import (
     ContextShape,
     UserContext,
     apply_event,
@@ -26,7 +26,7 @@ from stream.context import (
     sequence_entities,
     signals_for,
 )
-from stream.entities import DIMS, EntityCache, embed
+from intentstream.stream.entities import DIMS, EntityCache, embed
 from tests.helpers import NOW, event_dict, signal_dict
 
 SHAPE = ContextShape(recent=4, max_interests=3, seen_ids=32)
@@ -277,7 +277,7 @@ def test_replan_request_snapshots_the_compressed_context() -> None:
 
 
 def test_freshness_summarises_the_newest_window_and_the_whole_ring() -> None:
-    from stream.ingest import Freshness
+    from intentstream.stream.ingest import Freshness
 
     fresh = Freshness(size=100, window_s=10.0)
     assert fresh.summaries(None, math.inf) == [{}, {}]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perf.demo import turned_down
+from intentstream.perf.demo import turned_down
 
 
 def test_turned_down_reads_the_workers_reason_for_that_user_only(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from intentstream.perf.logs import LoadStats, load_events
+from intentstream.schemas.events import Action
 from intentstream.settings import Settings
-from perf.logs import LoadStats, load_events
-from schemas.events import Action
 from tests.helpers import event_dict
 
 DATASETS = Settings().datasets_dir

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from intentstream.settings import REPO_ROOT, Settings
-from stream.topics import topic_specs
+from intentstream.stream.topics import topic_specs
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 CUSTOM_KINDS = {"KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "Kustomization"}
@@ -153,8 +153,8 @@ def test_overlays_point_at_files_that_exist() -> None:
 
 
 def test_dashboard_queries_only_metrics_the_worker_exports() -> None:
-    from stream.ingest import ContextService
-    from stream.metrics import PlannerCounters, WorkerCollector
+    from intentstream.stream.ingest import ContextService
+    from intentstream.stream.metrics import PlannerCounters, WorkerCollector
 
     collector = WorkerCollector(
         ContextService(Settings(), "127.0.0.1:1", scan_end_offsets=False), PlannerCounters()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.model import ModelError, assemble_gguf
+from intentstream.deploy.model import ModelError, assemble_gguf
 
 
 def chunks(tmp_path: Path, *parts: bytes) -> list[Path]:

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agents.embedding import HashedEmbedder, MiniLMEmbedder
-from kernels.scorer import Scorer
-from perf.quality import (
+from intentstream.agents.embedding import HashedEmbedder, MiniLMEmbedder
+from intentstream.kernels.scorer import Scorer
+from intentstream.perf.quality import (
     EVERY_EVENT,
     LAST_CATEGORY,
     POPULAR,
@@ -31,11 +31,11 @@ from perf.quality import (
     ranked,
     snapshots,
 )
-from schemas.events import Action, BehaviorEvent
-from schemas.record import ReplanRequest
-from stream.context import ContextShape
-from stream.entities import DIMS, EntityCache
-from stream.trigger import TriggerPolicy
+from intentstream.schemas.events import Action, BehaviorEvent
+from intentstream.schemas.record import ReplanRequest
+from intentstream.stream.context import ContextShape
+from intentstream.stream.entities import DIMS, EntityCache
+from intentstream.stream.trigger import TriggerPolicy
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 EXACT = Matcher(HashedEmbedder(), threshold=2.0)  # cosine never reaches 2: category matches only

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from perf.logs import LoadStats
-from perf.replay import convert, due_at, jsonl_messages
-from schemas.events import BehaviorEvent
+from intentstream.perf.logs import LoadStats
+from intentstream.perf.replay import convert, due_at, jsonl_messages
+from intentstream.schemas.events import BehaviorEvent
 from tests.helpers import event_dict
 
 

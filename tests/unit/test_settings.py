@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from deploy.stack import StackError, resolve_endpoints
+from intentstream.deploy.stack import StackError, resolve_endpoints
 from intentstream.settings import Settings
 
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernels.scorer import Scorer
-from schemas.events import BehaviorEvent, EnvSignal, SignalKind
-from schemas.record import Trigger
-from stream.context import ContextShape, UserContext, apply_event, drifts, event_entity
-from stream.entities import DIMS, EntityCache
-from stream.trigger import STRONG, STRONG_ACTIONS, Decision, ReplanQueue, TriggerPolicy, mark_replanned
+from intentstream.kernels.scorer import Scorer
+from intentstream.schemas.events import BehaviorEvent, EnvSignal, SignalKind
+from intentstream.schemas.record import Trigger
+from intentstream.stream.context import ContextShape, UserContext, apply_event, drifts, event_entity
+from intentstream.stream.entities import DIMS, EntityCache
+from intentstream.stream.trigger import (
+    STRONG,
+    STRONG_ACTIONS,
+    Decision,
+    ReplanQueue,
+    TriggerPolicy,
+    mark_replanned,
+)
 from tests.helpers import event_dict, signal_dict
 
 POLICY = TriggerPolicy(every_n_events=3, cooldown_s=10.0, drift_threshold=0.35, stale_after_s=600.0)

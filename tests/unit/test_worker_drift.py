@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
+from intentstream.schemas.record import Trigger
 from intentstream.settings import Settings
-from schemas.record import Trigger
-from stream.batch import BatchPath, Message
-from stream.context import UserContext
-from stream.ingest import ContextService
-from stream.trigger import DRIFT, Decision, mark_replanned
+from intentstream.stream.batch import BatchPath, Message
+from intentstream.stream.context import UserContext
+from intentstream.stream.ingest import ContextService
+from intentstream.stream.trigger import DRIFT, Decision, mark_replanned
 from tests.helpers import NOW, message_of
 
 KETTLE = {
