@@ -138,7 +138,7 @@ class ContextCounters:
 class _Staged:
     """A batch applied in memory whose changelog writes are in flight."""
 
-    records: list[tuple[int, bytes, bytes]]  # (partition, key, context bytes)
+    records: list[tuple[int, UserContext]]  # (changelog partition, context)
     offsets: dict[TopicPartition, int]
     produced_ms: list[float]
     apply_s: float
@@ -307,7 +307,7 @@ class ContextService:
             self._request(outcome.changed[user][1], decision)
         await self._dead_letter(outcome.dead)
         staged = _Staged(
-            records=[(p, ctx.user_id.encode(), ctx.to_bytes()) for p, ctx in outcome.changed.values()],
+            records=list(outcome.changed.values()),
             offsets={topic_of[p]: offset for p, offset in outcome.offsets.items()},
             produced_ms=outcome.produced_ms,
             apply_s=time.perf_counter() - started,
@@ -316,26 +316,27 @@ class ContextService:
         return staged
 
     async def _send(self, staged: _Staged) -> None:
+        """Send the contexts as they are now (not yet awaited). A resend after a failure thus
+        carries each context's newest state: it can never land a stale context after a newer
+        one already written by a later batch."""
         futures = [
-            await self._producer.send(self._changelog, value, key=key, partition=partition)
-            for partition, key, value in staged.records
+            await self._producer.send(self._changelog, ctx.to_bytes(), key=ctx.user_id.encode(), partition=p)
+            for p, ctx in staged.records
         ]
         staged.acked = asyncio.gather(*futures)
         staged.acked.add_done_callback(staged.mark_acked)
 
-    async def _settle(self) -> None:
-        """Wait for the in-flight batch's writes (resending through an outage of up to
-        ``broker_outage_s``), then commit its offsets."""
-        staged, self._inflight = self._inflight, None
-        if staged is None:
-            return
-        waited = time.perf_counter()
+    async def _deliver(self, staged: _Staged) -> None:
+        """The one retrying writer: wait for the staged writes' acks, resending through an
+        outage of up to ``broker_outage_s``, then stop the worker with a clear error."""
         deadline = time.monotonic() + self.settings.broker_outage_s
         while True:
             try:
-                if staged.acked is not None:
-                    await staged.acked
-                break
+                if staged.acked is None:
+                    await self._send(staged)
+                assert staged.acked is not None
+                await staged.acked
+                return
             except KafkaError as exc:
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable(
@@ -344,7 +345,15 @@ class ContextService:
                     ) from exc
                 log.warning("changelog write failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)
-                await self._send(staged)
+                staged.acked = None
+
+    async def _settle(self) -> None:
+        """Wait for the in-flight batch's writes, then commit its offsets."""
+        staged, self._inflight = self._inflight, None
+        if staged is None:
+            return
+        waited = time.perf_counter()
+        await self._deliver(staged)
         self.counters.changelog_writes += len(staged.records)
         done_ms = staged.acked_ms or time.time() * 1000
         for ms in staged.produced_ms:
@@ -366,29 +375,11 @@ class ContextService:
         c.seconds_commit += time.perf_counter() - committing
 
     async def _write(self, changed: Iterable[tuple[int, UserContext]]) -> None:
-        """Write contexts to their changelog partition and wait for the broker's ack,
-        retrying through an outage of up to ``broker_outage_s``."""
-        pending = [(partition, ctx.user_id.encode(), ctx.to_bytes()) for partition, ctx in changed]
-        if not pending:
-            return
-        deadline = time.monotonic() + self.settings.broker_outage_s
-        while True:
-            try:
-                futures = [
-                    await self._producer.send(self._changelog, value, key=key, partition=partition)
-                    for partition, key, value in pending
-                ]
-                await asyncio.gather(*futures)
-                self.counters.changelog_writes += len(pending)
-                return
-            except KafkaError as exc:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        f"the broker at {self.bootstrap} did not take {len(pending)} context writes "
-                        f"for {self.settings.broker_outage_s:.0f}s: {exc}"
-                    ) from exc
-                log.warning("changelog write failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+        """Write contexts to their changelog partition and wait for the broker's ack."""
+        staged = _Staged(records=list(changed), offsets={}, produced_ms=[], apply_s=0.0)
+        if staged.records:
+            await self._deliver(staged)
+            self.counters.changelog_writes += len(staged.records)
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         """Park each message's original bytes and key with the reason; the stream goes on."""
