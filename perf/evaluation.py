@@ -45,7 +45,7 @@ from intentstream.progress import say
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import ReplanRequest
 from intentstream.settings import Settings
-from intentstream.stream.batch import policy_of, scorer_of, shape_of
+from intentstream.stream.batch import BatchPath
 
 CUTOFFS = (1, 3, 5, 10, 30)
 LABELS = {
@@ -259,9 +259,7 @@ async def _score(
             tagger,
             Matcher(embedder),
             k=k,
-            shape=shape_of(settings),
-            policy=policy_of(settings),
-            scorer=scorer_of(settings),
+            path=BatchPath.from_settings(settings),
             concurrency=settings.llm_concurrency,
             sweep_s=settings.replan_sweep_interval_s,
             progress=progress,

@@ -40,12 +40,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from intentstream.agents.embedding import TextEmbedder
-from intentstream.kernels.scorer import Scorer
+from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import ReplanRequest
-from intentstream.stream.context import ContextShape, UserContext, apply_event, drifts, replan_request
-from intentstream.stream.entities import EntityCache, Vector
-from intentstream.stream.trigger import Decision, TriggerPolicy, mark_replanned
+from intentstream.stream.batch import BatchPath, Message
+from intentstream.stream.context import ContextShape, UserContext, replan_request
+from intentstream.stream.trigger import mark_replanned
 
 NEXT_EVENTS = 5
 MIN_HISTORY = 5
@@ -118,41 +118,25 @@ class Snapshot:
         return None if self.request is None else (self.request.user_id, self.request.context_version)
 
 
-def snapshots(
-    case: Case,
-    shape: ContextShape,
-    policy: TriggerPolicy,
-    entities: EntityCache,
-    scorer: Scorer,
-    sweep_s: float = 30.0,
-) -> list[Snapshot]:
+def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapshot]:
     """The context each mode plans from, in MODES order, in one walk over the history.
 
-    Real time follows the worker in event time: a decided re-plan is built from the context
-    when it is let out, so it also sees events that arrived with the one that triggered it
-    (the same timestamp: one batch); and every ``sweep_s`` the worker's sweep asks the
-    policy again with no event (a burst's tail, left by the cooldown, is re-planned then).
-    The drift test runs through ``scorer`` as in the worker (its entry for the user is
-    released at the end).
+    Real time runs the worker's own batch path (``BatchPath.apply``, one batch per event, in
+    event time): a decided re-plan is built from the context when it is let out, so it also
+    sees events that arrived with the one that triggered it (the same timestamp: one
+    batch); and every ``sweep_s`` the worker's sweep asks the policy again with no event (a
+    burst's tail, left by the cooldown, is re-planned then). The user's entry in the
+    batch path's entity pool is released at the end.
     """
     ctx = UserContext(case.user_id)
+    contexts = {0: {case.user_id: ctx}}
+    shape = path.shape
     cut = case.cut
     due = sorted(((cut - delay, name) for name, delay in DELAYS), reverse=True)  # oldest first
     taken: dict[str, ReplanRequest | None] = {}
     realtime: ReplanRequest | None = None
     pending: tuple[float, str] | None = None  # a decided re-plan not yet let out: (at, reason)
     last_s: float | None = None
-
-    def decide(now_s: float, event: BehaviorEvent | None = None) -> Decision | None:
-        """As the worker decides: a strong event at once, the rest with the drift measured."""
-        if (
-            event is not None
-            and policy.urgent(event)
-            and (decision := policy.decide(ctx, now_s, event=event))
-        ):
-            return decision
-        measured = drifts([ctx], scorer)[0] if policy.wants_drift(ctx, now_s) else None
-        return policy.decide(ctx, now_s, drift=measured)
 
     def sweep(until_s: float) -> None:
         """The worker's sweeps between the previous event and ``until_s``."""
@@ -161,26 +145,24 @@ def snapshots(
             return
         first, last = (math.floor(last_s / sweep_s) + 1) * sweep_s, math.ceil(until_s / sweep_s - 1) * sweep_s
         for tick in dict.fromkeys((first, last)):
-            if last_s < tick < until_s and (decision := decide(tick)) is not None:
+            if last_s < tick < until_s and (decision := path.decide([ctx], tick)[1].get(ctx.user_id)):
                 mark_replanned(ctx, tick)
                 realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC), shape)
 
-    for event in case.history:
+    for offset, event in enumerate(case.history):
         now_s = event.ts.timestamp()
         if pending is not None and now_s > pending[0]:
-            realtime, pending = (
-                _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC), shape),
-                None,
-            )
+            let_out = datetime.fromtimestamp(pending[0], UTC)
+            realtime, pending = _request(ctx, pending[1], let_out, shape), None
         sweep(now_s)
         while due and event.ts > due[-1][0]:
             at, name = due.pop()
             taken[name] = _request(ctx, "batch", at, shape)
-        grown: list[Vector] = []
-        if apply_event(ctx, event, shape, entities, sequence=grown) and grown:
-            scorer.add([ctx.user_id], grown[0][None])
-        decision = decide(now_s, event)
-        if decision is not None:
+        message = Message("behaviors", 0, offset, event.user_id.encode(), encode(event), now_s * 1000)
+        outcome = path.apply(contexts, [message], event.ts)
+        if outcome.dead:
+            raise EvaluationFailed(f"the worker's batch path refused an event of the log: {outcome.dead[0]}")
+        if decision := outcome.decisions.get(ctx.user_id):
             mark_replanned(ctx, now_s)
             pending = (now_s, decision.reason)
         last_s = now_s
@@ -189,7 +171,7 @@ def snapshots(
     sweep(cut.timestamp())
     for at, name in due:
         taken[name] = _request(ctx, "batch", at, shape)
-    scorer.release([ctx.user_id])
+    path.scorer.release([ctx.user_id])
     return [
         Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut, shape)),
         Snapshot(REALTIME, realtime),
@@ -295,16 +277,13 @@ async def evaluate(
     matcher: Matcher,
     *,
     k: int,
-    shape: ContextShape,
-    policy: TriggerPolicy,
-    scorer: Scorer,
+    path: BatchPath,
     concurrency: int = 4,
     sweep_s: float = 30.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Scores:
     """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger)."""
-    entities = EntityCache()
-    snaps = [snapshots(c, shape, policy, entities, scorer, sweep_s) for c in cases]
+    snaps = [snapshots(c, path, sweep_s) for c in cases]
     unique: dict[tuple[str, int], ReplanRequest] = {}
     for per_case in snaps:
         for s in per_case:

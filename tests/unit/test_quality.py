@@ -33,12 +33,18 @@ from intentstream.perf.quality import (
 )
 from intentstream.schemas.events import Action, BehaviorEvent
 from intentstream.schemas.record import ReplanRequest
+from intentstream.stream.batch import BatchPath
 from intentstream.stream.context import ContextShape
 from intentstream.stream.entities import DIMS, EntityCache
 from intentstream.stream.trigger import TriggerPolicy
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 EXACT = Matcher(HashedEmbedder(), threshold=2.0)  # cosine never reaches 2: category matches only
+
+
+def batch_path(policy: TriggerPolicy | None = None) -> BatchPath:
+    """The worker's batch path with the default shape, as the evaluation runs it."""
+    return BatchPath(ContextShape(), policy or TriggerPolicy(), EntityCache(), pool())
 
 
 def pool() -> Scorer:
@@ -124,9 +130,7 @@ def test_a_sample_is_fixed_by_its_seed() -> None:
 
 def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
     (case,), _ = build_cases(switcher(), users=None)
-    snaps = {
-        s.mode: s.request for s in snapshots(case, ContextShape(), TriggerPolicy(), EntityCache(), pool())
-    }
+    snaps = {s.mode: s.request for s in snapshots(case, batch_path())}
     assert snaps["5min"] is not None
     assert snaps["5min"].context_version == 15
     assert snaps["30min"] is not None
@@ -149,7 +153,7 @@ def test_a_basket_re_planned_at_its_first_line_is_planned_with_all_of_its_lines(
     targets = [ev("shopper", 24 * 60, "mug", 20 + i) for i in range(5)]
     (case,), _ = build_cases(basket + targets, users=None)
     no_sweep = 1e9  # the sweep would also re-plan them; this checks the batch alone
-    realtime = realtime_of(snapshots(case, ContextShape(), TriggerPolicy(), EntityCache(), pool(), no_sweep))
+    realtime = realtime_of(snapshots(case, batch_path(), no_sweep))
     assert realtime is not None
     assert realtime.context_version == 12
     assert realtime.trigger == "strong_event:purchase"
@@ -162,8 +166,8 @@ def test_the_sweep_re_plans_what_the_cooldown_held_back() -> None:
     targets = [ev("fast", 10 + i, "lamp", 20 + i) for i in range(5)]
     (case,), _ = build_cases(views + targets, users=None)
     policy = TriggerPolicy(cooldown_s=10.0)
-    with_sweep = realtime_of(snapshots(case, ContextShape(), policy, EntityCache(), pool(), sweep_s=30.0))
-    no_sweep = realtime_of(snapshots(case, ContextShape(), policy, EntityCache(), pool(), sweep_s=1e9))
+    with_sweep = realtime_of(snapshots(case, batch_path(policy), sweep_s=30.0))
+    no_sweep = realtime_of(snapshots(case, batch_path(policy), sweep_s=1e9))
     assert no_sweep is not None
     assert no_sweep.context_version == 5
     assert with_sweep is not None
@@ -176,9 +180,7 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     events = switcher()
     cases, _ = build_cases(events, users=None)
     tagger = LatestCategoryTagger()
-    scores = await evaluate(
-        cases, events, tagger, EXACT, k=1, shape=ContextShape(), policy=TriggerPolicy(), scorer=pool()
-    )
+    scores = await evaluate(cases, events, tagger, EXACT, k=1, path=batch_path())
     assert scores.ranks[REALTIME] == [1]
     assert scores.ranks["5min"] == [1]
     assert scores.ranks["30min"] == [None]
@@ -205,9 +207,7 @@ async def test_popular_fill_catches_what_stale_tags_miss_at_a_larger_k() -> None
         LatestCategoryTagger(),
         EXACT,
         k=2,
-        shape=ContextShape(),
-        policy=TriggerPolicy(),
-        scorer=pool(),
+        path=batch_path(),
     )
     assert scores.ranks["30min"] == [2]  # kettle (its tag), then sofa from the popular fill
     assert scores.tag_ranks["30min"] == [None]  # its tags alone miss
@@ -222,9 +222,7 @@ async def test_a_failed_plan_leaves_the_user_on_popular_and_is_counted() -> None
         LatestCategoryTagger(fail_for={"switcher"}),
         EXACT,
         k=1,
-        shape=ContextShape(),
-        policy=TriggerPolicy(),
-        scorer=pool(),
+        path=batch_path(),
     )
     assert scores.plans_failed == 3
     with pytest.raises(EvaluationFailed, match="all 3 plans failed; is it up"):
