@@ -15,8 +15,6 @@ from typing import Literal, Self
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def _alias(name: str) -> AliasChoices:
     return AliasChoices(name, f"INTENTSTREAM_{name}")
@@ -42,7 +40,9 @@ class Settings(BaseSettings):
     # The LLM served by vLLM.
     llm_model_name: str = "qwen2.5-coder-0.5b-instruct"
     llm_model_dir: Path | None = None  # default: <home>/models/<llm_model_name>
-    llm_python: Path | None = None  # the vLLM environment's interpreter; default .venv-llm
+    # The vLLM environment's interpreter; default: .venv-llm/bin/python in the working
+    # directory, where `make setup` builds it (vLLM cannot share the worker's environment).
+    llm_python: Path | None = None
     llm_startup_timeout_s: float = 600.0
     llm_request_timeout_s: float = 180.0
     llm_max_retries: int = Field(2, ge=0, le=10)
@@ -177,7 +177,7 @@ class Settings(BaseSettings):
 
     @property
     def llm_interpreter(self) -> Path:
-        return self.llm_python or REPO_ROOT / ".venv-llm" / "bin" / "python"
+        return self.llm_python or Path(".venv-llm") / "bin" / "python"
 
 
 @lru_cache(maxsize=1)

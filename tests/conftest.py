@@ -12,7 +12,7 @@ import pytest
 
 from intentstream.deploy import stack
 from intentstream.deploy.model import ensure_model
-from intentstream.settings import REPO_ROOT, Settings
+from intentstream.settings import Settings
 from intentstream.store import RedisClient, connect
 
 # The Triton kernels run on the CPU under the interpreter in the tests (set before anything
@@ -21,7 +21,7 @@ from intentstream.store import RedisClient, connect
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The converted model is built once by `make setup` under the repo's own home and reused.
-MODEL_HOME = REPO_ROOT / ".intentstream"
+MODEL_HOME = Path(__file__).resolve().parent.parent / ".intentstream"
 
 
 @pytest.fixture(scope="session")

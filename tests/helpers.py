@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,6 +18,9 @@ from intentstream.settings import Settings
 from intentstream.stream.batch import Message, shape_of
 from intentstream.stream.context import UserContext, apply_event
 from intentstream.stream.entities import EntityCache, Vector
+
+# The checkout the tests run in (the package itself never assumes one).
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)

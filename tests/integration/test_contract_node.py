@@ -21,9 +21,8 @@ import redis
 from intentstream.deploy import stack
 from intentstream.reader import SyncIntentReader
 from intentstream.schemas.record import Trigger
-from intentstream.settings import REPO_ROOT
 from intentstream.store import IntentStore, connect
-from tests.helpers import NOW, intent_record
+from tests.helpers import NOW, REPO_ROOT, intent_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

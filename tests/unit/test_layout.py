@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from intentstream.settings import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "intentstream"
 PARTS = ("schemas", "kernels", "stream", "agents", "deploy", "perf")

@@ -12,8 +12,9 @@ import orjson
 import pytest
 import yaml
 
-from intentstream.settings import REPO_ROOT, Settings
+from intentstream.settings import Settings
 from intentstream.stream.topics import topic_specs
+from tests.helpers import REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 CUSTOM_KINDS = {"KafkaTopic", "KafkaUser", "ScaledObject", "TriggerAuthentication", "Kustomization"}
