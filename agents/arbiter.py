@@ -85,7 +85,7 @@ def clean_tag(text: str) -> str | None:
     return tag if 2 <= len(tag.split()) <= 5 else None
 
 
-def scorer_for(embedder: TextEmbedder, sharpness: float = 10.0, backend: BackendChoice = "auto") -> Scorer:
+def scorer_for(embedder: TextEmbedder, sharpness: float, backend: BackendChoice) -> Scorer:
     """The arbiter's scorer: the embedder's dimensions plus the evidence-weight channel."""
     return Scorer(padded_dim(embedder.dims + 1), sharpness=sharpness, backend=backend)
 
@@ -213,11 +213,11 @@ class Arbiter:
     """The decision arbiter agent."""
 
     def __init__(
-        self, llm: LLM, embedder: TextEmbedder, max_tags: int, retries: int = 2, scorer: Scorer | None = None
+        self, llm: LLM, embedder: TextEmbedder, max_tags: int, scorer: Scorer, retries: int = 2
     ) -> None:
         self.llm = llm
         self.embedder = embedder
-        self.scorer = scorer or scorer_for(embedder)
+        self.scorer = scorer
         self.max_tags = max_tags
         self.retries = retries
 

@@ -75,15 +75,15 @@ class IntentChain:
         max_tags: int,
         retries: int = 2,
         judge: bool = True,
-        scorer: Scorer | None = None,
+        scorer: Scorer,
     ) -> None:
-        """``scorer`` ranks the arbiter's candidates (``agents.arbiter.scorer_for``; made
-        here, with the backend for this machine, when not given)."""
+        """``scorer`` ranks the arbiter's candidates (``agents.arbiter.scorer_for``, made
+        from the settings' sharpness and backend by whoever builds the chain)."""
         self.llm = llm
         self.max_tags = max_tags
         self.planner = Planner(llm, replace(PLANNER_STAGE, retries=retries))
         self.expert = Expert(llm, replace(EXPERT_STAGE, retries=retries))
-        self.arbiter = Arbiter(llm, embedder, max_tags, retries, scorer)
+        self.arbiter = Arbiter(llm, embedder, max_tags, scorer, retries)
         self.explainer = Explainer(llm, max_tags, retries)
         self.judge = Judge(llm, embedder, max_tags, retries) if judge else None
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from intentstream.agents.arbiter import scorer_for
 from intentstream.agents.chain import IntentChain
 from intentstream.agents.embedding import MiniLMEmbedder
 from intentstream.agents.llm import OpenAICompatibleLLM
@@ -41,7 +42,9 @@ def active_rees46_user(skip: int = 0) -> list[BehaviorEvent]:
 async def test_hmas_chain_plans_a_real_user_on_the_real_model(llm_server: stack.Service) -> None:
     settings = Settings()
     llm = OpenAICompatibleLLM(llm_server.address, settings.llm_model_name, concurrency=4)
-    chain = IntentChain(llm, MiniLMEmbedder(), max_tags=3, retries=2, judge=True)
+    embedder = MiniLMEmbedder()
+    scorer = scorer_for(embedder, Settings().scorer_sharpness, Settings().kernel_backend)
+    chain = IntentChain(llm, embedder, max_tags=3, retries=2, judge=True, scorer=scorer)
     events = active_rees46_user()
     ctx = UserContext(events[0].user_id)
     entities = EntityCache()

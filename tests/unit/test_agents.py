@@ -31,11 +31,12 @@ from intentstream.agents.stage import PlanCost
 from intentstream.agents.v1 import V1Baseline
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import ActiveSignal, RecentBehavior, ReplanRequest
+from intentstream.settings import Settings
 from tests.helpers import NOW
 from tests.llm_double import ScriptedLLM, js
 
 EMBEDDER = HashedEmbedder()
-SCORER = scorer_for(EMBEDDER)
+SCORER = scorer_for(EMBEDDER, Settings().scorer_sharpness, Settings().kernel_backend)
 
 
 def behaviour(text: str, action: str = "view", price: float | None = None) -> RecentBehavior:
@@ -119,7 +120,7 @@ def happy_llm(**overrides: object) -> ScriptedLLM:
 
 
 def chain(llm: ScriptedLLM, judge: bool = True, retries: int = 2) -> IntentChain:
-    return IntentChain(llm, EMBEDDER, max_tags=3, retries=retries, judge=judge)
+    return IntentChain(llm, EMBEDDER, max_tags=3, retries=retries, judge=judge, scorer=SCORER)
 
 
 # ---- evidence ------------------------------------------------------------------------------
@@ -231,7 +232,9 @@ def test_relevance_is_log_sum_of_weight_times_exp_sharpness_cosine_within_fp8_er
 
 def test_relevance_is_the_same_through_the_triton_kernel() -> None:
     tags = ["garmin sports watch", "philips kettle", "nike running shoes"]
-    on_triton = relevance(tags, VIEW, EMBEDDER, scorer_for(EMBEDDER, backend="triton"))  # interpreter here
+    on_triton = relevance(
+        tags, VIEW, EMBEDDER, scorer_for(EMBEDDER, Settings().scorer_sharpness, "triton")
+    )  # interpreter here
     assert np.allclose(on_triton, relevance(tags, VIEW, EMBEDDER, SCORER), rtol=2e-3)  # fp16 dots
 
 
@@ -242,7 +245,7 @@ async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
         candidate("philips kettle", "r2"),
         candidate("garmin watch", "r1"),
     ]
-    tags = await Arbiter(llm, EMBEDDER, max_tags=3).decide(candidates, VIEW, PlanCost())
+    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(candidates, VIEW, PlanCost())
     pool = pool_candidates(candidates, VIEW, EMBEDDER, SCORER)
     assert [t.tag for t in tags] == [pool[0].tag, pool[2].tag]
     assert set(llm.calls[0].schema["required"]) == {"c1", "c2", "c3"}  # a decision on every candidate
@@ -251,7 +254,7 @@ async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
 async def test_arbiter_falls_back_to_evidence_ranking_after_bad_answers() -> None:
     llm = ScriptedLLM(arbiter=[js({"c1": "drop", "c2": "drop"}), js({"c1": "keep"}), LLMError("HTTP 500")])
     cost = PlanCost()
-    tags = await Arbiter(llm, EMBEDDER, max_tags=3, retries=2).decide(
+    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER, retries=2).decide(
         [candidate("nike shoes", "r3"), candidate("garmin watch", "r1")], VIEW, cost
     )
     assert [t.tag for t in tags] == ["garmin watch", "nike shoes"]  # the cart outweighs two views
@@ -261,7 +264,7 @@ async def test_arbiter_falls_back_to_evidence_ranking_after_bad_answers() -> Non
 
 async def test_a_single_candidate_needs_no_arbiter_call() -> None:
     llm = ScriptedLLM()
-    tags = await Arbiter(llm, EMBEDDER, max_tags=3).decide(
+    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(
         [candidate("garmin watch", "r1")], VIEW, PlanCost()
     )
     assert [t.tag for t in tags] == ["garmin watch"]

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import fields as dataclass_fields
 from datetime import timedelta
 from typing import Any
 
@@ -289,3 +290,23 @@ def test_freshness_summarises_the_newest_window_and_the_whole_ring() -> None:
     assert whole["samples"] == 4
     assert whole["max"] == 900.0
     assert fresh.percentiles() == window
+
+
+def test_a_copy_has_every_field_and_shares_nothing_an_update_changes() -> None:
+    ctx, entities = UserContext("u1"), EntityCache()
+    for n in range(12):
+        apply_event(ctx, event(n, brand=f"b{n % 3}"), SHAPE, entities, (0, n))
+    ctx.signals_seen.append("s1")
+    ctx.last_replan_at, ctx.plan_interest = 5.0, ctx.interest * 2
+    copied = ctx.copy()
+    for f in dataclass_fields(UserContext):
+        if f.name == "cluster_matrix":  # a cache, rebuilt on demand
+            continue
+        mine, theirs = getattr(copied, f.name), getattr(ctx, f.name)
+        if isinstance(theirs, np.ndarray):
+            assert np.array_equal(mine, theirs), f.name
+        else:
+            assert mine == theirs, f.name
+    before = ctx.to_bytes()
+    apply_event(copied, event(99, brand="other"), SHAPE, entities, (0, 99))
+    assert ctx.to_bytes() == before

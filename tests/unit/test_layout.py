@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -113,12 +114,16 @@ def test_the_parts_are_subpackages_of_intentstream() -> None:
 
 @pytest.mark.slow
 def test_the_wheel_installs_only_intentstream_at_the_top_level(tmp_path: Path) -> None:
+    build = REPO_ROOT / "build"  # setuptools builds in the tree; leave none behind
+    existed = build.exists()
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO_ROOT)],
         check=True,
         capture_output=True,
         timeout=600,
     )
+    if not existed:
+        shutil.rmtree(build, ignore_errors=True)
     (wheel,) = tmp_path.glob("intentstream-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"intentstream"}
