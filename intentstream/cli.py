@@ -40,7 +40,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
     from intentstream.deploy import stack
-    from intentstream.stream.ingest import read_stats
+    from intentstream.stream.stats import read_stats
 
     services = stack.health(settings)
     workers = []

@@ -38,7 +38,7 @@ from intentstream.progress import Meter, say
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
-from intentstream.stream.ingest import read_stats
+from intentstream.stream.stats import read_stats
 from intentstream.stream.topics import ensure_topics
 
 

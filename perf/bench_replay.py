@@ -44,7 +44,7 @@ from intentstream.progress import say
 from intentstream.reader import IntentReader
 from intentstream.settings import Settings
 from intentstream.store import connect_with
-from intentstream.stream.ingest import read_stats
+from intentstream.stream.stats import read_stats
 
 Message = tuple[bytes, bytes]
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from intentstream.schemas.events import Action, BehaviorEvent, EnvSignal
+from intentstream.schemas.events import UNPADDED, Action, BehaviorEvent, EnvSignal
 from intentstream.schemas.record import ReplanRequest
 
 M = TypeVar("M", bound=BaseModel)
@@ -61,10 +61,16 @@ def _validate(model: type[M], data: dict[str, Any], message_id: str | None) -> M
         return model.model_validate(data)
     except ValidationError as exc:
         detail = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<message>'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '<message>'}: {_said(err)}"
             for err in exc.errors(include_url=False, include_input=False)[:5]
         )
         raise InvalidMessage("invalid_fields", detail, message_id) from None
+
+
+def _said(error: Any) -> str:
+    if error["type"] == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == UNPADDED:
+        return "an id must not begin or end with whitespace"
+    return str(error["msg"])
 
 
 def _check_clock(ts: datetime, now: datetime, max_future_skew: timedelta, message_id: str) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 
@@ -34,37 +35,56 @@ log = logging.getLogger("intentstream.contexts")
 APPLY_FAILED = "apply_failed"
 
 
+class Delivered(Protocol):
+    """One message as the broker delivered it: aiokafka's ``ConsumerRecord`` is one as it
+    comes (the worker passes its records without copying them), :class:`Message` another."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | float: ...  # milliseconds: when the producer made it
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One behaviour message as the broker delivered it."""
+    """A message built by hand (the evaluation, the tests)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: float  # when the producer made it
+    timestamp: float  # milliseconds: when the producer made it
 
-    @property
-    def source(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
+
+def source_of(message: Delivered) -> str:
+    """Where a message sits: topic/partition/offset."""
+    return f"{message.topic}/{message.partition}/{message.offset}"
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message that was not applied, with the stable reason code and what went wrong."""
 
-    message: Message
+    message: Delivered
     reason: str
     detail: str
     message_id: str | None = None
 
     @classmethod
-    def invalid(cls, message: Message, error: InvalidMessage) -> DeadLetter:
+    def invalid(cls, message: Delivered, error: InvalidMessage) -> DeadLetter:
         return cls(message, error.reason, error.detail, error.message_id)
 
     @classmethod
-    def failed(cls, message: Message, error: Exception, message_id: str | None) -> DeadLetter:
+    def failed(cls, message: Delivered, error: Exception, message_id: str | None) -> DeadLetter:
         return cls(message, APPLY_FAILED, f"{type(error).__name__}: {error}"[:500], message_id)
 
 
@@ -89,7 +109,7 @@ class BatchOutcome:
     seconds_pool: float = 0.0  # growing the entity pool and measuring drift
 
 
-@dataclass
+@dataclass(slots=True)
 class _UserBatch:
     """One user's share of a batch, kept so a failed event can be rolled back alone."""
 
@@ -125,7 +145,7 @@ class BatchPath:
     def apply(
         self,
         contexts: Mapping[int, MutableMapping[str, UserContext]],
-        messages: Iterable[Message],
+        messages: Iterable[Delivered],
         now: datetime,
     ) -> BatchOutcome:
         """Apply ``messages`` to ``contexts`` (partition -> user -> context, changed in place).
@@ -158,10 +178,10 @@ class BatchPath:
                     mine.urgent = self.policy.decide(ctx, now.timestamp(), event=event)
             except Exception as exc:
                 out.dead.append(DeadLetter.failed(message, exc, event.event_id))
-                log.exception("applying %s to user %r failed; dead-lettered", message.source, user)
+                log.exception("applying %s to user %r failed; dead-lettered", source_of(message), user)
                 self._roll_back(owned, user, mine)
                 continue
-            mine.applied.append((event, position, message.timestamp_ms))
+            mine.applied.append((event, position, message.timestamp))
             out.changed[user] = (message.partition, ctx)
         for user, mine in users.items():
             out.applied += len(mine.applied)
@@ -189,7 +209,7 @@ class BatchPath:
         if users:
             self.scorer.add(users, np.concatenate([rows for _, rows in seeds]))
 
-    def _decode(self, message: Message, now: datetime, out: BatchOutcome) -> BehaviorEvent | None:
+    def _decode(self, message: Delivered, now: datetime, out: BatchOutcome) -> BehaviorEvent | None:
         try:
             return decode_event(
                 message.value or b"",
@@ -202,7 +222,7 @@ class BatchPath:
             out.dead.append(DeadLetter.invalid(message, exc))
         except Exception as exc:  # a value the codec did not foresee: still one message's problem
             out.dead.append(DeadLetter.failed(message, exc, None))
-            log.exception("decoding %s failed; dead-lettered", message.source)
+            log.exception("decoding %s failed; dead-lettered", source_of(message))
         return None
 
     def _roll_back(self, owned: MutableMapping[str, UserContext], user: str, mine: _UserBatch) -> None:

@@ -30,25 +30,22 @@ import logging
 import math
 import os
 import time
-from collections import defaultdict, deque
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
 
 from intentstream.kafka import KafkaSecurity, start_client
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import EnvSignal
 from intentstream.settings import Settings
-from intentstream.stream.batch import BatchPath, DeadLetter, Message, dead_letter_headers
+from intentstream.stream.batch import BatchPath, DeadLetter, dead_letter_headers, source_of
+from intentstream.stream.changelog import BrokerUnavailable, Changelog, Staged, signals_changelog
 from intentstream.stream.context import (
     UserContext,
     concerns,
@@ -56,98 +53,12 @@ from intentstream.stream.context import (
     signals_for,
 )
 from intentstream.stream.metrics import Health
-from intentstream.stream.tansu import scanned_end_offsets
+from intentstream.stream.signals import follow_signals
+from intentstream.stream.stats import ContextCounters, Freshness
 from intentstream.stream.trigger import Decision, ReplanQueue, mark_replanned
+from intentstream.stream.watchdog import watch_broker
 
 log = logging.getLogger("intentstream.contexts")
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker did not take the changelog writes within the outage limit."""
-
-
-def contexts_changelog(settings: Settings) -> str:
-    return f"{settings.app_id}-contexts-changelog"
-
-
-def signals_changelog(settings: Settings) -> str:
-    return f"{settings.app_id}-signals-changelog"
-
-
-class Freshness:
-    """Event produced → context durable, in milliseconds: a bounded ring of (produced at,
-    latency) samples, summarised over the newest ``window_s`` of production."""
-
-    def __init__(self, size: int = 250_000, window_s: float = 10.0) -> None:
-        self.samples: deque[tuple[float, float]] = deque(maxlen=size)
-        self.window_ms = window_s * 1000
-
-    def add(self, produced_ms: float, latency_ms: float) -> None:
-        self.samples.append((produced_ms, latency_ms))
-
-    def percentiles(self, window_ms: float | None = None) -> dict[str, float]:
-        """Over the newest ``window_ms`` of production (the configured window unless given;
-        ``math.inf`` for every sample the ring still holds)."""
-        return self.summaries(window_ms)[0]
-
-    def summaries(self, *windows_ms: float | None) -> list[dict[str, float]]:
-        """``percentiles`` for each window, copying the ring once."""
-        if not self.samples:
-            return [{} for _ in windows_ms]
-        data = np.array(self.samples)
-        out = []
-        for window_ms in windows_ms:
-            window = self.window_ms if window_ms is None else window_ms
-            recent = data[data[:, 0] >= data[-1, 0] - window, 1]
-            p50, p95, p99 = np.percentile(recent, [50, 95, 99])
-            out.append(
-                {
-                    "p50": round(float(p50), 2),
-                    "p95": round(float(p95), 2),
-                    "p99": round(float(p99), 2),
-                    "max": round(float(recent.max()), 2),
-                    "samples": len(recent),
-                }
-            )
-        return out
-
-
-@dataclass
-class ContextCounters:
-    applied: int = 0
-    duplicates: int = 0
-    dead_lettered: dict[str, int] = field(default_factory=dict)
-    changelog_writes: int = 0
-    commits_failed: int = 0
-    signals_applied: int = 0
-    signals_fanned_out: int = 0  # users whose context a signal re-planned
-    triggers: dict[str, int] = field(default_factory=dict)
-    drifts_measured: int = 0
-    batches: int = 0
-    # Where the batch loop's time goes, in seconds: apply (decode, update, trigger), write
-    # (changelog and dead letters until acknowledged), commit (offsets).
-    seconds_apply: float = 0.0
-    seconds_pool: float = 0.0  # of apply: growing the entity pool and measuring drift
-    seconds_write: float = 0.0
-    seconds_commit: float = 0.0
-    first_batch_at: float = 0.0  # wall clock: the first batch received, the latest written
-    last_batch_at: float = 0.0
-
-
-@dataclass
-class _Staged:
-    """A batch applied in memory whose changelog writes are in flight."""
-
-    records: list[tuple[int, UserContext]]  # (changelog partition, context)
-    offsets: dict[TopicPartition, int]
-    produced_ms: list[float]
-    apply_s: float
-    acked: asyncio.Future[Any] | None = None
-    acked_ms: float = 0.0
-
-    def mark_acked(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.acked_ms = time.time() * 1000
 
 
 class ContextService:
@@ -174,9 +85,8 @@ class ContextService:
             clock=time.monotonic,
         )
         self._lock = asyncio.Lock()
-        self._changelog = contexts_changelog(settings)
         self._tasks: list[asyncio.Task[None]] = []
-        self._inflight: _Staged | None = None
+        self._inflight: Staged | None = None
         self._consuming = False
         self._fanned_out: set[str] = set()  # signal ids already fanned out to this worker's users
         self.health = Health()
@@ -215,22 +125,32 @@ class ContextService:
         gc.set_threshold(50_000, 20, 100)
         await start_client(self._producer, self.bootstrap, self.security)
         await self._producer.client.add_topic(self.settings.topic_behaviors)  # what the watchdog asks about
-        if not consume:
-            self._tasks.append(asyncio.create_task(self._guarded(self._watch_broker), name="watch"))
-            return
-        self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
-        await start_client(self._consumer, self.bootstrap, self.security)
-        self._consuming = True
-        loops = (
-            self._consume,
-            self._follow_signals,
-            self._drain_replans,
-            self._sweep,
-            self._report,
-            self._watch_broker,
+        self.changelog = Changelog(
+            self.settings,
+            self.bootstrap,
+            self.security,
+            self._producer,
+            scan_end_offsets=self.scan_end_offsets,
         )
-        for loop in loops:
-            self._tasks.append(asyncio.create_task(self._guarded(loop), name=loop.__name__))
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            "watch": lambda: watch_broker(
+                self._producer, self.bootstrap, self.settings.broker_outage_s, self.health
+            ),
+        }
+        if consume:
+            self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
+            await start_client(self._consumer, self.bootstrap, self.security)
+            self._consuming = True
+            signals = signals_changelog(self.settings)
+            loops |= {
+                "consume": self._consume,
+                "signals": lambda: follow_signals(self.bootstrap, signals, self.security, self.on_signal),
+                "replans": self._drain_replans,
+                "sweep": self._sweep,
+                "report": self._report,
+            }
+        for name, loop in loops.items():
+            self._tasks.append(asyncio.create_task(self._guarded(loop), name=name))
 
     async def stop(self) -> None:
         async with self._lock:  # a batch in flight finishes (written and committed) first
@@ -247,7 +167,7 @@ class ContextService:
             await self._consumer.stop()  # leaves the group: peers take over at once
         await self._producer.stop()
 
-    async def _guarded(self, loop: Any) -> None:
+    async def _guarded(self, loop: Callable[[], Awaitable[None]]) -> None:
         """A loop that fails stops the worker with a clear error, never silently."""
         try:
             await loop()
@@ -279,22 +199,20 @@ class ContextService:
 
     async def apply_batch(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> _Staged | None:
+    ) -> Staged | None:
         """Apply a batch (``BatchPath.apply``), request its re-plans, dead-letter what it
         could not apply and send the changed contexts to the changelog (not yet awaited)."""
         started = time.perf_counter()
         now = datetime.now(UTC)
         self.counters.first_batch_at = self.counters.first_batch_at or now.timestamp()
-        messages = []
+        messages: list[ConsumerRecord[bytes, bytes]] = []
         topic_of: dict[int, TopicPartition] = {}
         for tp, records in batch.items():
             topic_of[tp.partition] = tp
             end = self._consumer.highwater(tp)
             if end is not None and records and tp.partition in self.contexts:
                 self.lag[tp.partition] = max(0, end - records[-1].offset - 1)
-            messages += [
-                Message(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp) for r in records
-            ]
+            messages += records
         outcome = self.path.apply(self.contexts, messages, now)
         if not outcome.offsets:
             return None
@@ -306,46 +224,14 @@ class ContextService:
         for user, decision in outcome.decisions.items():
             self._request(outcome.changed[user][1], decision)
         await self._dead_letter(outcome.dead)
-        staged = _Staged(
+        staged = Staged(
             records=list(outcome.changed.values()),
             offsets={topic_of[p]: offset for p, offset in outcome.offsets.items()},
             produced_ms=outcome.produced_ms,
             apply_s=time.perf_counter() - started,
         )
-        await self._send(staged)
+        await self.changelog.send(staged)
         return staged
-
-    async def _send(self, staged: _Staged) -> None:
-        """Send the contexts as they are now (not yet awaited). A resend after a failure thus
-        carries each context's newest state: it can never land a stale context after a newer
-        one already written by a later batch."""
-        futures = [
-            await self._producer.send(self._changelog, ctx.to_bytes(), key=ctx.user_id.encode(), partition=p)
-            for p, ctx in staged.records
-        ]
-        staged.acked = asyncio.gather(*futures)
-        staged.acked.add_done_callback(staged.mark_acked)
-
-    async def _deliver(self, staged: _Staged) -> None:
-        """The one retrying writer: wait for the staged writes' acks, resending through an
-        outage of up to ``broker_outage_s``, then stop the worker with a clear error."""
-        deadline = time.monotonic() + self.settings.broker_outage_s
-        while True:
-            try:
-                if staged.acked is None:
-                    await self._send(staged)
-                assert staged.acked is not None
-                await staged.acked
-                return
-            except KafkaError as exc:
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(
-                        f"the broker at {self.bootstrap} did not take {len(staged.records)} context "
-                        f"writes for {self.settings.broker_outage_s:.0f}s: {exc}"
-                    ) from exc
-                log.warning("changelog write failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
-                staged.acked = None
 
     async def _settle(self) -> None:
         """Wait for the in-flight batch's writes, then commit its offsets."""
@@ -353,7 +239,7 @@ class ContextService:
         if staged is None:
             return
         waited = time.perf_counter()
-        await self._deliver(staged)
+        await self.changelog.deliver(staged)
         self.counters.changelog_writes += len(staged.records)
         done_ms = staged.acked_ms or time.time() * 1000
         for ms in staged.produced_ms:
@@ -376,16 +262,16 @@ class ContextService:
 
     async def _write(self, changed: Iterable[tuple[int, UserContext]]) -> None:
         """Write contexts to their changelog partition and wait for the broker's ack."""
-        staged = _Staged(records=list(changed), offsets={}, produced_ms=[], apply_s=0.0)
+        staged = Staged(records=list(changed), offsets={}, produced_ms=[], apply_s=0.0)
         if staged.records:
-            await self._deliver(staged)
+            await self.changelog.deliver(staged)
             self.counters.changelog_writes += len(staged.records)
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         """Park each message's original bytes and key with the reason; the stream goes on."""
         futures = []
         for letter in dead:
-            source = letter.message.source
+            source = source_of(letter.message)
             self.counters.dead_lettered[letter.reason] = self.counters.dead_lettered.get(letter.reason, 0) + 1
             log.warning(
                 "dead-lettered %s: %s: %s",
@@ -403,32 +289,6 @@ class ContextService:
                 )
             )
         await asyncio.gather(*futures)
-
-    async def _watch_broker(self) -> None:
-        """aiokafka reconnects by itself, quietly; this makes a broker that stays away for
-        longer than ``broker_outage_s`` stop the worker with a clear error instead."""
-        last_ok = time.monotonic()
-        while True:
-            await asyncio.sleep(1.0)
-            self.health.beat = time.monotonic()
-            try:
-                # Metadata of the few topics this client tracks: a real round trip, and a small
-                # one (all-topics metadata can take seconds on a broker with many topics).
-                if not await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout=5.0):
-                    raise KafkaError("metadata update failed")
-                self.health.broker = time.monotonic()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                away = time.monotonic() - last_ok
-                if away > self.settings.broker_outage_s:
-                    raise BrokerUnavailable(
-                        f"the broker at {self.bootstrap} has not answered for {away:.0f}s "
-                        f"(INTENTSTREAM_BROKER_OUTAGE_S={self.settings.broker_outage_s:.0f}): {exc!r}"
-                    ) from exc
-                log.warning("the broker at %s does not answer (%.0fs so far): %r", self.bootstrap, away, exc)
-            else:
-                if time.monotonic() - last_ok > 3.0:
-                    log.info("the broker at %s answers again", self.bootstrap)
-                last_ok = time.monotonic()
 
     # -- re-plans ---------------------------------------------------------------------
 
@@ -499,40 +359,6 @@ class ContextService:
 
     # -- environment signals ----------------------------------------------------------
 
-    async def _follow_signals(self) -> None:
-        """Every worker reads every valid signal (the signals table's changelog, written by
-        the worker that validated it) and re-plans the users it owns that it concerns."""
-        topic = signals_changelog(self.settings)
-        reader = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            **self.security.options(),
-        )
-        await reader.start()
-        try:
-            while True:
-                batch = await reader.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for record in records:
-                        if not record.value:
-                            continue
-                        try:
-                            signal = EnvSignal.model_validate_json(record.value)
-                        except ValidationError as exc:  # validated upstream; never fatal here
-                            log.error(
-                                "unreadable signal at %s/%d/%d skipped: %s",
-                                record.topic,
-                                record.partition,
-                                record.offset,
-                                str(exc)[:300],
-                            )
-                            continue
-                        await self.on_signal(signal)
-        finally:
-            await reader.stop()
-
     async def on_signal(self, signal: EnvSignal) -> None:
         now = datetime.now(UTC)
         self.counters.signals_applied += 1
@@ -574,7 +400,7 @@ class ContextService:
             if not new:
                 return
             started = time.monotonic()
-            restored = await self._restore(new)
+            restored = await self.changelog.restore(new)
             for partition in new:
                 self.contexts[partition] = restored.get(partition, {})
             gc.freeze()  # the restored contexts: never scanned again by the collector
@@ -582,7 +408,7 @@ class ContextService:
                 "partitions %s assigned: %d contexts restored from %s in %.2fs",
                 new,
                 sum(len(restored.get(p, {})) for p in new),
-                self._changelog,
+                self.changelog.topic,
                 time.monotonic() - started,
             )
 
@@ -592,39 +418,10 @@ class ContextService:
             if revoked:
                 log.info("partitions %s revoked", sorted(tp.partition for tp in revoked))
 
-    async def _restore(self, partitions: list[int]) -> dict[int, dict[str, UserContext]]:
-        """Read the changelog partitions to their end; the newest value per user wins."""
-        tps = [TopicPartition(self._changelog, p) for p in partitions]
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            **self.security.options(),
-        )
-        await reader.start()
-        found: dict[int, dict[str, bytes]] = defaultdict(dict)
-        try:
-            reader.assign(tps)
-            ends = await reader.end_offsets(tps)
-            if self.scan_end_offsets:
-                ends = await scanned_end_offsets(self.bootstrap, tps, ends, self.security.options())
-            await reader.seek_to_beginning(*tps)
-            remaining = {tp for tp in tps if ends[tp] > 0}
-            while remaining:
-                batch = await reader.getmany(*remaining, timeout_ms=1000, max_records=20_000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.key is not None and record.value is not None:
-                            found[tp.partition][record.key.decode()] = record.value
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        finally:
-            await reader.stop()
-        return {p: {u: UserContext.from_bytes(v) for u, v in users.items()} for p, users in found.items()}
-
     # -- reporting --------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """The service's one report, as plain data: the stats file and ``/metrics`` read it."""
         c = self.counters
         contexts = [ctx for owned in self.contexts.values() for ctx in owned.values()]
         sample = contexts[:: max(1, len(contexts) // 200)]
@@ -634,6 +431,7 @@ class ContextService:
             "pid": os.getpid(),
             "at": time.time(),
             "partitions": sorted(self.contexts),
+            "lag": {str(p): n for p, n in sorted(self.lag.items())},  # records behind, per partition
             "users": len(contexts),
             "bytes_per_context_mean": (
                 round(sum(len(x.to_bytes()) for x in sample) / len(sample)) if sample else 0
@@ -680,10 +478,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.service.on_assigned(assigned)
-
-
-def read_stats(path: Path) -> dict[str, Any] | None:
-    try:
-        return dict(orjson.loads(path.read_bytes()))
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None

@@ -72,18 +72,22 @@ class WorkerCollector(Collector):
         self.planner = planner
 
     def collect(self) -> Iterator[Metric]:
-        c, p = self.contexts.counters, self.planner
-        yield _counter("events_applied", "Behaviours applied to a context.", c.applied)
-        yield _counter("events_duplicate", "Behaviours skipped as already applied.", c.duplicates)
-        dead = dict(c.dead_lettered)
+        stats, p = self.contexts.stats(), self.planner  # the service's report, not its insides
+        c = stats["counters"]
+        yield _counter("events_applied", "Behaviours applied to a context.", c["applied"])
+        yield _counter("events_duplicate", "Behaviours skipped as already applied.", c["duplicates"])
+        dead = dict(c["dead_lettered"])
         for reason, n in p.dead_lettered.items():
             dead[reason] = dead.get(reason, 0) + n
         yield _labelled("dead_lettered", "Messages parked in the dead-letter topic.", "reason", dead)
         yield _labelled(
-            "consumer_lag", "Records behind the end, per owned partition.", "partition",
-            {str(tp): lag for tp, lag in self.contexts.lag.items()}, gauge=True,
-        )  # fmt: skip
-        fresh = self.contexts.freshness.percentiles()
+            "consumer_lag",
+            "Records behind the end, per owned partition.",
+            "partition",
+            stats["lag"],
+            gauge=True,
+        )
+        fresh = stats["freshness_ms"]
         yield _labelled(
             "context_freshness_seconds",
             "Event produced to context written and acknowledged, over the last 10 s.",
@@ -93,21 +97,23 @@ class WorkerCollector(Collector):
         )
         yield _labelled(
             "batch_seconds", "Where the context batch loop spends its time.", "phase",
-            {"apply": c.seconds_apply, "write": c.seconds_write, "commit": c.seconds_commit},
+            {"apply": c["seconds_apply"], "write": c["seconds_write"], "commit": c["seconds_commit"]},
         )  # fmt: skip
-        yield _labelled("trigger_decisions", "Re-plans decided, by reason.", "reason", dict(c.triggers))
-        yield _counter("drifts_measured", "Users whose drift the entity pool measured.", c.drifts_measured)
-        yield _counter("pool_seconds", "Of apply: growing the entity pool, measuring drift.", c.seconds_pool)
+        yield _labelled("trigger_decisions", "Re-plans decided, by reason.", "reason", c["triggers"])
+        yield _counter("drifts_measured", "Users whose drift the entity pool measured.", c["drifts_measured"])
+        yield _counter(
+            "pool_seconds", "Of apply: growing the entity pool, measuring drift.", c["seconds_pool"]
+        )
         pool = GaugeMetricFamily("intentstream_entity_pool_bytes", "FP8 entity pool pages in use.")
-        pool.add_metric([], self.contexts.path.scorer.memory_bytes())
+        pool.add_metric([], stats["entity_pool"]["bytes"])
         yield pool
-        q = self.contexts.queue.counters
+        q = stats["replan_queue"]
         yield _labelled(
             "replans", "Re-plan requests by outcome in the budgeted queue.", "outcome",
-            {"offered": q.offered, "sent": q.sent, "superseded": q.superseded, "shed": q.shed},
+            {k: q[k] for k in ("offered", "sent", "superseded", "shed")},
         )  # fmt: skip
         pending = GaugeMetricFamily("intentstream_replans_pending", "Re-plans waiting for budget.")
-        pending.add_metric([], len(self.contexts.queue))
+        pending.add_metric([], q["pending"])
         yield pending
         yield _labelled(
             "plans", "Plans by outcome.", "outcome",

@@ -14,7 +14,7 @@ from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.perf.logs import load_events
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
-from intentstream.stream.ingest import read_stats
+from intentstream.stream.stats import read_stats
 from tests.helpers import consume, essence, eventually, expected_contexts, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

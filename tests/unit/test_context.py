@@ -278,7 +278,7 @@ def test_replan_request_snapshots_the_compressed_context() -> None:
 
 
 def test_freshness_summarises_the_newest_window_and_the_whole_ring() -> None:
-    from intentstream.stream.ingest import Freshness
+    from intentstream.stream.stats import Freshness
 
     fresh = Freshness(size=100, window_s=10.0)
     assert fresh.summaries(None, math.inf) == [{}, {}]

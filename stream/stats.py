@@ -1,0 +1,81 @@
+"""What a context service counts and reports: its counters, the freshness ring, the stats
+file each worker writes (``<home>/workers/<app>-<pid>.json``) and how to read it back."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+class Freshness:
+    """Event produced → context durable, in milliseconds: a bounded ring of (produced at,
+    latency) samples, summarised over the newest ``window_s`` of production."""
+
+    def __init__(self, size: int = 250_000, window_s: float = 10.0) -> None:
+        self.samples: deque[tuple[float, float]] = deque(maxlen=size)
+        self.window_ms = window_s * 1000
+
+    def add(self, produced_ms: float, latency_ms: float) -> None:
+        self.samples.append((produced_ms, latency_ms))
+
+    def percentiles(self, window_ms: float | None = None) -> dict[str, float]:
+        """Over the newest ``window_ms`` of production (the configured window unless given;
+        ``math.inf`` for every sample the ring still holds)."""
+        return self.summaries(window_ms)[0]
+
+    def summaries(self, *windows_ms: float | None) -> list[dict[str, float]]:
+        """``percentiles`` for each window, copying the ring once."""
+        if not self.samples:
+            return [{} for _ in windows_ms]
+        data = np.array(self.samples)
+        out = []
+        for window_ms in windows_ms:
+            window = self.window_ms if window_ms is None else window_ms
+            recent = data[data[:, 0] >= data[-1, 0] - window, 1]
+            p50, p95, p99 = np.percentile(recent, [50, 95, 99])
+            out.append(
+                {
+                    "p50": round(float(p50), 2),
+                    "p95": round(float(p95), 2),
+                    "p99": round(float(p99), 2),
+                    "max": round(float(recent.max()), 2),
+                    "samples": len(recent),
+                }
+            )
+        return out
+
+
+@dataclass
+class ContextCounters:
+    """The context service's counters (cumulative since it started)."""
+
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: dict[str, int] = field(default_factory=dict)
+    changelog_writes: int = 0
+    commits_failed: int = 0
+    signals_applied: int = 0
+    signals_fanned_out: int = 0  # users whose context a signal re-planned
+    triggers: dict[str, int] = field(default_factory=dict)
+    drifts_measured: int = 0
+    batches: int = 0
+    # Where the batch loop's time goes, in seconds: apply (decode, update, trigger), write
+    # (changelog and dead letters until acknowledged), commit (offsets).
+    seconds_apply: float = 0.0
+    seconds_pool: float = 0.0  # of apply: growing the entity pool and measuring drift
+    seconds_write: float = 0.0
+    seconds_commit: float = 0.0
+    first_batch_at: float = 0.0  # wall clock: the first batch received, the latest written
+    last_batch_at: float = 0.0
+
+
+def read_stats(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(orjson.loads(path.read_bytes()))
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
