@@ -191,15 +191,10 @@ class BatchPath:
         pool_started = time.perf_counter()
         self._grow_pool(users, out.changed)
         undecided = [ctx for user, (_, ctx) in out.changed.items() if user not in out.decisions]
-        out.drifts_measured, decided = self._decide(undecided, now.timestamp())
+        out.drifts_measured, decided = self.decide(undecided, now.timestamp())
         out.decisions.update(decided)
         out.seconds_pool = time.perf_counter() - pool_started
         return out
-
-    def decide(self, ctxs: list[UserContext], now_s: float) -> tuple[int, dict[str, Decision]]:
-        """The trigger for users whose context did not change (the sweep): drift of all who
-        could re-plan measured at once. Returns (drifts measured, decisions)."""
-        return self._decide(ctxs, now_s)
 
     def seed(self, ctxs: Iterable[UserContext]) -> None:
         """Start the pool's sequence of each user with the entities their context holds (a
@@ -257,7 +252,9 @@ class BatchPath:
             self.scorer.add(names, np.stack(rows))
         self.seed(restored)
 
-    def _decide(self, ctxs: list[UserContext], now_s: float) -> tuple[int, dict[str, Decision]]:
+    def decide(self, ctxs: list[UserContext], now_s: float) -> tuple[int, dict[str, Decision]]:
+        """The trigger for ``ctxs`` (a batch's users, or the sweep's): the drift of all who
+        could re-plan measured at once, then each decided. Returns (drifts measured, decisions)."""
         wanted = [ctx for ctx in ctxs if self.policy.wants_drift(ctx, now_s)]
         self.seed([ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)])
         measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
