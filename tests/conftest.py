@@ -4,7 +4,6 @@ redis-server and the vLLM CPU server. Each is stopped when its scope ends."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from intentstream.deploy import stack
 from intentstream.deploy.model import ensure_model
 from intentstream.settings import Settings
 from intentstream.store import RedisClient, connect
+from tests.helpers import isolated_settings
 
 # The Triton kernels run on the CPU under the interpreter in the tests (set before anything
 # imports triton; nothing above does). kernels/compile_check.py compiles them for Hopper in a
@@ -61,18 +61,4 @@ async def redis_client(redis_server: stack.Service) -> AsyncIterator[RedisClient
 @pytest.fixture
 def app_settings(tmp_path: Path, broker: stack.Service, redis_server: stack.Service) -> Settings:
     """Settings for one test: its own app id and topic names on the shared broker."""
-    tag = uuid.uuid4().hex[:8]
-    return Settings(
-        home=tmp_path / "home",
-        kafka_bootstrap=broker.address,
-        redis_url=redis_server.address,
-        app_id=f"test-{tag}",
-        topic_behaviors=f"behaviors-{tag}",
-        topic_signals=f"signals-{tag}",
-        topic_replans=f"replans-{tag}",
-        topic_dead_letters=f"dead-letters-{tag}",
-        redis_key_prefix=f"intent-{tag}",
-        changes_stream=f"intent-{tag}:changes",
-        topic_partitions=2,
-        scan_end_offsets=True,  # the test broker is Tansu
-    )
+    return isolated_settings(tmp_path / "home", broker.address, redis_url=redis_server.address)

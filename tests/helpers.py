@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Real wall-clock time: workers compare event times with their own clock.
 NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def isolated_settings(home: Path, kafka_bootstrap: str, **more: Any) -> Settings:
+    """Settings for one test: its own app id, topics and Redis keys on shared services (the
+    test broker is Tansu: end offsets are scanned)."""
+    tag = uuid.uuid4().hex[:8]
+    fields: dict[str, Any] = {
+        "home": home,
+        "kafka_bootstrap": kafka_bootstrap,
+        "app_id": f"test-{tag}",
+        "topic_behaviors": f"behaviors-{tag}",
+        "topic_signals": f"signals-{tag}",
+        "topic_replans": f"replans-{tag}",
+        "topic_dead_letters": f"dead-letters-{tag}",
+        "redis_key_prefix": f"intent-{tag}",
+        "changes_stream": f"intent-{tag}:changes",
+        "topic_partitions": 2,
+        "scan_end_offsets": True,
+    }
+    return Settings(**{**fields, **more})
 
 
 def event_dict(n: int = 1, *, user: str = "u1", action: str = "view", **fields: Any) -> dict[str, Any]:

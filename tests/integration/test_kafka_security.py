@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
 from intentstream.settings import Settings
 from intentstream.stream.ingest import ContextService
-from tests.helpers import consume, event_dict, latest_contexts
+from tests.helpers import consume, event_dict, isolated_settings, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,23 +79,13 @@ def tls_broker(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def tls_settings(
     pki: Path, bootstrap: str, home: Path, *, ca: str = "ca", client: bool = True, **overrides: Any
 ) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    fields: dict[str, Any] = dict(
-        home=home,
-        kafka_bootstrap=bootstrap,
-        app_id=f"tls-{tag}",
-        topic_behaviors=f"behaviors-{tag}",
-        topic_signals=f"signals-{tag}",
-        topic_replans=f"replans-{tag}",
-        topic_dead_letters=f"dead-letters-{tag}",
-        topic_partitions=2,
-        scan_end_offsets=True,
-        kafka_security_protocol="SSL",
-        kafka_tls_ca_file=pki / f"{ca}.pem",
-        kafka_tls_cert_file=pki / "client.pem" if client else None,
-        kafka_tls_key_file=pki / "client.key" if client else None,
-    )
-    return Settings(**{**fields, **overrides})
+    tls: dict[str, Any] = {
+        "kafka_security_protocol": "SSL",
+        "kafka_tls_ca_file": pki / f"{ca}.pem",
+        "kafka_tls_cert_file": pki / "client.pem" if client else None,
+        "kafka_tls_key_file": pki / "client.key" if client else None,
+    }
+    return isolated_settings(home, bootstrap, **{**tls, **overrides})
 
 
 async def test_worker_and_producer_work_end_to_end_through_mutual_tls(
