@@ -27,7 +27,7 @@ from intentstream.agents.planner import STAGE as PLANNER_STAGE
 from intentstream.agents.planner import Planner
 from intentstream.agents.stage import PlanCost, StageFailed
 from intentstream.kernels.scorer import Scorer
-from intentstream.schemas.record import IntentRecord, IntentTag, ReplanRequest
+from intentstream.schemas.record import IntentRecord, IntentTag, LLMPlan, PlannedTag, ReplanRequest
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,11 @@ class PlanRejected(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One run of the chain: the record, its judgement (None when not judged) and its cost."""
+    """One run of the chain: the record of its tags alone, the plan the writers keep (the
+    tags with the evidence they cite), its judgement (None when not judged) and its cost."""
 
     record: IntentRecord
+    planned: LLMPlan
     judgement: Judgement | None
     cost: PlanCost
 
@@ -131,15 +133,34 @@ class IntentChain:
                 log.warning("judge gave no verdict for user %s: %s", request.user_id, exc)
             if judgement is not None and judgement.verdict == "bad":
                 raise PlanRejected(request.user_id, judgement, cost, drafted)
+        verdict = judgement.verdict if judgement else "unjudged"
         record = IntentRecord(
             user_id=request.user_id,
             version=request.context_version,
             context_version=request.context_version,
             trigger=request.trigger,
-            tags=[IntentTag(tag=t.tag, explanation=t.explanation) for t in drafted],
+            tags=[IntentTag(tag=t.tag, explanation=t.explanation, source="llm") for t in drafted],
             event_time=request.newest_event_time,
             planned_at=now,
             model=self.llm.model,
-            verdict=judgement.verdict if judgement else "unjudged",
+            verdict=verdict,
+            llm_context_version=request.context_version,
         )
-        return Plan(record, judgement, cost)
+        planned = LLMPlan(
+            user_id=request.user_id,
+            context_version=request.context_version,
+            trigger=request.trigger,
+            event_time=request.newest_event_time,
+            planned_at=now,
+            model=self.llm.model,
+            verdict=verdict,
+            tags=[
+                PlannedTag(
+                    tag=t.tag,
+                    explanation=t.explanation,
+                    cites=[e.text for e in view.pick(t.evidence) if e.kind != "signal"][:20],
+                )
+                for t in drafted
+            ],
+        )
+        return Plan(record, planned, judgement, cost)

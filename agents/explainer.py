@@ -10,7 +10,7 @@ again; after the retries it is replaced by one built from the evidence (a repair
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from intentstream.agents.prompts import (
     system_prompt,
 )
 from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
-from intentstream.schemas.events import ACTION_WEIGHT, Action
+from intentstream.schemas.events import ACTION_DONE, ACTION_WEIGHT, Action
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS
 from intentstream.schemas.text import sentence_text
 
@@ -194,17 +194,11 @@ def evidence_sentence(evidence: Sequence[Evidence]) -> str:
 
 
 # What a shopper did, in words; every ``Action`` has its phrase (a test checks the enum).
-DONE: Mapping[str, str] = {
-    Action.VIEW: "viewed", Action.CLICK: "clicked", Action.FAVOURITE: "saved",
-    Action.CART: "put in the cart", Action.PURCHASE: "bought", Action.SEARCH: "searched for",
-}  # fmt: skip
-
-
 def did(e: Evidence) -> str:
     """What the shopper did with an item, in words: "viewed 3 times, put in the cart"."""
     done = []
     for action, n in sorted(e.counts.items(), key=lambda an: -ACTION_WEIGHT.get(an[0], 1.0)):
-        verb = DONE.get(action, DONE[Action.VIEW])
+        verb = ACTION_DONE.get(action, ACTION_DONE[Action.VIEW])
         done.append(verb if n == 1 else f"{verb} {n} times")
     return ", ".join(done)
 

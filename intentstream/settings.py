@@ -85,10 +85,10 @@ class Settings(BaseSettings):
     context_join_similarity: float = Field(0.55, ge=0.0, le=1.0)
     interest_half_life_s: float = Field(3600.0, gt=0.0)  # event time
 
-    # The FP8 entity pool and its scorer (kernels/scorer.py): the drift test's and the
-    # arbiter's attention. auto: the Triton kernels on CUDA, PyTorch otherwise.
+    # The FP8 entity pool and its scorer (kernels/scorer.py): the arbiter's attention of
+    # candidate tags over the user's evidence. auto: the Triton kernels on CUDA, PyTorch
+    # otherwise.
     kernel_backend: Literal["auto", "triton", "torch"] = "auto"
-    pool_window_entities: int = Field(256, ge=32, le=1_000_000)  # newest kept per user
     scorer_sharpness: float = Field(10.0, gt=0.0, le=100.0)  # softmax scale on cosines
     # PyTorch CPU threads in a worker (the scorer's CPU path, the embedder). One: a worker
     # shares its cores with its event loop and often with vLLM, and torch's spinning thread
@@ -96,9 +96,11 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, le=256)
 
     # The re-plan rule (stream/trigger.py) and the budget that matches LLM capacity.
-    replan_every_n_events: int = Field(5, ge=1)
     replan_cooldown_s: float = Field(2.0, ge=0.0)
-    replan_drift_threshold: float = Field(0.35, gt=0.0, le=2.0)
+    # An interest is worth asking the LLM about from this recency-decayed weight (a view
+    # weighs 1, a cart 3, a purchase 4: see schemas.events.ACTION_WEIGHT): five views, two
+    # carts, or a purchase and a view, within a few minutes.
+    replan_min_weight: float = Field(4.5, gt=0.0)
     replan_stale_after_s: float = Field(3600.0, gt=0.0)
     replan_sweep_interval_s: float = Field(30.0, gt=0.0)
     replan_budget_per_s: float = Field(2.0, gt=0.0)  # re-plans let out per second per worker
@@ -117,6 +119,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container
     # The HMAS agents (agents/chain.py).
     tags_per_user: int = Field(4, ge=1, le=10)
+    # Live entries (stream/live.py) a record holds beside its LLM tags: tags_per_user +
+    # live_tags is at most 10 (schemas.record.MAX_TAGS).
+    live_tags: int = Field(3, ge=0, le=6)
     judge_online: bool = True  # judge every plan before writing; a "bad" one is not written
     agents_embedder: Literal["minilm", "hashed"] = "minilm"  # merges near-duplicate tags
 
@@ -137,7 +142,7 @@ class Settings(BaseSettings):
     changes_maxlen: int = Field(100_000, ge=1)
 
     @model_validator(mode="after")
-    def _kafka_security(self) -> Self:
+    def _consistent(self) -> Self:
         tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
         files = [self.kafka_tls_ca_file, self.kafka_tls_cert_file, self.kafka_tls_key_file]
         if not tls and any(f is not None for f in files):
@@ -153,6 +158,8 @@ class Settings(BaseSettings):
                 f"INTENTSTREAM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
                 "INTENTSTREAM_KAFKA_SASL_USERNAME and INTENTSTREAM_KAFKA_SASL_PASSWORD"
             )
+        if self.tags_per_user + self.live_tags > 10:  # schemas.record.MAX_TAGS
+            raise ValueError("tags_per_user + live_tags must be at most 10, the tags a record holds")
         return self
 
     def to_env(self) -> dict[str, str]:

@@ -3,7 +3,9 @@
 Key layout (the contract feed servers read; see docs/redis-contract.md):
 
 * ``{prefix}:{{{user_id}}}`` — a hash with ``version`` (decimal integer) and ``record``
-  (UTF-8 JSON of :class:`schemas.record.IntentRecord`), expiring after ``ttl_s``.
+  (UTF-8 JSON of :class:`schemas.record.IntentRecord`), expiring after ``ttl_s``; and, for
+  the writers only, ``context_version`` (the record's) and ``plan`` (UTF-8 JSON of the
+  user's newest :class:`schemas.record.LLMPlan`).
 * ``{changes_stream}`` — a capped stream; each accepted write appends ``user`` and ``version``.
 """
 
@@ -16,6 +18,7 @@ import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +32,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from intentstream.schemas.record import IntentRecord
+from intentstream.schemas.record import IntentRecord, LLMPlan
 from intentstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,19 +41,24 @@ T = TypeVar("T")
 # Whole record or nothing, and never older over newer: one script, run atomically by Redis.
 # It takes any number of users so a batch costs one command, not one per user.
 # KEYS: the users' hashes..., then the changes stream.
-# ARGV: ttl_ms, stream maxlen, then (version, record JSON, user id) per user.
-# Returns one 1 (written) or 0 (a newer or equal version is there) per user.
+# ARGV: ttl_ms, stream maxlen, then (version, record JSON, user id, context version, plan
+# JSON or "") per user. Returns one 1 (written) or 0 (a newer or equal version is there)
+# per user.
 _WRITE_IF_NEWER = """
 local stream = KEYS[#KEYS]
 local ttl, maxlen = ARGV[1], ARGV[2]
 local written = {}
 for i = 1, #KEYS - 1 do
-  local version, record, user = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local at = 5 * i - 2
+  local version, record, user = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local current = redis.call('HGET', KEYS[i], 'version')
   if current and tonumber(current) >= tonumber(version) then
     written[i] = 0
   else
-    redis.call('HSET', KEYS[i], 'version', version, 'record', record)
+    redis.call('HSET', KEYS[i], 'version', version, 'record', record, 'context_version', ARGV[at + 3])
+    if ARGV[at + 4] ~= '' then
+      redis.call('HSET', KEYS[i], 'plan', ARGV[at + 4])
+    end
     redis.call('PEXPIRE', KEYS[i], ttl)
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user', user, 'version', version)
     written[i] = 1
@@ -67,7 +75,10 @@ local current = redis.call('HGET', KEYS[1], 'version')
 if current and tonumber(current) >= tonumber(ARGV[1]) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2])
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'record', ARGV[2], 'context_version', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'plan', ARGV[5])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
@@ -179,6 +190,21 @@ def parse_record(user_id: str, raw: bytes | str) -> IntentRecord:
     return record
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the writers need to know of a user's hash before writing a new version."""
+
+    version: int  # 0: no record
+    context_version: int  # of the stored record; 0: none, or written before it was kept
+    plan: LLMPlan | None  # the newest LLM plan
+    record: bytes | None = None  # the record's JSON, when asked for
+
+    @property
+    def plan_version(self) -> int:
+        """The context version the newest LLM plan was made from; 0: none."""
+        return self.plan.context_version if self.plan else 0
+
+
 class IntentStore:
     """Writes and reads per-user intent records in Redis."""
 
@@ -222,42 +248,59 @@ class IntentStore:
         streams = changes_streams(self.changes_stream, self.client, self.changes_shards)
         return sum([await self.client.xlen(stream) for stream in streams])
 
-    async def write(self, record: IntentRecord, now: datetime) -> bool:
-        """Write ``record`` if its version is newer than the stored one. Returns whether it
-        was written (False: a newer or equal version is already there)."""
-        return (await self.write_many([record], now))[0]
+    async def write(self, record: IntentRecord, now: datetime, plan: LLMPlan | None = None) -> bool:
+        """Write ``record`` (and ``plan``, the LLM plan behind it, when given) if its version
+        is newer than the stored one. Returns whether it was written (False: a newer or
+        equal version is already there)."""
+        return (await self.write_many([record], now, plans=[plan]))[0]
 
-    async def write_many(self, records: list[IntentRecord], now: datetime, *, batch: int = 500) -> list[bool]:
+    async def write_many(
+        self,
+        records: list[IntentRecord],
+        now: datetime,
+        *,
+        plans: list[LLMPlan | None] | None = None,
+        batch: int = 500,
+    ) -> list[bool]:
         """Write many records, ``batch`` to a script call; each is still all-or-nothing and
-        only-if-newer on its own. Returns, per record, whether it was written."""
+        only-if-newer on its own. ``plans`` (one per record, or None) are the LLM plans to
+        keep beside them; None keeps the stored one. Returns, per record, whether it was
+        written."""
+        kept = plans if plans is not None else [None] * len(records)
+        if len(kept) != len(records):
+            raise ValueError(f"{len(records)} records but {len(kept)} plans")
         written: list[bool] = []
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
+        encoded = [
+            (r, r.encode_written(now), p.model_dump_json().encode() if p else b"")
+            for r, p in zip(records, kept, strict=True)
+        ]
+        for start in range(0, len(encoded), batch):
+            chunk = encoded[start : start + batch]
             write = self._write_cluster if self.cluster else self._write_single
-            written += await self._retrying(functools.partial(write, chunk, now))
+            written += await self._retrying(functools.partial(write, chunk))
         return written
 
-    async def _write_single(self, chunk: list[IntentRecord], now: datetime) -> list[bool]:
+    async def _write_single(self, chunk: list[tuple[IntentRecord, bytes, bytes]]) -> list[bool]:
         """One script call writes the whole chunk and its notifications atomically."""
         assert self._write_if_newer is not None
-        keys = [self.key(r.user_id) for r in chunk]
+        keys = [self.key(r.user_id) for r, _, _ in chunk]
         keys.append(self.changes_stream)
         args: list[str | int | bytes] = [self.ttl_ms, self.changes_maxlen]
-        for record in chunk:
-            args += [record.version, record.encode_written(now), record.user_id]
+        for record, raw, plan in chunk:
+            args += [record.version, raw, record.user_id, record.context_version, plan]
         return [bool(flag) for flag in await self._write_if_newer(keys=keys, args=args)]
 
-    async def _write_cluster(self, chunk: list[IntentRecord], now: datetime) -> list[bool]:
+    async def _write_cluster(self, chunk: list[tuple[IntentRecord, bytes, bytes]]) -> list[bool]:
         """One one-key script per user (pipelined by node), then the notifications of the
         accepted writes to their shard streams."""
         async with self.client.pipeline(transaction=False) as pipe:
-            for record in chunk:
+            for record, raw, plan in chunk:
                 pipe.eval(
                     _WRITE_ONE_IF_NEWER, 1, self.key(record.user_id),
-                    record.version, record.encode_written(now), self.ttl_ms,
+                    record.version, raw, self.ttl_ms, record.context_version, plan,
                 )  # fmt: skip
             flags = [bool(flag) for flag in await pipe.execute()]
-        accepted = [r for r, ok in zip(chunk, flags, strict=True) if ok]
+        accepted = [r for (r, _, _), ok in zip(chunk, flags, strict=True) if ok]
         if accepted:
             streams = changes_streams(self.changes_stream, self.client, self.changes_shards)
             async with self.client.pipeline(transaction=False) as pipe:
@@ -288,6 +331,32 @@ class IntentStore:
                 log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    async def states(self, users: list[str], *, records: bool = False) -> list[Stored]:
+        """Per user, the stored version, the record's context version and the newest LLM
+        plan (and the record itself when ``records``): one pipelined round trip. A plan that
+        does not parse counts as none (logged): the next plan replaces it."""
+        fields = ["version", "context_version", "plan"] + (["record"] if records else [])
+
+        async def read() -> list[Any]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for user in users:
+                    pipe.hmget(self.key(user), fields)
+                return list(await pipe.execute())
+
+        found = []
+        for user, values in zip(users, await self._retrying(read), strict=True):
+            version, context_version, raw_plan = values[0], values[1], values[2]
+            plan = None
+            if raw_plan:
+                try:
+                    plan = LLMPlan.model_validate_json(raw_plan)
+                except ValidationError as exc:
+                    log.warning("user %r: stored plan does not parse, ignored: %s", user, str(exc)[:200])
+            found.append(
+                Stored(int(version or 0), int(context_version or 0), plan, values[3] if records else None)
+            )
+        return found
 
     async def version(self, user_id: str) -> int:
         """The stored plan version for ``user_id``; 0 when there is none."""

@@ -84,8 +84,8 @@ def check_all() -> dict[str, Any]:
                 "wgmma_fp8": bool(re.search(r"wgmma\.mma_async[^\n]*e4m3", ptx)),
                 **_res_usage(compiled.asm["cubin"]),
             }
-    # The scorer's shapes (16-entity pages): d64, the worker's drift test (the stream's entity
-    # vectors); d512, the arbiter's relevance (MiniLM's 384 dimensions and the weight channel).
+    # The scorer's shapes (16-entity pages): d64, the stream's entity vectors; d512, the
+    # arbiter's relevance (MiniLM's 384 dimensions and the weight channel).
     for d in (64, 512):
         compiled = compile_sm90(
             k._paged_fp8_attn, paged_sig, {"D": d, "PAGE": 16, "BLOCK_Q": 16}, num_warps=4

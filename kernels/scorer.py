@@ -3,11 +3,12 @@
     entity vectors ─► Scorer.add ─► EntityPool (fp8 pages, a block table per user)
     query vectors  ─► Scorer.attend ─► paged FP8 attention ─► readouts, relevance
 
-Two users of it: the stream worker's drift test (``stream.context.drifts``: each user's
-interest now and at the last plan, read out over their behaviour sequence) and the arbiter's
-ranking (``agents.arbiter.relevance``: each candidate tag against the user's evidence). The
-backend is chosen once, when the scorer is made: the Triton kernel on CUDA, the batched
-PyTorch path otherwise, so the pipeline runs the same everywhere.
+Its user is the arbiter's ranking (``agents.arbiter.relevance``: each candidate tag against
+the user's evidence); it serves many users' sequences per launch, which is what a stream
+worker would need to attend over its users' behaviour (the worker's drift test did, before
+coverage of what was asked replaced it: ``stream.live``). The backend is chosen once, when
+the scorer is made: the Triton kernel on CUDA, the batched PyTorch path otherwise, so the
+pipeline runs the same everywhere.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ On a machine without CUDA: the Triton kernels' error against the PyTorch referen
 the interpreter (with its rounding fixed), the PyTorch path's speed (users scored per second
 with 2,000 entities each), and the pool's memory against fp32. On CUDA: TFLOP/s of the
 forward kernel and of ``scaled_dot_product_attention`` in bf16 on the same shapes. Always:
-the sm_90 compile check (fp8 wgmma, spill bytes), run in a clean process, and the two
-uses in the pipeline through ``kernels.scorer.Scorer`` on this machine's backend: the
-worker's drift test (users measured per second) and the arbiter's relevance (ms per plan).
+the sm_90 compile check (fp8 wgmma, spill bytes), run in a clean process, and
+``kernels.scorer.Scorer`` on this machine's backend: many users' behaviour sequences attended
+per launch (users per second) and the arbiter's relevance (ms per plan).
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def _cuda_throughput(seqlen: int = 8192, heads: int = 16, d: int = 128, batch: i
 
 
 def _pipeline_speed() -> dict[str, Any]:
-    """The scorer as the worker and the arbiter use it, on the backend chosen for this machine."""
+    """The scorer on the backend chosen for this machine: many users' behaviour sequences
+    attended per launch, and the arbiter's relevance per plan."""
     import numpy as np
 
     from intentstream.kernels.scorer import Scorer
@@ -148,12 +149,12 @@ def _pipeline_speed() -> dict[str, Any]:
         scorer = Scorer(DIMS, window=256)
         names = [f"u{i}" for i in range(4000)]
         scorer.add([n for n in names for _ in range(history)], unit(len(names) * history, DIMS))
-        queries = unit(len(names), 2, DIMS)  # interest now and at the last plan
+        queries = unit(len(names), 2, DIMS)  # two queries per user
         scorer.attend(names[:100], queries[:100])  # warm up
         started = time.perf_counter()
         for i in range(0, len(names), 2000):  # a batch's users at a time
             scorer.attend(names[i : i + 2000], queries[i : i + 2000])
-        out[f"drift_users_per_s_at_{history}_entities"] = round(len(names) / (time.perf_counter() - started))
+        out[f"attend_users_per_s_at_{history}_entities"] = round(len(names) / (time.perf_counter() - started))
     arbiter = Scorer(512)  # MiniLM's 384 dimensions and the weight channel, padded
     plans = 200
     started = time.perf_counter()
@@ -188,7 +189,7 @@ def bench_kernels(users: int = 2000, entities: int = 2000) -> dict[str, Any]:
         result["cuda_throughput"] = "not measured: no GPU on this machine"
     say(f"PyTorch path: {users} users x {entities} entities ...")
     result.update(_torch_path_speed(users, entities, queries=8))
-    say("the scorer as the pipeline uses it: drift test, arbiter relevance ...")
+    say("the scorer: many users' sequences per launch, and the arbiter's relevance ...")
     result.update(_pipeline_speed())
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     return result

@@ -125,8 +125,7 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
     event time): a decided re-plan is built from the context when it is let out, so it also
     sees events that arrived with the one that triggered it (the same timestamp: one
     batch); and every ``sweep_s`` the worker's sweep asks the policy again with no event (a
-    burst's tail, left by the cooldown, is re-planned then). The user's entry in the
-    batch path's entity pool is released at the end.
+    burst's tail, left by the cooldown, is re-planned then).
     """
     ctx = UserContext(case.user_id)
     contexts = {0: {case.user_id: ctx}}
@@ -145,8 +144,8 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
             return
         first, last = (math.floor(last_s / sweep_s) + 1) * sweep_s, math.ceil(until_s / sweep_s - 1) * sweep_s
         for tick in dict.fromkeys((first, last)):
-            if last_s < tick < until_s and (decision := path.decide([ctx], tick)[1].get(ctx.user_id)):
-                mark_replanned(ctx, tick)
+            if last_s < tick < until_s and (decision := path.decide([ctx], tick).get(ctx.user_id)):
+                mark_replanned(ctx, tick, shape)
                 realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC), shape)
 
     for offset, event in enumerate(case.history):
@@ -163,7 +162,7 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
         if outcome.dead:
             raise EvaluationFailed(f"the worker's batch path refused an event of the log: {outcome.dead[0]}")
         if decision := outcome.decisions.get(ctx.user_id):
-            mark_replanned(ctx, now_s)
+            mark_replanned(ctx, now_s, shape)
             pending = (now_s, decision.reason)
         last_s = now_s
     if pending is not None:  # let out with the history only: the targets are not the plan's to see
@@ -171,7 +170,6 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
     sweep(cut.timestamp())
     for at, name in due:
         taken[name] = _request(ctx, "batch", at, shape)
-    path.scorer.release([ctx.user_id])
     return [
         Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut, shape)),
         Snapshot(REALTIME, realtime),

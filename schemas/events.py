@@ -65,6 +65,14 @@ _WEIGHTS = {
 ACTION_WEIGHT: Final[Mapping[str, float]] = MappingProxyType({a.value: w for a, w in _WEIGHTS.items()})
 if _missing := set(Action) - set(_WEIGHTS):  # a new action must say how much it weighs
     raise ImportError(f"schemas.events.ACTION_WEIGHT has no weight for {sorted(_missing)}")
+# What a shopper did, in words: the agents' explanations and the live entries say it alike.
+_DONE = {
+    Action.VIEW: "viewed", Action.CLICK: "clicked", Action.FAVOURITE: "saved",
+    Action.CART: "put in the cart", Action.PURCHASE: "bought", Action.SEARCH: "searched for",
+}  # fmt: skip
+ACTION_DONE: Final[Mapping[str, str]] = MappingProxyType({a.value: w for a, w in _DONE.items()})
+if _missing := set(Action) - set(_DONE):
+    raise ImportError(f"schemas.events.ACTION_DONE has no words for {sorted(_missing)}")
 
 
 class _Message(BaseModel):

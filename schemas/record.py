@@ -26,22 +26,20 @@ Verdict = Literal["good", "average", "bad", "unjudged"]
 
 
 class Trigger(StrEnum):
-    """Why a user was re-planned: the ``trigger`` of every request and record the worker
-    makes. docs/redis-contract.md lists exactly these (a test compares them)."""
+    """Why a record was made: the ``trigger`` of every request and record the worker
+    writes. docs/redis-contract.md lists exactly these (a test compares them).
 
-    STRONG_CART = f"strong_event:{Action.CART}"
-    STRONG_PURCHASE = f"strong_event:{Action.PURCHASE}"
-    STRONG_SEARCH = f"strong_event:{Action.SEARCH}"
+    The LLM is asked only about what is new: a user's first interest with real weight, an
+    interest its tags do not cover, a new environment signal, or a plan gone stale. Every
+    other change of behaviour is followed by a ``live`` write, made by code."""
+
+    FIRST_PLAN = "first_plan"
+    NOVELTY = "novelty"
     SIGNAL_WEATHER = f"signal:{SignalKind.WEATHER}"
     SIGNAL_HOLIDAY = f"signal:{SignalKind.HOLIDAY}"
     SIGNAL_TRENDING = f"signal:{SignalKind.TRENDING}"
-    DRIFT = "drift"
-    EVERY_N_EVENTS = "every_n_events"
     STALE = "stale"
-
-    @classmethod
-    def strong(cls, action: Action) -> Trigger:
-        return cls(f"strong_event:{action}")
+    LIVE = "live"
 
     @classmethod
     def signal(cls, kind: SignalKind) -> Trigger:
@@ -97,11 +95,44 @@ class ReplanRequest(_Frozen):
     signals: list[ActiveSignal] = Field(default_factory=list, max_length=50)
 
 
+TagSource = Literal["llm", "live"]
+
+
 class IntentTag(_Frozen):
-    """A short shopping-interest phrase and one plain sentence saying why."""
+    """A short shopping-interest phrase and one plain sentence saying why. ``source`` says
+    who made it: ``llm`` (the agents, judged) or ``live`` (code, from the user's own events,
+    so a feed never mistakes an echo of behaviour for the model's insight). ``last_seen`` is
+    the event time of the newest behaviour behind it."""
 
     tag: TagText
     explanation: Explanation
+    source: TagSource = "llm"
+    last_seen: UtcTime | None = None
+
+
+class PlannedTag(_Frozen):
+    """An LLM tag as the writers keep it: with the texts of the evidence it was made from,
+    which decide what it covers."""
+
+    tag: TagText
+    explanation: Explanation
+    cites: list[ItemText] = Field(default_factory=list, max_length=20)
+
+
+class LLMPlan(_Frozen):
+    """The newest LLM plan of a user, kept by the writers beside the record (the hash's
+    ``plan`` field; feed servers never need it). Each record the stream writes re-ranks
+    these tags by the user's interest now and adds live entries for what they miss."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    user_id: Id
+    context_version: int = Field(ge=1)  # of the context the plan was made from
+    trigger: str
+    event_time: UtcTime
+    planned_at: UtcTime
+    model: str
+    verdict: Verdict = "unjudged"
+    tags: list[PlannedTag] = Field(min_length=1, max_length=MAX_TAGS)
 
 
 class IntentRecord(_Frozen):
@@ -113,11 +144,12 @@ class IntentRecord(_Frozen):
     context_version: int = Field(ge=1)
     trigger: str
     tags: list[IntentTag] = Field(min_length=1, max_length=MAX_TAGS)
-    event_time: UtcTime  # event time of the newest behaviour the plan saw
-    planned_at: UtcTime
+    event_time: UtcTime  # event time of the newest behaviour the record saw
+    planned_at: UtcTime  # when its LLM tags were planned (when it was composed, if none)
     written_at: UtcTime | None = None  # set by the writer
-    model: str
-    verdict: Verdict = "unjudged"
+    model: str  # the LLM behind its llm tags ("none": live entries only)
+    verdict: Verdict = "unjudged"  # the judge's verdict on its llm tags
+    llm_context_version: int | None = Field(None, ge=1)  # the context its llm tags were planned from
 
     def encode_written(self, written_at: datetime) -> bytes:
         """The record's JSON as the store writes it: stamped with ``written_at``. (A dict

@@ -3,7 +3,8 @@
     behaviours ─► context service (stream/ingest.py) ─► contexts changelog, replans
     env-signals ─► validate ─bad─► dead-letters
                      └─► signals global table (changelog read by every context service)
-    replans ─► HMAS agents (agents/chain.py, on vLLM) ─► judge gate ─► Redis intent store
+         └─► live records (stream/records.py: LLM tags re-ranked, live entries) ─► Redis
+    replans ─► HMAS agents (agents/chain.py, on vLLM) ─► judge gate ─► plan merged into the record
 
 The agents only move data; the decisions are the plain functions in ``stream.context``,
 ``stream.trigger`` and ``agents``.
@@ -33,10 +34,11 @@ from intentstream.logs import json_logging_config
 from intentstream.schemas.codec import InvalidMessage, decode_replan, decode_signal
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
-from intentstream.stream.batch import APPLY_FAILED, dead_letter_headers
+from intentstream.stream.batch import APPLY_FAILED, dead_letter_headers, shape_of
 from intentstream.stream.ingest import ContextService
 from intentstream.stream.metrics import PlannerCounters
 from intentstream.stream.metrics import serve as serve_metrics
+from intentstream.stream.records import RecordWriter
 from intentstream.stream.tansu import patch_faust_highwaters
 from intentstream.stream.topics import ensure_topics
 
@@ -78,7 +80,11 @@ def build_app(
 
     counters = PlannerCounters()
     skew = timedelta(seconds=settings.max_future_skew_s)
-    contexts = ContextService(settings, endpoints.kafka_bootstrap, scan_end_offsets=scan_end_offsets)
+    store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
+    records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags)
+    contexts = ContextService(
+        settings, endpoints.kafka_bootstrap, scan_end_offsets=scan_end_offsets, records=records
+    )
 
     @app.task  # type: ignore[untyped-decorator]
     async def start_contexts() -> None:
@@ -156,7 +162,6 @@ def build_app(
             judge=settings.judge_online,
             scorer=scorer,
         )
-        store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
         health = contexts.health
         health.redis = health.llm = 0.0  # a planner is ready only when both answer
 
@@ -182,7 +187,8 @@ def build_app(
                     await invalid(event.message, exc)
                     continue
                 # A newer plan already landed (redelivery, or a later request overtook this one).
-                if await store.version(request.user_id) >= request.context_version:
+                [stored] = await store.states([request.user_id])
+                if stored.plan_version >= request.context_version:
                     counters.replans_skipped_stale += 1
                     continue
                 try:
@@ -207,9 +213,10 @@ def build_app(
                 except Exception as exc:  # a request the chain cannot handle: it alone is parked
                     await failed(event.message, exc)
                     continue
-                record, cost = plan.record, plan.cost
+                cost = plan.cost
                 counters.book(cost)
-                if await store.write(record, datetime.now(UTC)):
+                record = await records.land_plan(plan.planned, datetime.now(UTC))
+                if record is not None:
                     counters.plans_written += 1
                     counters.verdicts[record.verdict] = counters.verdicts.get(record.verdict, 0) + 1
                     log.info(
@@ -217,7 +224,7 @@ def build_app(
                         record.user_id,
                         record.version,
                         record.trigger,
-                        [t.tag for t in record.tags],
+                        [f"{t.tag} ({t.source})" for t in record.tags],
                         cost.prompt_tokens,
                         cost.completion_tokens,
                         cost.latency_s,

@@ -2,7 +2,7 @@
 
     messages ─► decode ─bad─► dead letter (the codec's reason)
         └─► apply to the user's context ─fails─► dead letter (``apply_failed``), user rolled back
-                └─► changed contexts ─► the pool grows ─► drift measured ─► decisions
+                └─► changed contexts ─► what is new (``stream.live.novel``) ─► decisions
 
 ``BatchPath.apply`` is a plain function of (contexts, messages, now) with no Kafka in it: the
 worker (``stream/ingest.py``) calls it for every batch it consumes, and the tests and the
@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-import numpy as np
-
-from intentstream.kernels.scorer import Scorer
 from intentstream.schemas.codec import InvalidMessage, decode_event
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
-from intentstream.stream.context import ContextShape, UserContext, apply_event, drifts, sequence_entities
-from intentstream.stream.entities import DIMS, EntityCache, Vector
+from intentstream.stream.context import ContextShape, UserContext, apply_event
+from intentstream.stream.entities import EntityCache
+from intentstream.stream.live import novel
 from intentstream.stream.trigger import Decision, TriggerPolicy
 
 log = logging.getLogger("intentstream.contexts")
@@ -105,8 +103,7 @@ class BatchOutcome:
     produced_ms: list[float] = field(default_factory=list)  # of each applied event
     applied: int = 0
     duplicates: int = 0
-    drifts_measured: int = 0
-    seconds_pool: float = 0.0  # growing the entity pool and measuring drift
+    seconds_decide: float = 0.0  # finding what is new and deciding
 
 
 @dataclass(slots=True)
@@ -116,8 +113,6 @@ class _UserBatch:
     before: UserContext | None  # a copy of the context as the batch found it; None: new user
     version_before: int
     applied: list[tuple[BehaviorEvent, tuple[int, int], float]] = field(default_factory=list)
-    grown: list[Vector] = field(default_factory=list)  # entity vectors of the applied events
-    urgent: Decision | None = None
 
 
 @dataclass
@@ -127,7 +122,6 @@ class BatchPath:
     shape: ContextShape
     policy: TriggerPolicy
     entities: EntityCache
-    scorer: Scorer
     max_event_bytes: int = 16 * 1024
     max_future_skew: timedelta = timedelta(minutes=5)
 
@@ -137,7 +131,6 @@ class BatchPath:
             shape=shape_of(settings),
             policy=policy_of(settings),
             entities=entities if entities is not None else EntityCache(),
-            scorer=scorer_of(settings),
             max_event_bytes=settings.max_event_bytes,
             max_future_skew=timedelta(seconds=settings.max_future_skew_s),
         )
@@ -150,8 +143,8 @@ class BatchPath:
     ) -> BatchOutcome:
         """Apply ``messages`` to ``contexts`` (partition -> user -> context, changed in place).
         Messages of a partition not in ``contexts`` are skipped (revoked: their new owner
-        reads them). Then the batch's users are decided, the drift of all who could re-plan
-        measured at once. Never raises for a message's content."""
+        reads them). Then each user the batch changed is decided once. Never raises for a
+        message's content."""
         out = BatchOutcome()
         users: dict[str, _UserBatch] = {}
         for message in messages:
@@ -171,11 +164,9 @@ class BatchPath:
                 ctx = owned[user] = UserContext(user)
             position = (message.partition, message.offset)
             try:
-                if not apply_event(ctx, event, self.shape, self.entities, position, mine.grown):
+                if not apply_event(ctx, event, self.shape, self.entities, position):
                     out.duplicates += 1
                     continue
-                if mine.urgent is None and self.policy.urgent(event):
-                    mine.urgent = self.policy.decide(ctx, now.timestamp(), event=event)
             except Exception as exc:
                 out.dead.append(DeadLetter.failed(message, exc, event.event_id))
                 log.exception("applying %s to user %r failed; dead-lettered", source_of(message), user)
@@ -183,26 +174,13 @@ class BatchPath:
                 continue
             mine.applied.append((event, position, message.timestamp))
             out.changed[user] = (message.partition, ctx)
-        for user, mine in users.items():
+        for mine in users.values():
             out.applied += len(mine.applied)
             out.produced_ms += [produced for _, _, produced in mine.applied]
-            if mine.urgent is not None:
-                out.decisions[user] = mine.urgent
-        pool_started = time.perf_counter()
-        self._grow_pool(users, out.changed)
-        undecided = [ctx for user, (_, ctx) in out.changed.items() if user not in out.decisions]
-        out.drifts_measured, decided = self.decide(undecided, now.timestamp())
-        out.decisions.update(decided)
-        out.seconds_pool = time.perf_counter() - pool_started
+        started = time.perf_counter()
+        out.decisions = self.decide([ctx for _, ctx in out.changed.values()], now.timestamp())
+        out.seconds_decide = time.perf_counter() - started
         return out
-
-    def seed(self, ctxs: Iterable[UserContext]) -> None:
-        """Start the pool's sequence of each user with the entities their context holds (a
-        context restored after a restart or rebalance)."""
-        seeds = [(ctx.user_id, sequence_entities(ctx, self.entities)) for ctx in ctxs]
-        users = [user for user, rows in seeds for _ in range(len(rows))]
-        if users:
-            self.scorer.add(users, np.concatenate([rows for _, rows in seeds]))
 
     def _decode(self, message: Delivered, now: datetime, out: BatchOutcome) -> BehaviorEvent | None:
         try:
@@ -225,45 +203,24 @@ class BatchPath:
         batch that went in before the failed one (in place: queued re-plans hold it)."""
         ctx = owned[user]
         ctx.reset(mine.before.copy() if mine.before is not None else UserContext(user))
-        mine.grown.clear()
         for event, position, _ in mine.applied:
-            apply_event(ctx, event, self.shape, self.entities, position, mine.grown)
+            apply_event(ctx, event, self.shape, self.entities, position)
         if not mine.applied and mine.before is None:
             del owned[user]
 
-    def _grow_pool(
-        self, users: Mapping[str, _UserBatch], changed: Mapping[str, tuple[int, UserContext]]
-    ) -> None:
-        """Append the batch's new entities to their users' sequences in the pool. A user the
-        pool does not know but whose context has history (restored after a restart or a
-        rebalance) is seeded from what the context holds instead."""
-        names: list[str] = []
-        rows: list[Vector] = []
-        restored = []
-        for user, mine in users.items():
-            if not mine.grown or user not in changed:
-                continue  # duplicates or undescribed events only
-            if mine.version_before and not self.scorer.knows(user):
-                restored.append(changed[user][1])
-            else:
-                names += [user] * len(mine.grown)
-                rows += mine.grown
-        if rows:
-            self.scorer.add(names, np.stack(rows))
-        self.seed(restored)
-
-    def decide(self, ctxs: list[UserContext], now_s: float) -> tuple[int, dict[str, Decision]]:
-        """The trigger for ``ctxs`` (a batch's users, or the sweep's): the drift of all who
-        could re-plan measured at once, then each decided. Returns (drifts measured, decisions)."""
-        wanted = [ctx for ctx in ctxs if self.policy.wants_drift(ctx, now_s)]
-        self.seed([ctx for ctx in wanted if not self.scorer.knows(ctx.user_id)])
-        measured = dict(zip((ctx.user_id for ctx in wanted), drifts(wanted, self.scorer), strict=True))
+    def decide(self, ctxs: Iterable[UserContext], now_s: float) -> dict[str, Decision]:
+        """The trigger for each of ``ctxs`` (a batch's users, or the sweep's), from what is
+        new in their context."""
         decisions = {}
+        min_weight = self.policy.min_weight
         for ctx in ctxs:
-            decision = self.policy.decide(ctx, now_s, drift=measured.get(ctx.user_id))
+            if self.policy.cooling(ctx, now_s):
+                continue
+            new = novel(ctx, self.shape, self.entities, min_weight)
+            decision = self.policy.decide(ctx, now_s, new=new)
             if decision is not None:
                 decisions[ctx.user_id] = decision
-        return len(wanted), decisions
+        return decisions
 
 
 def shape_of(settings: Settings) -> ContextShape:
@@ -278,18 +235,7 @@ def shape_of(settings: Settings) -> ContextShape:
 
 def policy_of(settings: Settings) -> TriggerPolicy:
     return TriggerPolicy(
-        every_n_events=settings.replan_every_n_events,
         cooldown_s=settings.replan_cooldown_s,
-        drift_threshold=settings.replan_drift_threshold,
+        min_weight=settings.replan_min_weight,
         stale_after_s=settings.replan_stale_after_s,
-    )
-
-
-def scorer_of(settings: Settings) -> Scorer:
-    """The entity pool and scorer over the stream's entity vectors, backend chosen now."""
-    return Scorer(
-        DIMS,
-        sharpness=settings.scorer_sharpness,
-        window=settings.pool_window_entities,
-        backend=settings.kernel_backend,
     )

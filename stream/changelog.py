@@ -49,6 +49,7 @@ class Staged:
     offsets: dict[TopicPartition, int]
     produced_ms: list[float]
     apply_s: float
+    live: asyncio.Task[Any] | None = None  # the batch's live record writes (stream/records.py)
     acked: asyncio.Future[Any] | None = None
     acked_ms: float = 0.0
 

@@ -9,10 +9,9 @@ Plain data and plain functions, tested without Kafka. Bounded whatever the histo
   or founds one; a cluster keeps a representative text, counts by action, a recency-decayed
   weight and a price band. Beyond ``max_interests`` the two most similar clusters merge;
 * profile facts: region, first and newest event time, counts by action;
-* ``interest``: a recency-decayed sum of entity vectors, updated in O(1) per event, and
-  ``plan_interest``, its value when the last re-plan was requested. The drift test reads
-  both out over the user's behaviour sequence, kept beside the context in the FP8 entity
-  pool (``drifts``, through ``kernels.scorer.Scorer``);
+* ``interest``: a recency-decayed sum of entity vectors, updated in O(1) per event;
+* ``planned``: the texts the last re-plan request asked the LLM about (what is *new* is
+  decided against them, ``stream.live``);
 * idempotence: a per-partition offset watermark (exact, for redeliveries after a crash) and
   a bounded set of event-id hashes (for the same events published twice).
 
@@ -27,7 +26,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -35,9 +34,6 @@ import orjson
 from intentstream.schemas.events import ACTION_WEIGHT, BehaviorEvent, EnvSignal
 from intentstream.schemas.record import ActiveSignal, Interest, RecentBehavior, ReplanRequest
 from intentstream.stream.entities import DIMS, EntityCache, Vector
-
-if TYPE_CHECKING:
-    from intentstream.kernels.scorer import Scorer
 
 HALF_LIFE_S = 3600.0
 
@@ -84,7 +80,7 @@ class UserContext:
     # The re-plan bookkeeping.
     events_since_plan: int = 0
     last_replan_at: float = 0.0  # processing time of the last re-plan request
-    plan_interest: Vector = field(default_factory=lambda: np.zeros(DIMS, np.float32))
+    planned: list[str] = field(default_factory=list)  # texts the last request asked about
     signals_seen: list[str] = field(default_factory=list)  # signal ids that already re-planned
     # Not serialized: the interest clusters' vectors, one row each, rebuilt when needed.
     cluster_matrix: Vector | None = field(default=None, repr=False, compare=False)
@@ -120,7 +116,7 @@ class UserContext:
             dict(self.offsets),
             self.events_since_plan,
             self.last_replan_at,
-            self.plan_interest.copy(),
+            list(self.planned),
             list(self.signals_seen),
         )
 
@@ -146,7 +142,7 @@ class UserContext:
                 "offsets": self.offsets,
                 "events_since_plan": self.events_since_plan,
                 "last_replan_at": self.last_replan_at,
-                "plan_interest": _pack_vector(self.plan_interest),
+                "planned": self.planned,
                 "signals_seen": self.signals_seen,
             }
         )
@@ -156,7 +152,7 @@ class UserContext:
         data = orjson.loads(raw)
         data["interests"] = [InterestCluster(**c) for c in data["interests"]]
         data["interest"] = _unpack_vector(data["interest"])
-        data["plan_interest"] = _unpack_vector(data["plan_interest"])
+        data.pop("plan_interest", None)  # written before ``planned`` replaced it
         data["seen"] = array("Q", base64.b64decode(data["seen"])).tolist()
         return cls(**data)
 
@@ -342,32 +338,6 @@ def cosine_distance(a: Vector, b: Vector) -> float:
     return 1.0 - float(a @ b) / (na * nb)
 
 
-def sequence_entities(ctx: UserContext, entities: EntityCache) -> Vector:
-    """The entity vectors the context still holds (interest representatives, then recent
-    behaviours): what seeds the pool for a user it does not know, after a restart."""
-    vectors = [_cluster_vector(c, entities) for c in ctx.interests]
-    vectors += [entities.get(_entity_key(b), b["text"], b.get("category"), b.get("brand"))
-                for b in ctx.recent if b["text"]]  # fmt: skip
-    return np.stack(vectors) if vectors else np.zeros((0, DIMS), np.float32)
-
-
-def drifts(ctxs: list[UserContext], scorer: Scorer) -> list[float]:
-    """How far each user's interest moved since their last re-plan, all users in one call.
-
-    The interest now and at the last plan are both read out by attention over the user's
-    behaviour sequence in the pool: each becomes the mean of the behaviours it is closest
-    to. Noise within one theme moves neither readout; a switch to another theme the user has
-    behaviour in moves the readout there, which the decayed sums alone show only partly.
-    Returns 1 - cosine of the two readouts per user (1.0 with nothing to compare)."""
-    if not ctxs:
-        return []
-    queries = np.stack([np.stack([c.interest, c.plan_interest]) for c in ctxs])
-    norms = np.linalg.norm(queries, axis=-1, keepdims=True)
-    queries = np.divide(queries, norms, out=np.zeros_like(queries), where=norms > 0)
-    readouts = scorer.attend([c.user_id for c in ctxs], queries).readouts
-    return [cosine_distance(r[0], r[1]) if norms[i].all() else 1.0 for i, r in enumerate(readouts)]
-
-
 def signals_for(ctx: UserContext, signals: list[EnvSignal], now: datetime) -> list[ActiveSignal]:
     """The environment signals in force for this user now (their region, or everyone)."""
     return [
@@ -396,6 +366,17 @@ def interest_summaries(ctx: UserContext, limit: int = 6, half_life_s: float = HA
         )
         for c in ranked[:limit]
     ]
+
+
+ASKED_TEXT_CHARS = 200  # of each text kept in ``planned``
+
+
+def asked(ctx: UserContext, shape: ContextShape) -> list[str]:
+    """The texts a re-plan request made now asks the LLM about: its recent behaviours and
+    interests (``replan_request``); kept in ``UserContext.planned``."""
+    texts = [b["text"] for b in ctx.recent if b["text"]]
+    texts += [i.text for i in interest_summaries(ctx, half_life_s=shape.half_life_s)]
+    return list(dict.fromkeys(t[:ASKED_TEXT_CHARS] for t in texts))
 
 
 def replan_request(

@@ -2,8 +2,8 @@
 
     behaviours ─► getmany (thousands at a time) ─► validate ─bad─► dead-letters
          └─► contexts in memory ─► changelog (acked) ─► commit offsets
-                     ├─► FP8 entity pool (each user's behaviour sequence) ─► drift
-                     └─► trigger ─► replan queue (newest per user, budget/s) ─► replans
+                     ├─► live records (one version per changed user per batch) ─► Redis
+                     └─► what is new ─► replan queue (newest per user, budget/s) ─► replans
     signals changelog (every worker reads all) ─► fan-out to the users they concern
 
 Why not a faust agent: faust handles each message through several layers of per-event
@@ -14,8 +14,11 @@ directly, in its own consumer group, inside the faust worker (which still runs t
 validation and the planners).
 
 Nothing lost, nothing counted twice: every context a batch changed is written to the
-compacted changelog and acknowledged by the broker *before* the batch's offsets are
-committed (the next batch is fetched and applied while those writes are in flight). After
+compacted changelog and acknowledged by the broker, and its live record written to Redis,
+*before* the batch's offsets are committed (the next batch is fetched and applied while
+those writes are in flight). A crash after the changelog's ack but before the record's
+write leaves that user's record one batch behind until their next event (the redelivered
+batch is skipped by the watermark). After
 a crash the batch is delivered again and each context skips what it had already applied
 (its per-partition offset watermark). A partition's contexts are rebuilt from its
 changelog partition when it is assigned (start-up, scale-out, a peer's death).
@@ -53,6 +56,7 @@ from intentstream.stream.context import (
     signals_for,
 )
 from intentstream.stream.metrics import Health
+from intentstream.stream.records import RecordWriter
 from intentstream.stream.signals import follow_signals
 from intentstream.stream.stats import ContextCounters, Freshness
 from intentstream.stream.trigger import Decision, ReplanQueue, mark_replanned
@@ -67,15 +71,24 @@ class ContextService:
     _consumer: AIOKafkaConsumer
     _producer: AIOKafkaProducer
 
-    def __init__(self, settings: Settings, bootstrap: str, *, scan_end_offsets: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        *,
+        scan_end_offsets: bool,
+        records: RecordWriter | None = None,
+    ) -> None:
+        """``records`` writes each changed user's live record (None: contexts only)."""
         self.settings = settings
+        self.records = records
         self.bootstrap = bootstrap
         self.scan_end_offsets = scan_end_offsets
         self.security = KafkaSecurity.from_settings(settings)
         self.path = BatchPath.from_settings(settings)
-        log.info("entity pool and scorer: %s", self.path.scorer.describe())
         self.counters = ContextCounters()
         self.freshness = Freshness()
+        self.record_freshness = Freshness()  # event produced → a record that includes it
         self.contexts: dict[int, dict[str, UserContext]] = {}  # partition -> user -> context
         self.signals: dict[str, EnvSignal] = {}
         self.queue: ReplanQueue[tuple[UserContext, str]] = ReplanQueue(
@@ -219,19 +232,35 @@ class ContextService:
         c = self.counters
         c.applied += outcome.applied
         c.duplicates += outcome.duplicates
-        c.drifts_measured += outcome.drifts_measured
-        c.seconds_pool += outcome.seconds_pool
+        c.seconds_decide += outcome.seconds_decide
         for user, decision in outcome.decisions.items():
             self._request(outcome.changed[user][1], decision)
+        live = None
+        if self.records is not None and outcome.changed:
+            changed = [ctx for _, ctx in outcome.changed.values()]
+            live = asyncio.create_task(self._write_live(changed, now))
         await self._dead_letter(outcome.dead)
         staged = Staged(
             records=list(outcome.changed.values()),
             offsets={topic_of[p]: offset for p, offset in outcome.offsets.items()},
             produced_ms=outcome.produced_ms,
             apply_s=time.perf_counter() - started,
+            live=live,
         )
         await self.changelog.send(staged)
         return staged
+
+    async def _write_live(self, ctxs: list[UserContext], now: datetime) -> None:
+        """The batch's live records (``RecordWriter.write_live``), counted."""
+        assert self.records is not None
+        started = time.perf_counter()
+        done = await self.records.write_live(ctxs, now)
+        c = self.counters
+        c.records_written += done.written
+        c.records_unchanged += done.unchanged
+        c.record_conflicts += done.conflicts
+        c.records_gave_up += done.gave_up
+        c.seconds_records += time.perf_counter() - started
 
     async def _settle(self) -> None:
         """Wait for the in-flight batch's writes, then commit its offsets."""
@@ -239,6 +268,11 @@ class ContextService:
         if staged is None:
             return
         waited = time.perf_counter()
+        if staged.live is not None:
+            await staged.live  # a Redis outage beyond the store's retries stops the worker
+            written_ms = time.time() * 1000
+            for ms in staged.produced_ms:
+                self.record_freshness.add(ms, written_ms - ms)
         await self.changelog.deliver(staged)
         self.counters.changelog_writes += len(staged.records)
         done_ms = staged.acked_ms or time.time() * 1000
@@ -298,7 +332,7 @@ class ContextService:
     def _request(self, ctx: UserContext, decision: Decision, signal: EnvSignal | None = None) -> None:
         """Queue a re-plan. The request itself is built when the budget lets it out, from the
         context as it is then: a user re-triggered meanwhile costs nothing extra."""
-        mark_replanned(ctx, time.time(), signal)
+        mark_replanned(ctx, time.time(), self.path.shape, signal)
         reason = decision.reason.value
         self.counters.triggers[reason] = self.counters.triggers.get(reason, 0) + 1
         self.queue.offer(ctx.user_id, decision.priority, (ctx, decision.reason))
@@ -342,8 +376,7 @@ class ContextService:
                         for partition, user in users[start : start + 2000]
                         if (ctx := self.contexts.get(partition, {}).get(user)) is not None
                     ]
-                    measured, decisions = self.path.decide([ctx for _, ctx in found], now_s)
-                    self.counters.drifts_measured += measured
+                    decisions = self.path.decide([ctx for _, ctx in found], now_s)
                     requested = [(p, ctx) for p, ctx in found if ctx.user_id in decisions]
                     for _, ctx in requested:
                         self._request(ctx, decisions[ctx.user_id])
@@ -394,7 +427,7 @@ class ContextService:
         async with self._lock:
             owned = {tp.partition for tp in assigned}
             for partition in [p for p in self.contexts if p not in owned]:
-                self.path.scorer.release(self.contexts.pop(partition))
+                del self.contexts[partition]
                 self.lag.pop(partition, None)
             new = sorted(p for p in owned if p not in self.contexts)
             if not new:
@@ -427,6 +460,7 @@ class ContextService:
         sample = contexts[:: max(1, len(contexts) // 200)]
         elapsed = c.last_batch_at - c.first_batch_at
         fresh, fresh_all = self.freshness.summaries(None, math.inf)
+        records, records_all = self.record_freshness.summaries(None, math.inf)
         return {
             "pid": os.getpid(),
             "at": time.time(),
@@ -439,17 +473,14 @@ class ContextService:
             "events_per_s": round(c.applied / elapsed) if elapsed > 0 else None,
             "freshness_ms": fresh,
             "freshness_ms_all": fresh_all,  # the whole ring: up to 250,000 events
+            "record_freshness_ms": records,  # event produced → a live record that includes it
+            "record_freshness_ms_all": records_all,
             "counters": asdict(c),
             "replan_queue": {**asdict(self.queue.counters), "pending": len(self.queue)},
             "entity_cache": {
                 "size": len(self.path.entities),
                 "hits": self.path.entities.hits,
                 "misses": self.path.entities.misses,
-            },
-            "entity_pool": {
-                "scorer": self.path.scorer.describe(),
-                "users": len(self.path.scorer.pool),
-                "bytes": self.path.scorer.memory_bytes(),
             },
         }
 

@@ -53,6 +53,12 @@ class PlannerCounters:
         self.plans_repaired += bool(cost.repairs)
 
 
+def _seconds(summary: Mapping[str, float]) -> dict[str, float]:
+    """A freshness summary in milliseconds as quantile -> seconds."""
+    quantiles = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+    return {q: summary[k] / 1000 for q, k in quantiles if k in summary}
+
+
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"intentstream_{name}", doc, value=value)
 
@@ -92,7 +98,7 @@ class WorkerCollector(Collector):
             "context_freshness_seconds",
             "Event produced to context written and acknowledged, over the last 10 s.",
             "quantile",
-            {q: fresh[k] / 1000 for q, k in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99")) if k in fresh},
+            _seconds(fresh),
             gauge=True,
         )
         yield _labelled(
@@ -100,13 +106,20 @@ class WorkerCollector(Collector):
             {"apply": c["seconds_apply"], "write": c["seconds_write"], "commit": c["seconds_commit"]},
         )  # fmt: skip
         yield _labelled("trigger_decisions", "Re-plans decided, by reason.", "reason", c["triggers"])
-        yield _counter("drifts_measured", "Users whose drift the entity pool measured.", c["drifts_measured"])
-        yield _counter(
-            "pool_seconds", "Of apply: growing the entity pool, measuring drift.", c["seconds_pool"]
+        yield _counter("decide_seconds", "Of apply: finding what is new and deciding.", c["seconds_decide"])
+        yield _labelled(
+            "live_records", "Live record writes by outcome.", "outcome",
+            {"written": c["records_written"], "unchanged": c["records_unchanged"],
+             "conflict": c["record_conflicts"], "gave_up": c["records_gave_up"]},
+        )  # fmt: skip
+        records = stats["record_freshness_ms"]
+        yield _labelled(
+            "record_freshness_seconds",
+            "Event produced to a Redis record that includes it, over the last 10 s.",
+            "quantile",
+            _seconds(records),
+            gauge=True,
         )
-        pool = GaugeMetricFamily("intentstream_entity_pool_bytes", "FP8 entity pool pages in use.")
-        pool.add_metric([], stats["entity_pool"]["bytes"])
-        yield pool
         q = stats["replan_queue"]
         yield _labelled(
             "replans", "Re-plan requests by outcome in the budgeted queue.", "outcome",

@@ -13,8 +13,9 @@ import orjson
 
 
 class Freshness:
-    """Event produced → context durable, in milliseconds: a bounded ring of (produced at,
-    latency) samples, summarised over the newest ``window_s`` of production."""
+    """Event produced → context durable (or → a record that includes it), in milliseconds:
+    a bounded ring of (produced at, latency) samples, summarised over the newest
+    ``window_s`` of production."""
 
     def __init__(self, size: int = 250_000, window_s: float = 10.0) -> None:
         self.samples: deque[tuple[float, float]] = deque(maxlen=size)
@@ -62,12 +63,18 @@ class ContextCounters:
     signals_applied: int = 0
     signals_fanned_out: int = 0  # users whose context a signal re-planned
     triggers: dict[str, int] = field(default_factory=dict)
-    drifts_measured: int = 0
     batches: int = 0
+    # Live records (stream/records.py): versions written, users whose record already saw
+    # their context, compare-and-set refusals made again, and writes left to the next change.
+    records_written: int = 0
+    records_unchanged: int = 0
+    record_conflicts: int = 0
+    records_gave_up: int = 0
     # Where the batch loop's time goes, in seconds: apply (decode, update, trigger), write
-    # (changelog and dead letters until acknowledged), commit (offsets).
+    # (live records, changelog and dead letters until acknowledged), commit (offsets).
     seconds_apply: float = 0.0
-    seconds_pool: float = 0.0  # of apply: growing the entity pool and measuring drift
+    seconds_decide: float = 0.0  # of apply: finding what is new and deciding
+    seconds_records: float = 0.0  # composing and writing live records (beside the changelog)
     seconds_write: float = 0.0
     seconds_commit: float = 0.0
     first_batch_at: float = 0.0  # wall clock: the first batch received, the latest written

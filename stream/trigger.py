@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from intentstream.schemas.events import Action, BehaviorEvent, EnvSignal
+from intentstream.schemas.events import Action, EnvSignal
 from intentstream.schemas.record import Trigger
-from intentstream.stream.context import UserContext
+from intentstream.stream.context import ContextShape, UserContext, asked
+from intentstream.stream.live import Facet
 
 STRONG_ACTIONS = frozenset({Action.CART, Action.PURCHASE, Action.SEARCH})
 
 # Priorities: lower is more urgent.
-STRONG, SIGNAL, DRIFT, EVERY_N, STALE = 0, 1, 2, 3, 4
+STRONG_NOVELTY, FIRST_PLAN, SIGNAL, NOVELTY, STALE = 0, 1, 1, 2, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,69 +33,59 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class TriggerPolicy:
-    """Re-plan on a strong event, a new environment signal for the user, an interest drift,
-    every ``every_n_events``, or a stale plan; never within ``cooldown_s`` of the last one."""
+    """Ask the LLM only about what is new: a user's first interest with real weight, an
+    interest no earlier request asked about (``stream.live.novel``), a new environment
+    signal for the user, or a stale plan; never within ``cooldown_s`` of the last request.
+    Every other change is followed by the live record alone (``stream.live.compose``)."""
 
-    every_n_events: int = 5
     cooldown_s: float = 2.0
-    drift_threshold: float = 0.35  # 1 - cosine between the interest now and at the last plan
-    drift_min_events: int = 2
+    min_weight: float = 4.5  # recency-decayed weight of an interest worth asking about
     stale_after_s: float = 3600.0  # processing time since the last plan, with new events
 
     def decide(
         self,
         ctx: UserContext,
         now_s: float,
-        event: BehaviorEvent | None = None,
+        *,
         signal: EnvSignal | None = None,
-        drift: float | None = None,
+        new: Facet | None = None,
     ) -> Decision | None:
-        """The trigger, or None to keep the current plan. Called after ``event`` was applied
-        to ``ctx``, or when ``signal`` (which concerns the user) arrived. ``drift`` is the
-        user's measured drift (``stream.context.drifts``) when ``wants_drift`` asked for it;
-        None skips the drift test."""
-        if not self._may_replan(ctx, now_s):
+        """The trigger, or None to keep the current plan. ``new`` is the user's heaviest
+        interest that no request asked about (``stream.live.novel``), when there is one;
+        ``signal`` a signal that concerns the user and just arrived."""
+        if self.cooling(ctx, now_s):
             return None
-        if event is not None and event.action in STRONG_ACTIONS:
-            return Decision(Trigger.strong(event.action), STRONG)
         if signal is not None:
-            return (
-                None
-                if signal.signal_id in ctx.signals_seen
-                else Decision(Trigger.signal(signal.kind), SIGNAL)
-            )
-        if drift is not None and drift >= self.drift_threshold and self._moved(ctx):
-            return Decision(Trigger.DRIFT, DRIFT)
-        if ctx.events_since_plan >= self.every_n_events:
-            return Decision(Trigger.EVERY_N_EVENTS, EVERY_N)
+            if signal.signal_id in ctx.signals_seen or not _described(ctx):
+                return None
+            return Decision(Trigger.signal(signal.kind), SIGNAL)
+        if new is not None:
+            if not ctx.last_replan_at:
+                return Decision(Trigger.FIRST_PLAN, FIRST_PLAN)
+            strong = any(a in STRONG_ACTIONS for a in new.counts)
+            return Decision(Trigger.NOVELTY, STRONG_NOVELTY if strong else NOVELTY)
         if ctx.last_replan_at and ctx.events_since_plan and now_s - ctx.last_replan_at >= self.stale_after_s:
             return Decision(Trigger.STALE, STALE)
         return None
 
-    def urgent(self, event: BehaviorEvent) -> bool:
-        """Whether ``event`` is decided at once; the rest is decided once per batch, with
-        the drift of all the batch's users measured together."""
-        return event.action in STRONG_ACTIONS
-
-    def wants_drift(self, ctx: UserContext, now_s: float) -> bool:
-        """Whether ``decide`` would use a drift measurement now (measuring costs attention
-        over the user's behaviour sequence, so only users who could re-plan are measured)."""
-        return self._moved(ctx) and self._may_replan(ctx, now_s)
-
-    def _may_replan(self, ctx: UserContext, now_s: float) -> bool:
-        if ctx.last_replan_at and now_s - ctx.last_replan_at < self.cooldown_s:
-            return False
-        return any(b["text"] for b in ctx.recent) or bool(ctx.interests)  # something to plan from
-
-    def _moved(self, ctx: UserContext) -> bool:
-        return bool(ctx.last_replan_at) and ctx.events_since_plan >= self.drift_min_events
+    def cooling(self, ctx: UserContext, now_s: float) -> bool:
+        """Whether ``ctx`` was requested too recently to be asked about again."""
+        return bool(ctx.last_replan_at) and now_s - ctx.last_replan_at < self.cooldown_s
 
 
-def mark_replanned(ctx: UserContext, now_s: float, signal: EnvSignal | None = None) -> None:
-    """Record that a re-plan was requested for ``ctx`` at ``now_s``."""
+def _described(ctx: UserContext) -> bool:
+    """Whether the context holds any behaviour an LLM could plan from."""
+    return any(b["text"] for b in ctx.recent) or bool(ctx.interests)
+
+
+def mark_replanned(
+    ctx: UserContext, now_s: float, shape: ContextShape, signal: EnvSignal | None = None
+) -> None:
+    """Record that a re-plan was requested for ``ctx`` at ``now_s``: what it asks about
+    is no longer new."""
     ctx.last_replan_at = now_s
     ctx.events_since_plan = 0
-    ctx.plan_interest = ctx.interest.copy()
+    ctx.planned = asked(ctx, shape)
     if signal is not None:
         ctx.signals_seen.append(signal.signal_id)
         del ctx.signals_seen[:-16]

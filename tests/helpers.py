@@ -110,16 +110,20 @@ def signal_dict(n: int = 1, *, region: str = "Lyon", **fields: Any) -> dict[str,
 
 
 def intent_record(version: int, user: str = "u1") -> IntentRecord:
-    """A valid intent record whose one tag names its version."""
+    """A valid intent record whose first (LLM) tag names its version, with a live entry."""
     return IntentRecord(
         user_id=user,
         version=version,
         context_version=version,
-        trigger="every_n_events",
-        tags=[IntentTag(tag=f"tag v{version}", explanation=f"From context version {version}.")],
+        trigger="live",
+        tags=[
+            IntentTag(tag=f"tag v{version}", explanation=f"From context version {version}."),
+            IntentTag(tag="live entry", explanation="Viewed twice.", source="live", last_seen=NOW),
+        ],
         event_time=NOW,
         planned_at=NOW,
         model="m",
+        llm_context_version=version,
     )
 
 

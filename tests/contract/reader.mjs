@@ -23,6 +23,7 @@ await client.connect();
 const keyOf = (prefix, user) => `${prefix}:{${user}}`;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const VERDICTS = new Set(["good", "average", "bad", "unjudged"]);
+const SOURCES = new Set(["llm", "live"]);
 const codePoints = (s) => [...s].length; // lengths are in Unicode code points, not UTF-16 units
 
 // "What makes a record corrupt", rule by rule. Returns null when the record is good.
@@ -43,6 +44,9 @@ function problemOf(user, record) {
     if (typeof t.explanation !== "string" || codePoints(t.explanation) < 1 || codePoints(t.explanation) > 200) {
       return "a tag's explanation is malformed";
     }
+    // Optional: absent in records written before it existed (read as "llm").
+    if (t.source !== undefined && !SOURCES.has(t.source)) return "a tag's source is unknown";
+    if (t.last_seen !== undefined && !RFC3339.test(String(t.last_seen))) return "a tag's last_seen is malformed";
   }
   for (const name of ["event_time", "planned_at"]) {
     if (typeof record[name] !== "string" || !RFC3339.test(record[name])) return `${name} is not an RFC 3339 time`;
@@ -50,6 +54,8 @@ function problemOf(user, record) {
   if (record.written_at !== undefined && !RFC3339.test(String(record.written_at))) return "written_at is malformed";
   if (typeof record.model !== "string") return "model is not a string";
   if (!VERDICTS.has(record.verdict)) return "verdict is unknown";
+  const llm = record.llm_context_version;
+  if (llm !== undefined && (!Number.isInteger(llm) || llm < 1)) return "llm_context_version is not an integer >= 1";
   return null;
 }
 

@@ -27,6 +27,7 @@ from tests.helpers import NOW, REPO_ROOT, intent_record
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PAGE = REPO_ROOT / "docs" / "redis-contract.md"
+NOW_TEXT = NOW.isoformat().replace("+00:00", "Z")
 READER = REPO_ROOT / "tests" / "contract" / "reader.mjs"
 DB = 3  # not 0: the page's reader ACL must let a client SELECT its database
 PASSWORDS = {"intent-writer": "writer-pass", "intent-reader": "reader-pass", "intent-group": "group-pass"}
@@ -112,7 +113,15 @@ async def test_node_reads_what_python_wrote_with_the_reader_acl(
             assert "problem" not in g, g
             assert g["record"]["user_id"] == user
             assert g["record"]["version"] == 3
-            assert g["record"]["tags"] == [{"tag": "tag v3", "explanation": "From context version 3."}]
+            assert g["record"]["tags"] == [
+                {"tag": "tag v3", "explanation": "From context version 3.", "source": "llm"},
+                {
+                    "tag": "live entry",
+                    "explanation": "Viewed twice.",
+                    "source": "live",
+                    "last_seen": NOW_TEXT,
+                },
+            ]
         assert got[-1] == {"user": "nobody", "record": None}
     assert run_reader("ping", url(server, "intent-reader")) == ["PONG"]
     # The Python reader gets the same through the same ACL user.
@@ -140,6 +149,17 @@ def corrupt_cases() -> dict[str, tuple[dict[str, Any] | bytes, str, str]]:
         "bad-tag": (record("bad-tag", tags=[{"tag": 7}]), "2", "tag"),
         "long-tag": (record("long-tag", tags=[{"tag": "t" * 49, "explanation": "e."}]), "2", "tag"),
         "no-verdict": (record("no-verdict", verdict="great"), "2", "verdict"),
+        "bad-source": (
+            record("bad-source", tags=[{"tag": "t", "explanation": "e.", "source": "me"}]),
+            "2",
+            "source",
+        ),
+        "bad-seen": (
+            record("bad-seen", tags=[{"tag": "t", "explanation": "e.", "last_seen": "now"}]),
+            "2",
+            "last_seen",
+        ),
+        "bad-llm-version": (record("bad-llm-version", llm_context_version=0), "2", "llm_context_version"),
         "bad-time": (record("bad-time", planned_at="yesterday"), "2", "planned_at"),
         "versions-differ": (record("versions-differ"), "5", "version"),
     }

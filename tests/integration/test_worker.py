@@ -13,11 +13,13 @@ import pytest
 from intentstream.deploy.stack import resolve_endpoints
 from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
+from intentstream.schemas.record import IntentRecord
 from intentstream.settings import Settings
+from intentstream.store import IntentStore, connect
 from intentstream.stream.context import UserContext
 from intentstream.stream.ingest import ContextService
 from intentstream.stream.topics import ensure_topics
-from tests.helpers import NOW, FailingEntitiesDouble, consume, event_dict, latest_contexts
+from tests.helpers import NOW, FailingEntitiesDouble, consume, event_dict, eventually, latest_contexts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +61,7 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_still_flow(
     async with IntentProducer(bootstrap, app_settings) as producer:
         for value, key in bad.values():
             await producer.send_raw(app_settings.topic_behaviors, value, key)
-        await producer.send_events([event_dict(1, user="u1", action="cart")])
+        await producer.send_events([event_dict(n, user="u1", action="cart") for n in (1, 2)])
 
     letters = await consume(bootstrap, app_settings.topic_dead_letters, until=lambda r: len(r) >= len(bad))
     by_reason = {dict(r.headers)["reason"].decode(): r for r in letters}
@@ -73,8 +75,8 @@ async def test_bad_messages_are_dead_lettered_and_good_ones_still_flow(
     replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
     request = orjson.loads(replans[0].value)
     assert request["user_id"] == "u1"
-    assert request["trigger"] == "strong_event:cart"
-    assert request["context_version"] == 1  # none of the bad messages touched the context
+    assert request["trigger"] == "first_plan"  # two carts: an interest worth the LLM
+    assert request["context_version"] == 2  # none of the bad messages touched the context
     assert ingest_worker.poll() is None
 
 
@@ -120,7 +122,9 @@ async def test_signals_reach_the_users_of_their_region(
     # Give the worker a moment to fold the signals into its global table.
     await consume(bootstrap, f"{app_settings.app_id}-signals-changelog", until=lambda r: len(r) >= 2)
     async with IntentProducer(bootstrap, app_settings) as producer:
-        await producer.send_events([event_dict(1, user="lyon-user", action="cart", region="Lyon")])
+        await producer.send_events(
+            [event_dict(n, user="lyon-user", action="cart", region="Lyon") for n in (1, 2)]
+        )
     replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
     request = orjson.loads(replans[0].value)
     assert [s["text"] for s in request["signals"]] == ["heavy rain all weekend"]
@@ -131,9 +135,7 @@ async def test_a_signal_replans_the_users_it_concerns_within_the_budget(
 ) -> None:
     from tests.helpers import signal_dict
 
-    settings = app_settings.model_copy(
-        update={"replan_every_n_events": 100, "replan_budget_per_s": 2.0, "replan_budget_burst": 2.0}
-    )
+    settings = app_settings.model_copy(update={"replan_budget_per_s": 2.0, "replan_budget_burst": 2.0})
     bootstrap = settings.kafka_bootstrap
     assert bootstrap is not None
     lyon = [f"lyon{i}" for i in range(8)]
@@ -183,7 +185,7 @@ async def test_a_signal_that_comes_into_force_later_replans_its_users_then(
 ) -> None:
     from tests.helpers import signal_dict
 
-    settings = app_settings.model_copy(update={"replan_every_n_events": 100, "replan_sweep_interval_s": 1.0})
+    settings = app_settings.model_copy(update={"replan_sweep_interval_s": 1.0})
     bootstrap = settings.kafka_bootstrap
     assert bootstrap is not None
     worker = start_worker(settings, resolve_endpoints(settings), tmp_path / "worker.log", planner=False)
@@ -280,3 +282,39 @@ async def test_a_message_that_fails_to_apply_is_parked_and_the_events_after_it_a
     assert ctx is not None
     assert ctx.counts == {"view": 3}
     assert service.counters.dead_lettered == {"apply_failed": 1}
+
+
+async def test_every_active_user_gets_a_live_record_within_seconds_without_the_llm(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    """The fast path on real parts: a worker with no planner writes each changed user's
+    record (live entries made by code) once per batch, whatever the LLM does."""
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    users = {f"live{i}": 1 + i % 3 for i in range(30)}  # 1 to 3 events each
+    events = [
+        event_dict(100 * i + n, user=u) for i, (u, count) in enumerate(users.items()) for n in range(count)
+    ]
+    assert app_settings.redis_url is not None
+    client = connect(app_settings.redis_url)
+    store = IntentStore.from_settings(client, app_settings)
+    try:
+        async with IntentProducer(bootstrap, app_settings) as producer:
+            await producer.send_events(events)
+
+        async def all_written() -> list[IntentRecord] | None:
+            found = [await store.get(u) for u in users]
+            done = all(r is not None and r.context_version == users[r.user_id] for r in found)
+            return [r for r in found if r is not None] if done else None
+
+        written = await eventually(all_written, timeout_s=30)
+    finally:
+        await client.aclose()
+    for record in written:
+        assert record.trigger == "live"
+        assert record.model == "none"
+        assert [(t.tag, t.source) for t in record.tags] == [("samsung smartphone", "live")]
+        assert record.tags[0].explanation.startswith(
+            f"Viewed {('once', 'twice', '3 times')[users[record.user_id] - 1]}"
+        )
+    assert ingest_worker.poll() is None

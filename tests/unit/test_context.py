@@ -13,21 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from intentstream.kernels.scorer import Scorer
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.stream.context import (
     ContextShape,
     UserContext,
     apply_event,
-    drifts,
-    event_entity,
     event_hash,
     interest_summaries,
     replan_request,
-    sequence_entities,
     signals_for,
 )
-from intentstream.stream.entities import DIMS, EntityCache, embed
+from intentstream.stream.entities import EntityCache, embed
 from tests.helpers import NOW, event_dict, signal_dict
 
 SHAPE = ContextShape(recent=4, max_interests=3, seen_ids=32)
@@ -179,72 +175,6 @@ KETTLE = {
 }
 
 
-def follow(ctx: UserContext, e: BehaviorEvent, entities: EntityCache, scorer: Scorer) -> None:
-    """Apply ``e`` and grow the user's sequence in the pool, as the worker does."""
-    assert apply_event(ctx, e, SHAPE, entities)
-    vector = event_entity(e, entities)
-    if vector is not None:
-        scorer.add([ctx.user_id], vector[None])
-
-
-def test_drift_grows_when_interests_move() -> None:
-    ctx, entities, scorer = UserContext("u1"), EntityCache(), Scorer(DIMS, backend="torch")
-    for n in range(5):
-        follow(ctx, event(n), entities, scorer)
-    ctx.plan_interest = ctx.interest.copy()
-    assert drifts([ctx], scorer)[0] < 0.01
-    for n in range(5, 15):
-        follow(ctx, event(n, **KETTLE), entities, scorer)
-    assert drifts([ctx], scorer)[0] > 0.35
-
-
-def test_drift_follows_the_dominant_theme_not_every_stray_event() -> None:
-    ctx, entities, scorer = UserContext("u1"), EntityCache(), Scorer(DIMS, backend="torch")
-    phones = [("samsung galaxy s21", "samsung"), ("apple iphone 13", "apple"), ("xiaomi redmi 9", "xiaomi")]
-    for n, (text, brand) in enumerate(phones * 2):
-        follow(ctx, event(n, item_text=text, brand=brand, item_id=f"p{n % 3}"), entities, scorer)
-    ctx.plan_interest = ctx.interest.copy()
-    follow(ctx, event(6, item_text="google pixel 6", brand="google", item_id="p9"), entities, scorer)
-    other_phone = drifts([ctx], scorer)[0]
-    for n in range(7, 9):
-        follow(ctx, event(n, **KETTLE), entities, scorer)
-    a_few_kettles = drifts([ctx], scorer)[0]  # the phones still explain most of the behaviour
-    for n in range(9, 17):
-        follow(ctx, event(n, **KETTLE), entities, scorer)
-    kettles = drifts([ctx], scorer)[0]
-    assert other_phone < 0.1
-    assert a_few_kettles < 0.1
-    assert kettles > 0.35
-
-
-def test_drift_of_a_user_with_nothing_to_compare_is_one() -> None:
-    ctx, scorer = UserContext("u1"), Scorer(DIMS, backend="torch")
-    assert drifts([ctx], scorer) == [1.0]  # no plan yet, no entities
-    assert drifts([], scorer) == []
-
-
-def test_many_users_drift_in_one_call_as_each_alone() -> None:
-    entities, scorer = EntityCache(), Scorer(DIMS, backend="torch")
-    ctxs = [UserContext(f"u{i}") for i in range(4)]
-    for i, ctx in enumerate(ctxs):
-        for n in range(3 + 10 * i):
-            follow(ctx, event(n, **(KETTLE if n % (i + 2) else {})), entities, scorer)
-        ctx.plan_interest = ctx.interest.copy()
-        follow(ctx, event(100, **KETTLE), entities, scorer)
-    together = drifts(ctxs, scorer)
-    assert together == [drifts([c], scorer)[0] for c in ctxs]
-
-
-def test_a_restored_context_reseeds_the_pool_with_what_it_holds() -> None:
-    ctx, entities = UserContext("u1"), EntityCache()
-    for n in range(10):
-        apply(ctx, event(n, **(KETTLE if n % 2 else {})))
-    seeded = sequence_entities(UserContext.from_bytes(ctx.to_bytes()), entities)
-    assert seeded.shape == (len(ctx.interests) + len(ctx.recent), DIMS)
-    assert np.allclose(np.linalg.norm(seeded, axis=1), 1.0, atol=1e-5)
-    assert sequence_entities(UserContext("new"), entities).shape == (0, DIMS)
-
-
 def test_embeddings_group_neighbouring_categories() -> None:
     phone = embed("samsung galaxy", "electronics.smartphone", "samsung")
     other_phone = embed("apple iphone", "electronics.smartphone", "apple")
@@ -297,7 +227,7 @@ def test_a_copy_has_every_field_and_shares_nothing_an_update_changes() -> None:
     for n in range(12):
         apply_event(ctx, event(n, brand=f"b{n % 3}"), SHAPE, entities, (0, n))
     ctx.signals_seen.append("s1")
-    ctx.last_replan_at, ctx.plan_interest = 5.0, ctx.interest * 2
+    ctx.last_replan_at, ctx.planned = 5.0, ["a kettle"]
     copied = ctx.copy()
     for f in dataclass_fields(UserContext):
         if f.name == "cluster_matrix":  # a cache, rebuilt on demand

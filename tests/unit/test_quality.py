@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from intentstream.agents.embedding import HashedEmbedder, MiniLMEmbedder
-from intentstream.kernels.scorer import Scorer
 from intentstream.perf.quality import (
     EVERY_EVENT,
     LAST_CATEGORY,
@@ -35,7 +34,7 @@ from intentstream.schemas.events import Action, BehaviorEvent
 from intentstream.schemas.record import ReplanRequest
 from intentstream.stream.batch import BatchPath
 from intentstream.stream.context import ContextShape
-from intentstream.stream.entities import DIMS, EntityCache
+from intentstream.stream.entities import EntityCache
 from intentstream.stream.trigger import TriggerPolicy
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -44,12 +43,7 @@ EXACT = Matcher(HashedEmbedder(), threshold=2.0)  # cosine never reaches 2: cate
 
 def batch_path(policy: TriggerPolicy | None = None) -> BatchPath:
     """The worker's batch path with the default shape, as the evaluation runs it."""
-    return BatchPath(ContextShape(), policy or TriggerPolicy(), EntityCache(), pool())
-
-
-def pool() -> Scorer:
-    """The drift test's entity pool, on the PyTorch path (as on any machine without CUDA)."""
-    return Scorer(DIMS, backend="torch")
+    return BatchPath(ContextShape(), policy or TriggerPolicy(), EntityCache())
 
 
 def ev(user: str, minute: float, category: str, n: int, text: str | None = None) -> BehaviorEvent:
@@ -128,9 +122,12 @@ def test_a_sample_is_fixed_by_its_seed() -> None:
     assert [c.user_id for c in first] == [c.user_id for c in again] != [c.user_id for c in other]
 
 
+SOFAS_MATTER = TriggerPolicy(min_weight=3.5)  # four views of a new interest ask the LLM
+
+
 def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
     (case,), _ = build_cases(switcher(), users=None)
-    snaps = {s.mode: s.request for s in snapshots(case, batch_path())}
+    snaps = {s.mode: s.request for s in snapshots(case, batch_path(SOFAS_MATTER))}
     assert snaps["5min"] is not None
     assert snaps["5min"].context_version == 15
     assert snaps["30min"] is not None
@@ -141,14 +138,14 @@ def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
     every_event = snaps[EVERY_EVENT]
     assert every_event is not None
     assert every_event.context_version == 15  # the whole history
-    realtime = snaps[REALTIME]
+    realtime = snaps[REALTIME]  # asked when the sofas became an interest: the 4th sofa
     assert realtime is not None
-    assert realtime.context_version == 15
+    assert (realtime.context_version, realtime.trigger) == (14, "novelty")
 
 
 def test_a_basket_re_planned_at_its_first_line_is_planned_with_all_of_its_lines() -> None:
-    # Twelve purchases on one invoice share a timestamp and arrive in one batch: the first
-    # line triggers (a strong event) and the request, built when it is let out, sees them all.
+    # Twelve purchases on one invoice share a timestamp and arrive in one batch: the second
+    # line makes a first interest and the request, built when it is let out, sees them all.
     basket = [ev("shopper", 0, "mug", i).model_copy(update={"action": Action.PURCHASE}) for i in range(12)]
     targets = [ev("shopper", 24 * 60, "mug", 20 + i) for i in range(5)]
     (case,), _ = build_cases(basket + targets, users=None)
@@ -156,23 +153,26 @@ def test_a_basket_re_planned_at_its_first_line_is_planned_with_all_of_its_lines(
     realtime = realtime_of(snapshots(case, batch_path(), no_sweep))
     assert realtime is not None
     assert realtime.context_version == 12
-    assert realtime.trigger == "strong_event:purchase"
+    assert realtime.trigger == "first_plan"
 
 
 def test_the_sweep_re_plans_what_the_cooldown_held_back() -> None:
-    # Views a second apart under a 10 s cooldown: the 5th view triggers; five more come within
-    # the cooldown; the sweep after them, before the next event, re-plans with all ten.
-    views = [ev("fast", i / 60, "lamp", i) for i in range(10)]
+    # Lamp views a second apart make a first interest at the 5th; three rugs put in the
+    # cart within the 10 s cooldown are new; the sweep after them, before the next event,
+    # asks about them.
+    views = [ev("fast", i / 60, "lamp", i) for i in range(8)]
+    rugs = [
+        ev("fast", (8 + i) / 60, "rug", 10 + i).model_copy(update={"action": Action.CART}) for i in range(3)
+    ]
     targets = [ev("fast", 10 + i, "lamp", 20 + i) for i in range(5)]
-    (case,), _ = build_cases(views + targets, users=None)
+    (case,), _ = build_cases(views + rugs + targets, users=None)
     policy = TriggerPolicy(cooldown_s=10.0)
     with_sweep = realtime_of(snapshots(case, batch_path(policy), sweep_s=30.0))
     no_sweep = realtime_of(snapshots(case, batch_path(policy), sweep_s=1e9))
     assert no_sweep is not None
-    assert no_sweep.context_version == 5
+    assert (no_sweep.context_version, no_sweep.trigger) == (5, "first_plan")
     assert with_sweep is not None
-    assert with_sweep.context_version == 10
-    assert with_sweep.trigger == "every_n_events"
+    assert (with_sweep.context_version, with_sweep.trigger) == (11, "novelty")
 
 
 async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
@@ -180,7 +180,7 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     events = switcher()
     cases, _ = build_cases(events, users=None)
     tagger = LatestCategoryTagger()
-    scores = await evaluate(cases, events, tagger, EXACT, k=1, path=batch_path())
+    scores = await evaluate(cases, events, tagger, EXACT, k=1, path=batch_path(SOFAS_MATTER))
     assert scores.ranks[REALTIME] == [1]
     assert scores.ranks["5min"] == [1]
     assert scores.ranks["30min"] == [None]
@@ -190,10 +190,10 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     assert scores.ranks[LAST_CATEGORY] == [1]
     assert scores.users_with_tags == {EVERY_EVENT: 1, REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0}
     assert scores.ranks[EVERY_EVENT] == [1]
-    assert scores.plans == 3  # versions 15, 10 and 9, each planned once and reused
+    assert scores.plans == 4  # versions 15, 14, 10 and 9, each planned once and reused
     (detail,) = scores.details
     assert detail["realtime_tags"] == ["sofa"]
-    assert detail["events_after_realtime_plan"] == 0
+    assert detail["events_after_realtime_plan"] == 1  # the fifth sofa: the live record's
     assert detail["next_categories"] == ["sofa"] * 5
     assert detail["last_category"] == "sofa"
 
@@ -222,10 +222,10 @@ async def test_a_failed_plan_leaves_the_user_on_popular_and_is_counted() -> None
         LatestCategoryTagger(fail_for={"switcher"}),
         EXACT,
         k=1,
-        path=batch_path(),
+        path=batch_path(SOFAS_MATTER),
     )
-    assert scores.plans_failed == 3
-    with pytest.raises(EvaluationFailed, match="all 3 plans failed; is it up"):
+    assert scores.plans_failed == 4
+    with pytest.raises(EvaluationFailed, match="all 4 plans failed; is it up"):
         scores.check("is it up?")
     assert scores.users_with_tags[REALTIME] == 0
     assert scores.ranks[REALTIME] == scores.ranks[POPULAR] == [None]

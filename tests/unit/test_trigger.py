@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from intentstream.kernels.scorer import Scorer
 from intentstream.schemas.events import BehaviorEvent, EnvSignal, SignalKind
 from intentstream.schemas.record import Trigger
-from intentstream.stream.context import ContextShape, UserContext, apply_event, drifts, event_entity
-from intentstream.stream.entities import DIMS, EntityCache
+from intentstream.stream.context import ContextShape, UserContext, apply_event
+from intentstream.stream.entities import EntityCache
+from intentstream.stream.live import novel
 from intentstream.stream.trigger import (
-    STRONG,
-    STRONG_ACTIONS,
+    FIRST_PLAN,
+    NOVELTY,
+    STRONG_NOVELTY,
     Decision,
     ReplanQueue,
     TriggerPolicy,
@@ -19,129 +20,128 @@ from intentstream.stream.trigger import (
 )
 from tests.helpers import event_dict, signal_dict
 
-POLICY = TriggerPolicy(every_n_events=3, cooldown_s=10.0, drift_threshold=0.35, stale_after_s=600.0)
+POLICY = TriggerPolicy(cooldown_s=10.0, min_weight=2.5, stale_after_s=600.0)
+SHAPE = ContextShape()
 ENTITIES = EntityCache()
-SCORER = Scorer(DIMS, backend="torch")
+KETTLE = {"item_text": "bosch kettle", "category": "appliances.kitchen.kettle", "brand": "bosch"} | {
+    "item_id": "k"
+}
 
 
 def feed(ctx: UserContext, n: int, **fields: Any) -> BehaviorEvent:
-    """Apply an event and grow the user's sequence in the entity pool, as the worker does."""
     e = BehaviorEvent.model_validate(event_dict(n, **fields))
-    if apply_event(ctx, e, ContextShape(), ENTITIES) and (vector := event_entity(e, ENTITIES)) is not None:
-        SCORER.add([ctx.user_id], vector[None])
+    apply_event(ctx, e, SHAPE, ENTITIES)
     return e
 
 
-def measured(ctx: UserContext) -> float:
-    return drifts([ctx], SCORER)[0]
+def decide(ctx: UserContext, now_s: float, signal: EnvSignal | None = None) -> Decision | None:
+    """As the worker's batch path decides: from what is new in the context."""
+    return POLICY.decide(ctx, now_s, signal=signal, new=novel(ctx, SHAPE, ENTITIES, POLICY.min_weight))
 
 
 def reason(decision: Decision | None) -> str | None:
     return None if decision is None else decision.reason
 
 
-def test_views_replan_every_n_events() -> None:
-    ctx = UserContext("u1")
-    decisions = [reason(POLICY.decide(ctx, 1000.0, event=feed(ctx, n))) for n in range(3)]
-    assert decisions == [None, None, "every_n_events"]
-
-
-def test_strong_events_replan_at_once_with_top_priority() -> None:
-    for action in ("cart", "purchase", "search"):
-        ctx = UserContext("u1")
-        decision = POLICY.decide(ctx, 1000.0, event=feed(ctx, 1, action=action))
-        assert decision == Decision(Trigger(f"strong_event:{action}"), STRONG)
-
-
-def test_cooldown_holds_back_replans_then_lets_them_through() -> None:
-    ctx = UserContext("u1")
-    mark_replanned(ctx, 1000.0)
-    assert POLICY.decide(ctx, 1005.0, event=feed(ctx, 1, action="cart")) is None
-    assert reason(POLICY.decide(ctx, 1011.0, event=feed(ctx, 2, action="cart"))) == "strong_event:cart"
-
-
-def test_events_counted_during_cooldown_still_trigger_later() -> None:
-    ctx = UserContext("u1")
-    mark_replanned(ctx, 1000.0)
-    for n in range(5):
-        assert POLICY.decide(ctx, 1001.0, event=feed(ctx, n)) is None
-    assert reason(POLICY.decide(ctx, 1020.0)) in ("drift", "every_n_events")
-
-
-def test_drift_replans_before_every_n_when_interests_move() -> None:
-    ctx = UserContext("drifter")
-    for n in (-7200, -7199, -7198):  # phones two hours (two half-lives) earlier
-        feed(ctx, n, price=100.0)
-    mark_replanned(ctx, 1000.0)
-    feed(ctx, 10, item_text="bosch kettle", category="appliances.kitchen.kettle", brand="bosch", item_id="k")
-    kettle = feed(
-        ctx, 11, item_text="bosch kettle", category="appliances.kitchen.kettle", brand="bosch", item_id="k"
-    )
-    assert not POLICY.urgent(kettle)
-    assert POLICY.wants_drift(ctx, 1020.0)
-    assert measured(ctx) >= POLICY.drift_threshold
-    assert reason(POLICY.decide(ctx, 1020.0, event=kettle, drift=measured(ctx))) == "drift"
-    assert POLICY.decide(ctx, 1020.0, event=kettle) is None  # not measured: no drift test
-
-
-def test_same_interest_does_not_drift() -> None:
-    ctx = UserContext("steady")
-    for n in range(3):
-        feed(ctx, n)
-    mark_replanned(ctx, 1000.0)
-    feed(ctx, 4)
-    event = feed(ctx, 5)
-    assert POLICY.wants_drift(ctx, 1020.0)
-    assert POLICY.decide(ctx, 1020.0, event=event, drift=measured(ctx)) is None
-
-
-def test_drift_is_measured_only_for_users_who_could_replan() -> None:
+def test_a_first_interest_with_real_weight_asks_for_the_first_plan() -> None:
     ctx = UserContext("u1")
     feed(ctx, 1)
-    assert not POLICY.wants_drift(ctx, 1000.0)  # never planned: nothing to drift from
-    mark_replanned(ctx, 1000.0)
     feed(ctx, 2)
-    assert not POLICY.wants_drift(ctx, 1020.0)  # one event since the plan
+    assert decide(ctx, 1000.0) is None  # two views weigh 2: not yet worth the LLM
     feed(ctx, 3)
-    assert not POLICY.wants_drift(ctx, 1005.0)  # cooling down
-    assert POLICY.wants_drift(ctx, 1020.0)
-    assert POLICY.urgent(BehaviorEvent.model_validate(event_dict(4, action="cart")))
+    assert decide(ctx, 1000.0) == Decision(Trigger.FIRST_PLAN, FIRST_PLAN)
+
+
+def test_more_of_what_was_asked_about_never_asks_again() -> None:
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n)
+    mark_replanned(ctx, 1000.0, SHAPE)
+    for n in range(3, 40):
+        feed(ctx, n, action="cart" if n % 5 == 0 else "view")
+        assert decide(ctx, 1020.0 + n) is None  # no "every N events": the live record follows
+
+
+def test_a_new_interest_with_real_weight_asks_again() -> None:
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n)
+    mark_replanned(ctx, 1000.0, SHAPE)
+    feed(ctx, 10, **KETTLE)
+    assert decide(ctx, 1020.0) is None  # one kettle view is not yet an interest
+    feed(ctx, 11, **KETTLE)
+    feed(ctx, 12, **KETTLE)
+    assert decide(ctx, 1020.0) == Decision(Trigger.NOVELTY, NOVELTY)
+
+
+def test_a_new_interest_put_in_the_cart_is_the_most_urgent() -> None:
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n)
+    mark_replanned(ctx, 1000.0, SHAPE)
+    feed(ctx, 10, action="cart", **KETTLE)
+    assert decide(ctx, 1020.0) == Decision(Trigger.NOVELTY, STRONG_NOVELTY)
+
+
+def test_coverage_is_decided_from_embeddings_not_exact_words() -> None:
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n, item_text="samsung galaxy a51 phone", item_id="a51")
+    mark_replanned(ctx, 1000.0, SHAPE)
+    for n in range(3, 6):  # a near twin: covered by what was asked
+        feed(ctx, n, item_text="samsung galaxy a52 phone", item_id="a52")
+    assert decide(ctx, 1020.0) is None
+    for n in range(6, 9):  # shares a word, not the interest
+        feed(ctx, n, item_text="samsung television", category="electronics.video.tv", item_id="tv")
+    assert reason(decide(ctx, 1020.0)) == "novelty"
+
+
+def test_cooldown_holds_back_novelty_then_lets_it_through() -> None:
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n)
+    mark_replanned(ctx, 1000.0, SHAPE)
+    feed(ctx, 10, action="cart", **KETTLE)
+    assert decide(ctx, 1005.0) is None
+    assert reason(decide(ctx, 1011.0)) == "novelty"
 
 
 def test_stale_plan_with_new_events_is_refreshed() -> None:
     ctx = UserContext("u1")
     feed(ctx, 1)
-    mark_replanned(ctx, 1000.0)
-    assert POLICY.decide(ctx, 1500.0) is None  # nothing new yet
+    mark_replanned(ctx, 1000.0, SHAPE)
+    assert decide(ctx, 1700.0) is None  # nothing new since
     feed(ctx, 1)  # a duplicate changes nothing
     feed(ctx, 2)
-    assert POLICY.decide(ctx, 1500.0) is None  # not stale yet
-    assert reason(POLICY.decide(ctx, 1601.0)) == "stale"
+    assert decide(ctx, 1500.0) is None  # not stale yet
+    assert reason(decide(ctx, 1601.0)) == "stale"
 
 
 def test_a_new_signal_replans_its_users_once() -> None:
     ctx = UserContext("u1", region="Lyon")
     feed(ctx, 1)
     rain = EnvSignal.model_validate(signal_dict(1))
-    decision = POLICY.decide(ctx, 1000.0, signal=rain)
-    assert reason(decision) == "signal:weather"
-    mark_replanned(ctx, 1000.0, rain)
-    assert POLICY.decide(ctx, 2000.0, signal=rain) is None
+    assert reason(decide(ctx, 1000.0, signal=rain)) == "signal:weather"
+    mark_replanned(ctx, 1000.0, SHAPE, rain)
+    assert decide(ctx, 2000.0, signal=rain) is None
 
 
 def test_no_replan_without_any_described_item() -> None:
-    ctx = UserContext("u1")
-    e = feed(ctx, 1, action="cart", item_text=None, category=None, brand=None)
-    assert POLICY.decide(ctx, 1000.0, event=e) is None
+    ctx = UserContext("u1", region="Lyon")
+    for n in range(5):
+        feed(ctx, n, action="cart", item_text=None, category=None, brand=None)
+    assert decide(ctx, 1000.0) is None
+    assert decide(ctx, 1000.0, signal=EnvSignal.model_validate(signal_dict(1))) is None
 
 
-def test_mark_replanned_resets_the_counter_and_remembers_the_interest() -> None:
+def test_mark_replanned_resets_the_counter_and_remembers_what_was_asked() -> None:
     ctx = UserContext("u1")
     feed(ctx, 1)
-    mark_replanned(ctx, 50.0)
+    feed(ctx, 2, **KETTLE)
+    mark_replanned(ctx, 50.0, SHAPE)
     assert ctx.events_since_plan == 0
     assert ctx.last_replan_at == 50.0
-    assert (ctx.plan_interest == ctx.interest).all()
+    assert set(ctx.planned) == {"bosch kettle", "samsung electronics smartphone model 1"}
 
 
 class Clock:
@@ -200,5 +200,4 @@ def test_a_storm_of_signals_is_held_to_the_budget() -> None:
 
 
 def test_every_trigger_the_policy_can_decide_is_a_trigger_value() -> None:
-    assert {Trigger.strong(a) for a in STRONG_ACTIONS} <= set(Trigger)
     assert {Trigger.signal(k) for k in SignalKind} <= set(Trigger)

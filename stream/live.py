@@ -1,0 +1,275 @@
+"""The fast path: a user's record follows their behaviour at stream speed, with no LLM.
+
+When a batch changes a user's context, the worker writes one new version of their record:
+
+* the tags of the user's newest LLM plan (``source: llm``), re-ranked by the interest *now*:
+  each tag scores the recency-decayed weight of the facets it covers;
+* live entries (``source: live``) for the heaviest facets no LLM tag covers: a tag made from
+  the facet's own facts (brand and product type, else its text) and a sentence composed by
+  code from facts only (what was done how often, the last day, the price band);
+* in that order: LLM tags that cover something the user does now, live entries, then LLM
+  tags that cover nothing now.
+
+A *facet* is what the context knows of one interest: interest clusters and recent
+behaviours, grouped by embedding. Coverage is decided from embeddings, not words: a facet is
+covered by an LLM tag when the vector of its text is within ``join_similarity`` of the
+vector of a text the tag cites (the stream's entity embedding of words, ``stream.entities``).
+
+The same facets decide when the LLM is asked again (``novel``): only for a facet with real
+weight that no earlier request asked about. Pure functions; the worker, the tests and the
+evaluation call these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from intentstream.schemas.events import ACTION_DONE, ACTION_WEIGHT, Action
+from intentstream.schemas.record import (
+    EXPLANATION_MAX_CHARS,
+    TAG_MAX_CHARS,
+    IntentRecord,
+    IntentTag,
+    LLMPlan,
+    Trigger,
+)
+from intentstream.schemas.text import plain_text, sentence_text
+from intentstream.stream.context import ContextShape, UserContext
+from intentstream.stream.entities import EntityCache, Vector
+
+NO_MODEL = "none"  # the ``model`` of a record with live entries only
+
+
+@dataclass(frozen=True, slots=True)
+class Facet:
+    """One interest as the context knows it now."""
+
+    text: str
+    category: str | None
+    brand: str | None
+    weight: float  # recency-decayed to the user's newest event
+    counts: dict[str, int]
+    last_ts: float  # event time of its newest behaviour
+    price_low: float | None
+    price_high: float | None
+
+
+@dataclass(slots=True)
+class _Gathered:
+    text: str  # the first (heaviest kind of) entry's: a cluster's representative, else a behaviour's
+    category: str | None
+    brand: str | None
+    weight: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    last_ts: float = 0.0
+    low: float | None = None
+    high: float | None = None
+
+    def add(self, weight: float, counts: dict[str, int], ts: float, prices: tuple[float | None, ...]) -> None:
+        self.weight += weight
+        for action, n in counts.items():
+            self.counts[action] = self.counts.get(action, 0) + n
+        self.last_ts = max(self.last_ts, ts)
+        for price in prices:
+            if price is not None:
+                self.low = price if self.low is None else min(self.low, price)
+                self.high = price if self.high is None else max(self.high, price)
+
+
+def text_vector(entities: EntityCache, text: str) -> Vector:
+    """The embedding of a text's words alone (what facets group by and coverage compares)."""
+    return entities.get("w:" + text, text, None, None)
+
+
+def facets(ctx: UserContext, shape: ContextShape, entities: EntityCache) -> list[Facet]:
+    """The context's interest clusters and recent behaviours, grouped by embedding (an
+    entry joins the first group whose text is within ``join_similarity`` of its own),
+    heaviest first. Undescribed behaviours (no text) are not facets."""
+    at = ctx.newest_event_ts
+    groups: list[_Gathered] = []
+    vectors: list[Vector] = []
+
+    def group(text: str, category: str | None, brand: str | None) -> _Gathered:
+        vector = text_vector(entities, text)
+        if vectors:
+            sims = np.stack(vectors) @ vector
+            best = int(np.argmax(sims))
+            if sims[best] >= shape.join_similarity:
+                return groups[best]
+        groups.append(_Gathered(text, category, brand))
+        vectors.append(vector)
+        return groups[-1]
+
+    def decayed(weight: float, ts: float) -> float:
+        return weight * math.exp2(-max(at - ts, 0.0) / shape.half_life_s)
+
+    for c in ctx.interests:
+        group(c.text, c.category, c.brand).add(
+            decayed(c.weight, c.updated_ts), c.counts, c.updated_ts, (c.price_low, c.price_high)
+        )
+    for b in reversed(ctx.recent):  # newest first: a group is named after its newest behaviour
+        if b["text"]:
+            group(b["text"], b.get("category"), b.get("brand")).add(
+                decayed(ACTION_WEIGHT[b["action"]], b["ts"]), {b["action"]: 1}, b["ts"], (b.get("price"),)
+            )
+    found = [Facet(g.text, g.category, g.brand, g.weight, g.counts, g.last_ts, g.low, g.high) for g in groups]
+    return sorted(found, key=lambda f: -f.weight)
+
+
+def covering(
+    texts: Sequence[str], found: Sequence[Facet], entities: EntityCache, similarity: float
+) -> list[bool]:
+    """Per facet, whether one of ``texts`` covers it."""
+    if not texts or not found:
+        return [False] * len(found)
+    anchors = np.stack([text_vector(entities, t) for t in texts])
+    vectors = np.stack([text_vector(entities, f.text) for f in found])
+    return [bool(x) for x in (vectors @ anchors.T).max(axis=1) >= similarity]
+
+
+def novel(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weight: float) -> Facet | None:
+    """The heaviest facet with at least ``min_weight`` that no re-plan request asked about
+    (``UserContext.planned``); None when nothing with real weight is new."""
+    heavy = [f for f in facets(ctx, shape, entities) if f.weight >= min_weight]
+    asked = covering(ctx.planned, heavy, entities, shape.join_similarity)
+    return next((f for f, known in zip(heavy, asked, strict=True) if not known), None)
+
+
+def live_tag(facet: Facet) -> str:
+    """A short tag from the facet's own facts: brand and product type (the category path's
+    leaf), else its text; lower case, cut at a word. Empty when nothing printable is left."""
+    if facet.category:
+        leaf = facet.category.rsplit(".", 1)[-1].replace("_", " ")
+        text = " ".join(w for w in (facet.brand, leaf) if w)
+    else:
+        text = facet.text
+    text = plain_text(text.lower(), TAG_MAX_CHARS * 4)
+    if len(text) > TAG_MAX_CHARS:  # cut at the last whole word that fits, if there is one
+        head = text[: TAG_MAX_CHARS + 1]
+        text = head.rsplit(" ", 1)[0] if " " in head else head[:TAG_MAX_CHARS]
+    return text.strip()
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _price(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def live_explanation(facet: Facet) -> str:
+    """One sentence of facts only: what was done how often, the day of the newest, the price
+    band. ``Viewed 4 times and put in the cart once, last on 2019-10-01, priced 120-310.``"""
+    ranked = sorted(facet.counts.items(), key=lambda an: (-ACTION_WEIGHT.get(an[0], 1.0), an[0]))
+    done = [f"{ACTION_DONE.get(a, ACTION_DONE[Action.VIEW])} {_times(n)}" for a, n in ranked]
+    said = done[0] if len(done) == 1 else ", ".join(done[:-1]) + " and " + done[-1]
+    said = said[0].upper() + said[1:]
+    said += f", last on {datetime.fromtimestamp(facet.last_ts, UTC):%Y-%m-%d}"
+    if facet.price_low is not None and facet.price_high is not None:
+        low, high = _price(facet.price_low), _price(facet.price_high)
+        said += f", priced {low}" if low == high else f", priced {low}-{high}"
+    return sentence_text(said + ".", EXPLANATION_MAX_CHARS)
+
+
+def _when(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def compose(
+    ctx: UserContext,
+    plan: LLMPlan | None,
+    *,
+    version: int,
+    now: datetime,
+    shape: ContextShape,
+    entities: EntityCache,
+    live_tags: int,
+) -> IntentRecord | None:
+    """The user's record now: ``plan``'s tags re-ranked by the interest now, and up to
+    ``live_tags`` live entries for the heaviest facets the plan does not cover. None when
+    there is nothing to say (no plan and no described behaviour)."""
+    found = facets(ctx, shape, entities)
+    llm: list[tuple[float, int, IntentTag]] = []
+    covered = [False] * len(found)
+    if plan is not None:
+        for rank, t in enumerate(plan.tags):
+            mine = covering(t.cites or [t.tag], found, entities, shape.join_similarity)
+            covered = [a or b for a, b in zip(covered, mine, strict=True)]
+            weight = sum(f.weight for f, m in zip(found, mine, strict=True) if m)
+            seen = max((f.last_ts for f, m in zip(found, mine, strict=True) if m), default=None)
+            tag = IntentTag(
+                tag=t.tag,
+                explanation=t.explanation,
+                source="llm",
+                last_seen=_when(seen) if seen is not None else plan.event_time,
+            )
+            llm.append((weight, rank, tag))
+    live: list[IntentTag] = []
+    for facet, known in zip(found, covered, strict=True):
+        if len(live) >= live_tags:
+            break
+        text = live_tag(facet)
+        if known or not text or any(text == t.tag for t in live):
+            continue
+        live.append(IntentTag(tag=text, explanation=live_explanation(facet), source="live",
+                              last_seen=_when(facet.last_ts)))  # fmt: skip
+    now_relevant = [t for w, _, t in sorted(llm, key=lambda x: (-x[0], x[1])) if w > 0]
+    not_now = [t for w, _, t in llm if w <= 0]
+    tags = (now_relevant + live + not_now)[: len(llm) + live_tags]
+    if not tags:
+        return None
+    return IntentRecord(
+        user_id=ctx.user_id,
+        version=version,
+        context_version=max(ctx.version, 1),
+        trigger=Trigger.LIVE,
+        tags=tags,
+        event_time=_when(ctx.newest_event_ts),
+        planned_at=plan.planned_at if plan else now,
+        model=plan.model if plan else NO_MODEL,
+        verdict=plan.verdict if plan else "unjudged",
+        llm_context_version=plan.context_version if plan else None,
+    )
+
+
+def merge_plan(
+    current: IntentRecord | None,
+    plan: LLMPlan,
+    *,
+    version: int,
+    entities: EntityCache,
+    similarity: float,
+    live_tags: int,
+) -> IntentRecord:
+    """The record once ``plan`` lands: its tags (in the plan's order), then the live entries
+    of ``current`` that the plan does not cover. The next live write re-ranks them."""
+    llm = [
+        IntentTag(tag=t.tag, explanation=t.explanation, source="llm", last_seen=plan.event_time)
+        for t in plan.tags
+    ]
+    kept: list[IntentTag] = []
+    if current is not None:
+        live = [t for t in current.tags if t.source == "live"]
+        anchors = [c for t in plan.tags for c in (t.cites or [t.tag])]
+        as_facets = [Facet(t.tag, None, None, 0.0, {}, 0.0, None, None) for t in live]
+        known = covering(anchors, as_facets, entities, similarity)
+        kept = [t for t, k in zip(live, known, strict=True) if not k and t.tag not in {x.tag for x in llm}]
+    newer = current is not None and current.context_version > plan.context_version
+    return IntentRecord(
+        user_id=plan.user_id,
+        version=version,
+        context_version=current.context_version if newer and current else plan.context_version,
+        trigger=plan.trigger,
+        tags=llm + kept[:live_tags],
+        event_time=current.event_time if newer and current else plan.event_time,
+        planned_at=plan.planned_at,
+        model=plan.model,
+        verdict=plan.verdict,
+        llm_context_version=plan.context_version,
+    )

@@ -1,0 +1,103 @@
+"""The two writers of a user's record, and how they never undo each other.
+
+* The stream (``write_live``): once per batch, one new version for each user the batch
+  changed, composed by ``stream.live.compose`` from the context and the user's newest LLM
+  plan (read from the user's hash in the same round trip as the version).
+* The planner (``land_plan``): when an LLM plan is made, the plan is kept in the hash and
+  merged into the record there (``stream.live.merge_plan``).
+
+Both write version = the stored version + 1 through the store's atomic only-if-newer
+script, which makes it a compare-and-set: when the other writer got there first, the write
+is refused and made again from what is stored now (a bounded number of times). A context
+that is not newer than the stored record's is not written (a batch delivered again after a
+restart); a plan not newer than the stored plan is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from intentstream.schemas.record import IntentRecord, LLMPlan
+from intentstream.store import CorruptRecord, IntentStore, parse_record
+from intentstream.stream.context import ContextShape, UserContext
+from intentstream.stream.entities import EntityCache
+from intentstream.stream.live import compose, merge_plan
+
+log = logging.getLogger("intentstream.records")
+
+ATTEMPTS = 4  # compare-and-set rounds before a write is left to the user's next change
+
+
+@dataclass
+class LiveOutcome:
+    written: int = 0
+    unchanged: int = 0  # the stored record already saw this context (or there is nothing to say)
+    conflicts: int = 0  # refused because the other writer got there first, then made again
+    gave_up: int = 0  # still refused after ATTEMPTS rounds
+
+
+class RecordWriter:
+    """Composes and writes records for one worker (its stream side and its planners)."""
+
+    def __init__(self, store: IntentStore, shape: ContextShape, *, live_tags: int) -> None:
+        self.store = store
+        self.shape = shape
+        self.live_tags = live_tags
+        self.entities = EntityCache(capacity=50_000)  # text vectors of tags and facets
+
+    async def write_live(self, ctxs: Sequence[UserContext], now: datetime) -> LiveOutcome:
+        """One new version for each of ``ctxs`` whose context is newer than its record."""
+        out = LiveOutcome()
+        pending = {ctx.user_id: ctx for ctx in ctxs}
+        for _ in range(ATTEMPTS):
+            users = list(pending)
+            records: list[IntentRecord] = []
+            for ctx, stored in zip(pending.values(), await self.store.states(users), strict=True):
+                if stored.context_version >= ctx.version:
+                    out.unchanged += 1
+                    continue
+                record = compose(
+                    ctx, stored.plan, version=stored.version + 1, now=now, shape=self.shape,
+                    entities=self.entities, live_tags=self.live_tags,
+                )  # fmt: skip
+                if record is None:
+                    out.unchanged += 1
+                else:
+                    records.append(record)
+            flags = await self.store.write_many(records, now) if records else []
+            refused = [r.user_id for r, ok in zip(records, flags, strict=True) if not ok]
+            out.written += len(records) - len(refused)
+            out.conflicts += len(refused)
+            pending = {user: pending[user] for user in refused}
+            if not pending:
+                return out
+        out.gave_up = len(pending)
+        out.conflicts -= len(pending)
+        log.warning("%d live records still refused after %d rounds; the next change writes them",
+                    len(pending), ATTEMPTS)  # fmt: skip
+        return out
+
+    async def land_plan(self, plan: LLMPlan, now: datetime) -> IntentRecord | None:
+        """Keep ``plan`` and merge it into the user's record. Returns the record written, or
+        None when a plan made from the same or a newer context is already there."""
+        for _ in range(ATTEMPTS):
+            [stored] = await self.store.states([plan.user_id], records=True)
+            if stored.plan_version >= plan.context_version:
+                return None
+            current = None
+            if stored.record is not None:
+                try:
+                    current = parse_record(plan.user_id, stored.record)
+                except CorruptRecord as exc:
+                    log.warning("%s; replaced by the new plan", exc)
+            record = merge_plan(
+                current, plan, version=stored.version + 1, entities=self.entities,
+                similarity=self.shape.join_similarity, live_tags=self.live_tags,
+            )  # fmt: skip
+            if await self.store.write(record, now, plan=plan):
+                return record
+        log.warning("plan for user %r refused %d times by newer writes; dropped", plan.user_id, ATTEMPTS)
+        return None
