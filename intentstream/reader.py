@@ -54,6 +54,7 @@ class Change:
     stream_id: str
     user_id: str
     version: int
+    context_version: int | None = None  # absent in entries written before it was added
 
 
 def _lookup(user_id: str, raw: bytes | str | None) -> Lookup:
@@ -73,7 +74,15 @@ def _changes(reply: Any) -> tuple[list[Change], str | None]:
         for stream_id, fields in entries:
             last = stream_id.decode()
             try:
-                out.append(Change(last, fields[b"user"].decode(), int(fields[b"version"])))
+                seen = fields.get(b"context_version")
+                out.append(
+                    Change(
+                        last,
+                        fields[b"user"].decode(),
+                        int(fields[b"version"]),
+                        int(seen) if seen is not None else None,
+                    )
+                )
             except (KeyError, ValueError, UnicodeDecodeError):
                 continue  # not ours: someone else wrote to the stream
     return out, last

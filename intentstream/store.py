@@ -60,7 +60,8 @@ for i = 1, #KEYS - 1 do
       redis.call('HSET', KEYS[i], 'plan', ARGV[at + 4])
     end
     redis.call('PEXPIRE', KEYS[i], ttl)
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user', user, 'version', version)
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user', user, 'version', version,
+               'context_version', ARGV[at + 3])
     written[i] = 1
   end
 end
@@ -308,7 +309,11 @@ class IntentStore:
                     stream = streams[shard_of(record.user_id, self.changes_shards)]
                     pipe.xadd(
                         stream,
-                        {"user": record.user_id, "version": record.version},
+                        {
+                            "user": record.user_id,
+                            "version": record.version,
+                            "context_version": record.context_version,
+                        },
                         maxlen=self.changes_maxlen,
                         approximate=True,
                     )

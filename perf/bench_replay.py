@@ -7,9 +7,12 @@ and Redis's changes stream is read, so the report has, over time and in summary:
 
 * events/s published and applied, consumer lag;
 * freshness: event published → its context written (the worker's own measure), and event
-  published → a Redis record that includes it (measured here: a record of context version
-  ``v`` includes the user's ``v``-th event);
-* re-plans decided per 1,000 events, plans written, LLM tokens per plan;
+  published → the first Redis record that includes it, for every event (measured here from
+  the changes stream: a record of context version ``v`` includes the user's first ``v``
+  events);
+* users with activity whose record, by the end, includes their newest event;
+* re-plans decided per 1,000 events (what the LLM would have to serve), plans written, LLM
+  tokens per plan, and the prompt tokens per 1,000 events that makes; live writes per second;
 * the worker's CPU seconds per 1,000 events and peak memory (from /proc: Linux).
 """
 
@@ -21,6 +24,7 @@ import itertools
 import math
 import os
 import platform
+import re
 import time
 import urllib.request
 import uuid
@@ -71,16 +75,23 @@ class Run:
     started: float = field(default_factory=time.time)
     published: int = 0
     sent_at: dict[bytes, list[float]] = field(default_factory=lambda: defaultdict(list))
+    described: set[bytes] = field(default_factory=set)  # users with an event a record can name
     samples: list[Sample] = field(default_factory=list)
     refreshed: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds event → record)
+    recorded: dict[str, int] = field(default_factory=dict)  # user -> newest context version in Redis
     done_publishing: float | None = None
 
 
+_DESCRIBED = re.compile(rb'"(?:item_text|query|category|brand)":\s*"[^"]')
+
+
 def stamped(messages: Iterable[Message], run: Run) -> Iterator[Message]:
-    """Note when each user's n-th event went out."""
+    """Note when each user's n-th event went out, and who has a described event."""
     for key, value in messages:
         run.sent_at[key].append(time.time())
         run.published += 1
+        if key not in run.described and _DESCRIBED.search(value):
+            run.described.add(key)
         yield key, value
 
 
@@ -154,13 +165,18 @@ async def watch(run: Run, stats_file: Path, port: int, pid: int, stop: asyncio.E
 
 
 async def record_ages(run: Run, reader: IntentReader) -> None:
-    """Event published → the first Redis record that includes it, from the changes stream
-    (runs until cancelled)."""
+    """Event published → the first Redis record that includes it, for every event, from the
+    changes stream (runs until cancelled)."""
     async for change in reader.changes("0", block_ms=500):
+        seen = change.context_version or change.version
         sent = run.sent_at.get(change.user_id.encode(), [])
-        if 0 < change.version <= len(sent):
-            now = time.time()
-            run.refreshed.append((now - run.started, now - sent[change.version - 1]))
+        before = run.recorded.get(change.user_id, 0)
+        if seen <= before:
+            continue  # a plan landing: no behaviour the record did not have
+        run.recorded[change.user_id] = seen
+        now = time.time()
+        for at in sent[before : min(seen, len(sent))]:
+            run.refreshed.append((now - run.started, now - at))
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -184,6 +200,9 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
     generated = total(metrics, "intentstream_llm_tokens_total", kind="completion")
     cpu = [s.cpu_s for s in run.samples if not math.isnan(s.cpu_s)]
     caught_up = next((s.t for s in run.samples if s.applied >= sent), None)
+    decided = sum(counters["triggers"].values())
+    prompt_per_plan = prompt / replans if replans else None
+    fresh_users = sum(run.recorded.get(u.decode(), 0) >= len(run.sent_at[u]) for u in run.described)
     return {
         "events_published": sent,
         "publish_events_per_s": round(sent / run.done_publishing) if run.done_publishing else None,
@@ -194,9 +213,25 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
         "context_freshness_ms": {
             k: stats.get("freshness_ms_all", {}).get(k) for k in ("p50", "p95", "p99", "max", "samples")
         },
-        "record_freshness_s": {**_percentiles([a for _, a in run.refreshed]), "records": len(run.refreshed)},
-        "replans_decided_per_1000_events": round(
-            1000 * sum(counters["triggers"].values()) / max(1, applied), 1
+        # Every event: published → the first record whose context includes it.
+        "record_freshness_s": {**_percentiles([a for _, a in run.refreshed]), "events": len(run.refreshed)},
+        "users_with_activity": len(run.sent_at),
+        "users_with_described_activity": len(run.described),  # the others have nothing to name
+        "users_with_fresh_record_ratio": round(fresh_users / len(run.described), 4)
+        if run.described
+        else None,
+        "live_writes_per_s": round(counters["records_written"] / span, 1) if span > 0 else None,
+        "live_writes": {
+            k: counters[k]
+            for k in ("records_written", "records_unchanged", "record_conflicts", "records_gave_up")
+        },
+        "replans_decided_per_1000_events": round(1000 * decided / max(1, applied), 1),
+        # What the LLM would have to serve to do all the decided work (there is no plan cache
+        # yet: every decided re-plan is a request), and the prompt tokens that takes at the
+        # prompt size measured in this run.
+        "llm_plans_requested_per_1000_events": round(1000 * decided / max(1, applied), 1),
+        "llm_prompt_tokens_per_1000_events": (
+            round(1000 * decided * prompt_per_plan / max(1, applied)) if prompt_per_plan else None
         ),
         "replans_by_reason": counters["triggers"],
         "replan_queue": stats["replan_queue"],
@@ -390,8 +425,9 @@ def bench_replay(
             "published with nothing else running; publish_events_per_s is while the worker applies it. "
             "The re-plan budget "
             f"({settings.replan_budget_per_s:g}/s) and the LLM's speed bound the plans; decided re-plans "
-            "beyond them wait in the queue (newest per user) or are shed. Record freshness counts only "
-            "records that were written while the bench watched."
+            "beyond them wait in the queue (newest per user) or are shed. Record freshness counts every "
+            "event from its publication to the first record whose context includes it; users with only "
+            "undescribed events get no record and are not in users_with_fresh_record_ratio."
         ),
         "series": {
             "t": [round(s.t, 2) for s in run.samples],

@@ -69,11 +69,11 @@ def test_blocking_reader_reads_the_same_records(redis_server: stack.Service) -> 
 
 async def test_subscribers_see_accepted_writes_only(redis_client: aioredis.Redis) -> None:
     store, reader = IntentStore(redis_client), IntentReader(redis_client)
-    received: list[tuple[str, int]] = []
+    received: list[tuple[str, int, int | None]] = []
 
     async def listen() -> None:
         async for change in reader.changes("0", block_ms=200):
-            received.append((change.user_id, change.version))
+            received.append((change.user_id, change.version, change.context_version))
             if len(received) == 3:
                 return
 
@@ -83,20 +83,23 @@ async def test_subscribers_see_accepted_writes_only(redis_client: aioredis.Redis
     await store.write(record(2), NOW)  # stale: rejected, no notification
     await store.write(record(4, "u2"), NOW)
     await asyncio.wait_for(listener, 10)
-    assert received == [("u1", 1), ("u1", 3), ("u2", 4)]
+    assert received == [("u1", 1, 1), ("u1", 3, 3), ("u2", 4, 4)]
 
 
 async def test_record_without_newer_optional_fields_still_reads(redis_client: aioredis.Redis) -> None:
-    """A v1 record as an older writer made it: no written_at, no verdict, extra unknown fields."""
+    """A v1 record as an older writer made it: no written_at, no verdict, no tag source or
+    last_seen, no llm_context_version, extra unknown fields."""
     store = IntentStore(redis_client)
     old = orjson.loads(orjson.dumps(record(7).model_dump(mode="json")))
-    del old["written_at"], old["verdict"]
+    del old["written_at"], old["verdict"], old["llm_context_version"]
+    old["tags"] = [{"tag": t["tag"], "explanation": t["explanation"]} for t in old["tags"]]
     old["legacy_field"] = {"from": "an older writer"}
     await redis_client.hset(store.key("u1"), mapping={"version": 7, "record": orjson.dumps(old)})
     found = await IntentReader(redis_client).get("u1")
     assert found.record is not None
     assert found.record.verdict == "unjudged"
     assert found.record.version == 7
+    assert [t.source for t in found.record.tags] == ["llm", "llm"]  # as the contract page says
 
 
 async def test_unknown_schema_version_is_a_problem_not_a_crash(redis_client: aioredis.Redis) -> None:

@@ -4,10 +4,12 @@ tests/integration/test_replay_eval.py)."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
-from intentstream.perf.bench_replay import Run, Sample, _proc, _rates, stamped, summarise
+from intentstream.perf.bench_replay import Run, Sample, _proc, _rates, record_ages, stamped, summarise
+from intentstream.reader import Change
 
 
 def sample(t: float, applied: int, cpu: float, lag: int = 0) -> Sample:
@@ -16,11 +18,37 @@ def sample(t: float, applied: int, cpu: float, lag: int = 0) -> Sample:
 
 def test_each_users_publish_times_are_kept_in_order() -> None:
     run = Run()
-    out = list(stamped([(b"a", b"1"), (b"b", b"2"), (b"a", b"3")], run))
-    assert out == [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")]
+    sent = [(b"a", b'{"item_text": "x"}'), (b"b", b'{"item_text": ""}'), (b"a", b"3")]
+    assert list(stamped(sent, run)) == sent
     assert run.published == 3
     assert len(run.sent_at[b"a"]) == 2
     assert run.sent_at[b"a"][0] <= run.sent_at[b"a"][1]
+    assert run.described == {b"a"}  # b's only event names nothing
+
+
+class ChangesDouble:
+    """Test double: an ``IntentReader`` whose changes stream holds these entries."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes_ = changes
+
+    async def changes(self, after: str, block_ms: int) -> AsyncIterator[Change]:
+        for change in self.changes_:
+            yield change
+
+
+async def test_every_event_is_aged_by_the_first_record_that_includes_it() -> None:
+    run = Run()
+    list(stamped([(b"u", b'{"item_text": "x"}')] * 5, run))
+    changes = [
+        Change("1-0", "u", 1, 2),
+        Change("2-0", "u", 2, 2),
+        Change("3-0", "u", 3, 5),
+        Change("4-0", "u", 4, 4),
+    ]
+    await record_ages(run, ChangesDouble(changes))  # type: ignore[arg-type]
+    assert len(run.refreshed) == 5  # events 1-2 by the first record, 3-5 by the third
+    assert run.recorded == {"u": 5}
 
 
 def test_rates_between_samples() -> None:
@@ -36,7 +64,11 @@ def test_summary_figures_come_from_the_samples_and_the_worker() -> None:
             "applied": 1000,
             "first_batch_at": 100.0,
             "last_batch_at": 102.0,
-            "triggers": {"every_n_events": 150, "drift": 50},
+            "triggers": {"novelty": 150, "first_plan": 50},
+            "records_written": 300,
+            "records_unchanged": 5,
+            "record_conflicts": 1,
+            "records_gave_up": 0,
             "dead_lettered": {"malformed_json": 1},
         },
         "freshness_ms_all": {"p50": 4.0, "p95": 8.0, "p99": 9.0, "max": 12.0, "samples": 1000},
@@ -60,8 +92,27 @@ def test_summary_figures_come_from_the_samples_and_the_worker() -> None:
     assert report["plans"] == {"written": 3, "failed": 1, "judged_bad": 0, "stale": 0, "skipped": 0}
     assert report["generated_tokens_per_replan"] == 100
     assert report["worker_cpu_s_per_1000_events"] == 2.0
-    assert report["record_freshness_s"]["records"] == 2
+    assert report["record_freshness_s"]["events"] == 2
     assert report["record_freshness_s"]["p50"] == pytest.approx(1.0)
+    assert report["live_writes_per_s"] == 150.0
+    assert report["llm_plans_requested_per_1000_events"] == 200.0
+    assert report["llm_prompt_tokens_per_1000_events"] == 200_000  # 200 plans x 1,000 tokens
+
+
+def test_the_fresh_record_ratio_counts_users_with_described_events() -> None:
+    run = Run(done_publishing=1.0)
+    list(stamped([(b"a", b'{"query": "q"}'), (b"a", b'{"query": "q"}'), (b"b", b'{"brand": "z"}')], run))
+    list(stamped([(b"c", b"{}")], run))  # nothing to name: no record expected
+    run.recorded = {"a": 1, "b": 1}
+    stats = {
+        "counters": {"applied": 4, "first_batch_at": 0.0, "last_batch_at": 1.0, "triggers": {},
+                     "records_written": 2, "records_unchanged": 0, "record_conflicts": 0,
+                     "records_gave_up": 0, "dead_lettered": {}},
+        "replan_queue": {},
+    }  # fmt: skip
+    report = summarise(run, stats, [], sent=4)
+    assert (report["users_with_activity"], report["users_with_described_activity"]) == (3, 2)
+    assert report["users_with_fresh_record_ratio"] == 0.5  # a's newest event is not in a record
 
 
 def test_cpu_and_peak_memory_of_a_live_process() -> None:
