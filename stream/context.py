@@ -82,8 +82,11 @@ class UserContext:
     last_replan_at: float = 0.0  # processing time of the last re-plan request
     planned: list[str] = field(default_factory=list)  # texts the last request asked about
     signals_seen: list[str] = field(default_factory=list)  # signal ids that already re-planned
-    # Not serialized: the interest clusters' vectors, one row each, rebuilt when needed.
+    # Not serialized: the interest clusters' vectors, one row each, rebuilt when needed; and
+    # views derived from the context, each stored with the version it was derived at
+    # (``stream.live.facets``).
     cluster_matrix: Vector | None = field(default=None, repr=False, compare=False)
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def copy(self) -> UserContext:
         """An independent copy (what an update may change is copied, not shared). Built

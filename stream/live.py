@@ -88,37 +88,50 @@ def text_vector(entities: EntityCache, text: str) -> Vector:
 
 def facets(ctx: UserContext, shape: ContextShape, entities: EntityCache) -> list[Facet]:
     """The context's interest clusters and recent behaviours, grouped by embedding (an
-    entry joins the first group whose text is within ``join_similarity`` of its own),
-    heaviest first. Undescribed behaviours (no text) are not facets."""
+    entry joins the most similar group whose text is within ``join_similarity`` of its own,
+    entries of the same text always together), heaviest first. Undescribed behaviours (no
+    text) are not facets. Kept on the context until it changes: the trigger and the live
+    write of a batch both read them."""
+    cached = ctx.derived.get("facets")
+    if cached is not None and cached[0] == ctx.version:
+        return list(cached[1])
     at = ctx.newest_event_ts
-    groups: list[_Gathered] = []
-    vectors: list[Vector] = []
-
-    def group(text: str, category: str | None, brand: str | None) -> _Gathered:
-        vector = text_vector(entities, text)
-        if vectors:
-            sims = np.stack(vectors) @ vector
-            best = int(np.argmax(sims))
-            if sims[best] >= shape.join_similarity:
-                return groups[best]
-        groups.append(_Gathered(text, category, brand))
-        vectors.append(vector)
-        return groups[-1]
-
-    def decayed(weight: float, ts: float) -> float:
-        return weight * math.exp2(-max(at - ts, 0.0) / shape.half_life_s)
-
-    for c in ctx.interests:
-        group(c.text, c.category, c.brand).add(
-            decayed(c.weight, c.updated_ts), c.counts, c.updated_ts, (c.price_low, c.price_high)
-        )
-    for b in reversed(ctx.recent):  # newest first: a group is named after its newest behaviour
-        if b["text"]:
-            group(b["text"], b.get("category"), b.get("brand")).add(
-                decayed(ACTION_WEIGHT[b["action"]], b["ts"]), {b["action"]: 1}, b["ts"], (b.get("price"),)
-            )
-    found = [Facet(g.text, g.category, g.brand, g.weight, g.counts, g.last_ts, g.low, g.high) for g in groups]
-    return sorted(found, key=lambda f: -f.weight)
+    entries: list[tuple[str, str | None, str | None, float, dict[str, int], float, tuple[float | None, ...]]]
+    entries = [
+        (c.text, c.category, c.brand, c.weight, c.counts, c.updated_ts, (c.price_low, c.price_high))
+        for c in ctx.interests
+    ]
+    entries += [  # newest first: a group is named after its newest behaviour
+        (b["text"], b.get("category"), b.get("brand"), ACTION_WEIGHT[b["action"]], {b["action"]: 1}, b["ts"],
+         (b.get("price"),))
+        for b in reversed(ctx.recent)
+        if b["text"]
+    ]  # fmt: skip
+    if not entries:
+        ctx.derived["facets"] = (ctx.version, [])
+        return []
+    texts = list(dict.fromkeys(e[0] for e in entries))
+    sims = (lambda m: (m @ m.T).tolist())(np.stack([text_vector(entities, t) for t in texts]))
+    group_of: dict[str, int] = {}  # text -> index of its group's first text
+    for i, text in enumerate(texts):
+        joined = max(set(group_of.values()), key=lambda j: sims[i][j], default=None)
+        group_of[text] = joined if joined is not None and sims[i][joined] >= shape.join_similarity else i
+    groups: dict[int, _Gathered] = {}
+    for text, category, brand, weight, counts, ts, prices in entries:
+        first = group_of[text]
+        g = groups.get(first)
+        if g is None:
+            g = groups[first] = _Gathered(texts[first], category, brand)
+        g.add(weight * math.exp2(-max(at - ts, 0.0) / shape.half_life_s), counts, ts, prices)
+    found = sorted(
+        (
+            Facet(g.text, g.category, g.brand, g.weight, g.counts, g.last_ts, g.low, g.high)
+            for g in groups.values()
+        ),
+        key=lambda f: -f.weight,
+    )
+    ctx.derived["facets"] = (ctx.version, found)
+    return list(found)
 
 
 def covering(
@@ -217,8 +230,11 @@ def compose(
         text = live_tag(facet)
         if known or not text or any(text == t.tag for t in live):
             continue
-        live.append(IntentTag(tag=text, explanation=live_explanation(facet), source="live",
-                              last_seen=_when(facet.last_ts)))  # fmt: skip
+        # Built without re-validating: live_tag and live_explanation clean their text with
+        # the record's own cleaners (schemas.text) and limits.
+        live.append(IntentTag.model_construct(
+            tag=text, explanation=live_explanation(facet), source="live", last_seen=_when(facet.last_ts)
+        ))  # fmt: skip
     now_relevant = [t for w, _, t in sorted(llm, key=lambda x: (-x[0], x[1])) if w > 0]
     not_now = [t for w, _, t in llm if w <= 0]
     tags = (now_relevant + live + not_now)[: len(llm) + live_tags]
