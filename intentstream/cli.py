@@ -170,7 +170,7 @@ def _pace(args: argparse.Namespace) -> str:
 def cmd_convert(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.perf.replay import convert
 
-    stats = convert(Path(args.log), args.format, Path(args.out), loops=args.loops)
+    stats = convert(Path(args.log), args.format, Path(args.out), loops=args.repeat)
     print(
         orjson.dumps(
             {"events": stats.events, "rows_read": stats.rows, "skipped": dict(stats.skipped)}
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "jsonl"])
     convert.add_argument("--out", required=True, help="the JSONL file to write")
     convert.add_argument(
-        "--loops", type=_positive_int, default=1, help="write the log N times, ids renamed <id>~k (1)"
+        "--repeat", type=_positive_int, default=1, help="write the log N times, ids renamed <id>~k (1)"
     )
     convert.set_defaults(func=cmd_convert)
 

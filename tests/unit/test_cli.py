@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,36 @@ def test_convert_writes_what_it_could_read_and_counts_the_rest(tmp_path: Path) -
     )
     assert missing.returncode == 2
     assert "no log at" in missing.stderr
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    found = {o for action in parser._actions for o in action.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+    return found
+
+
+def test_no_option_is_one_faust_takes_from_the_command_line() -> None:
+    # Importing faust reads sys.argv for --loop*, --datadir* and -L (faust/__init__.py): an
+    # option named --loops made `convert --loops 30` load an event loop called "30".
+    from intentstream.cli import build_parser
+
+    taken = [o for o in _options(build_parser()) if o.startswith(("--loop", "--datadir")) or o == "-L"]
+    assert taken == []
+
+
+def test_convert_repeats_a_log_from_the_command_line(tmp_path: Path) -> None:
+    log = tmp_path / "in.csv"
+    log.write_text(
+        "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+        "2019-10-01 00:00:00 UTC,view,3900821,2053013552326770905,appliances.kettle,aqua,33.20,5547,s\n"
+    )
+    out = tmp_path / "out.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "intentstream.cli", "convert", "--log", str(log), "--format", "rees46",
+         "--out", str(out), "--repeat", "3"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert len(out.read_bytes().splitlines()) == 3
