@@ -23,10 +23,13 @@ from intentstream.deploy import stack
 from intentstream.deploy.model import ensure_model
 from intentstream.perf.logs import load_events
 from intentstream.producer import IntentProducer
+from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import IntentRecord
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
+from intentstream.stream.batch import BatchPath, Message
+from intentstream.stream.context import UserContext
 
 
 def start_worker(
@@ -96,8 +99,8 @@ async def wait_for_plans(
         while time.monotonic() - started < timeout_s and alive():
             for user in users:
                 record = await store.get(user)
-                if record is not None:
-                    found[user] = record
+                if record is not None and record.llm_context_version is not None:
+                    found[user] = record  # the LLM's plan landed (live records come first)
             written = await store.notifications()
             say(
                 f"  {len(found)}/{len(users)} followed users planned; {written} plans written in all "
@@ -109,6 +112,19 @@ async def wait_for_plans(
     finally:
         await client.aclose()
     return found
+
+
+def asked_about(settings: Settings, events: list[BehaviorEvent]) -> set[str]:
+    """The users whose events make the worker's batch path ask the LLM for a plan."""
+    path = BatchPath.from_settings(settings)
+    contexts: dict[int, dict[str, UserContext]] = {0: {}}
+    asked: set[str] = set()
+    for offset, event in enumerate(events):
+        message = Message(
+            "behaviors", 0, offset, event.user_id.encode(), encode(event), event.ts.timestamp() * 1000
+        )
+        asked |= set(path.apply(contexts, [message], event.ts).decisions)
+    return asked
 
 
 def turned_down(log: Path, user: str) -> str | None:
@@ -138,8 +154,8 @@ def describe(
         f"    plan v{record.version} ({record.trigger}) by {record.model}, judged {record.verdict}, "
         f"from behaviour up to {record.event_time:%Y-%m-%d %H:%M:%S} UTC"
     )
-    for tag in record.tags:
-        lines.append(f"    • {tag.tag} — {tag.explanation}")
+    for tag in record.tags:  # who made each: the LLM, or code from the user's own events
+        lines.append(f"    • [{tag.source}] {tag.tag} — {tag.explanation}")
     return "\n".join(lines)
 
 
@@ -167,9 +183,11 @@ def run_demo(
         worker = start_worker(settings, endpoints, worker_log)
 
         replayed = list(itertools.islice(load_events(log, "rees46"), events))
-        # Users with the most described items: undescribed ones give the planner nothing to go on.
+        # Users with the most described items among those the worker will ask the LLM about
+        # (decided by the worker's own batch path): the others get live records only.
         described = Counter(e.user_id for e in replayed if e.item_text)
-        followed = [user for user, _ in described.most_common(follow)]
+        asked = asked_about(settings, replayed)
+        followed = [user for user, _ in described.most_common() if user in asked][:follow]
         say(
             f"[4/5] replaying the first {len(replayed)} events of {log.name} "
             f"({len({e.user_id for e in replayed})} users) ..."

@@ -24,11 +24,13 @@ from intentstream.perf.quality import (
     DELAYS,
     EVERY_EVENT,
     LAST_CATEGORY,
+    LIVE,
     MIN_HISTORY,
     MODES,
     NEXT_EVENTS,
     POPULAR,
     REALTIME,
+    RECORD,
     SEED,
     THRESHOLD,
     Case,
@@ -36,6 +38,7 @@ from intentstream.perf.quality import (
     NothingToEvaluate,
     PlanUnavailable,
     Scores,
+    Tagged,
     build_cases,
     evaluate,
     hit_rate,
@@ -66,11 +69,13 @@ class ChainTagger:
         self.chain = chain
         self.cost = PlanCost()
 
-    async def tags(self, request: ReplanRequest, now: datetime) -> list[str]:
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]:
+        view = user_view(request, now)
         try:
-            return [p.tag for p in await self.chain.choose(user_view(request, now), self.cost)]
+            chosen = await self.chain.choose(view, self.cost)
         except (PlanFailed, StageFailed) as exc:
             raise PlanUnavailable(f"user {request.user_id}: {exc}") from exc
+        return [(p.tag, [e.text for e in view.pick(p.evidence) if e.kind != "signal"]) for p in chosen]
 
 
 def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, seed: int) -> dict[str, Any]:
@@ -98,6 +103,7 @@ def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, s
             m: {str(c): round(hit_rate(r, c), 4) for c in cutoffs} for m, r in scores.ranks.items()
         },
         "hr_tags_alone_by_delay": {m: round(hit_rate(scores.tag_ranks[m], k), 4) for m in MODES},
+        "two_speeds": two_speeds(scores),
         "users_with_tags_by_delay": {m: scores.users_with_tags.get(m, 0) for m in MODES},
         "plans": scores.plans,
         "plans_failed": scores.plans_failed,
@@ -110,6 +116,33 @@ def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, s
             "ranking": "the user's tags first, then the most popular categories up to K",
             "hit": "prediction == target's category (case-folded), or embedding cosine >= threshold",
         },
+    }
+
+
+def two_speeds(scores: Scores) -> dict[str, Any]:
+    """Who gets the credit at real time: the record as a feed reads it, the LLM's tags alone
+    and the live entries (made by code from the user's own events) alone; each with the
+    popular fill a feed puts around it, and bare."""
+    k = scores.k
+    parts = {"record": RECORD, "llm_tags": REALTIME, "live_entries": LIVE}
+
+    def figures(ranks: list[int | None]) -> dict[str, float]:
+        return {f"hr_at_{k}": round(hit_rate(ranks, k), 4), "hr_at_1": round(hit_rate(ranks, 1), 4),
+                f"ndcg_at_{k}": round(ndcg(ranks, k), 4)}  # fmt: skip
+
+    return {
+        "with_popular_fill": {name: figures(scores.ranks[m]) for name, m in parts.items()},
+        "alone": {name: figures(scores.tag_ranks[m]) for name, m in parts.items()},
+        "users_with_entries": {name: scores.users_with_tags.get(m, 0) for name, m in parts.items()},
+        "record_over_daily": (
+            round(hit_rate(scores.ranks[RECORD], k) / hit_rate(scores.ranks["daily"], k), 3)
+            if hit_rate(scores.ranks["daily"], k)
+            else None
+        ),
+        "note": (
+            "llm_tags are the LLM's alone; live_entries are code's echo of the user's own events; "
+            "record is both, as the worker composes them (stream.live.compose) at the cut"
+        ),
     }
 
 
@@ -262,6 +295,7 @@ async def _score(
             path=BatchPath.from_settings(settings),
             concurrency=settings.llm_concurrency,
             sweep_s=settings.replan_sweep_interval_s,
+            live_tags=settings.live_tags,
             progress=progress,
         )
     finally:

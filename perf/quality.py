@@ -15,6 +15,11 @@ The protocol, fixed before any result was looked at (docs/evaluation.md says why
    * delayed by 5 min, 30 min, 1 h and a day: planned from the context as it stood that
      long before the cut (the batch job's view). Nothing before the log begins: no tags.
    One plan per distinct context version, reused by every mode that shares it.
+   And the two speeds, composed by the worker's own ``stream.live.compose`` from the
+   context at the cut: ``record``, the record a feed reads at real time (the real-time
+   plan's tags re-ranked, then live entries made by code), and ``live``, the live entries
+   alone (no LLM). So the LLM's share is visible: its tags alone are ``realtime``'s
+   ``tag_ranks``; an echo of behaviour is ``live``.
 3. **Predictions**: up to K texts. The user's tags first, then the most popular categories
    up to K, as a feed fills the slots around personal ones (no tags: popular only).
    Baselines: ``popular`` (categories by events before the cut, all users) and
@@ -42,9 +47,10 @@ import numpy as np
 from intentstream.agents.embedding import TextEmbedder
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent
-from intentstream.schemas.record import ReplanRequest
+from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest
 from intentstream.stream.batch import BatchPath, Message
 from intentstream.stream.context import ContextShape, UserContext, replan_request
+from intentstream.stream.live import compose
 from intentstream.stream.trigger import mark_replanned
 
 NEXT_EVENTS = 5
@@ -60,6 +66,8 @@ DELAYS: tuple[tuple[str, timedelta], ...] = (
     ("daily", timedelta(days=1)),
 )
 MODES = (EVERY_EVENT, REALTIME, *(name for name, _ in DELAYS))
+RECORD, LIVE = "record", "live"  # the two speeds at the cut: see the protocol above
+TWO_SPEEDS = (RECORD, LIVE)
 POPULAR, LAST_CATEGORY = "popular", "last_category"
 
 
@@ -112,6 +120,7 @@ class Snapshot:
 
     mode: str
     request: ReplanRequest | None
+    context: UserContext | None = None  # the context at the cut, for the two speeds
 
     @property
     def key(self) -> tuple[str, int] | None:
@@ -174,6 +183,8 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
         Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut, shape)),
         Snapshot(REALTIME, realtime),
         *(Snapshot(name, taken[name]) for name, _ in DELAYS),
+        Snapshot(RECORD, realtime, ctx),
+        Snapshot(LIVE, None, ctx),
     ]
 
 
@@ -242,10 +253,29 @@ def ndcg(ranks: Sequence[int | None], k: int) -> float:
     return sum(gains) / len(gains) if gains else 0.0
 
 
-class Tagger(Protocol):
-    """Whatever turns a context snapshot into tags, strongest first."""
+Tagged = tuple[str, list[str]]  # a tag and the texts of the evidence it cites
 
-    async def tags(self, request: ReplanRequest, now: datetime) -> list[str]: ...
+
+class Tagger(Protocol):
+    """Whatever turns a context snapshot into tags, strongest first, each with the texts
+    of the evidence it was made from."""
+
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]: ...
+
+
+def as_plan(request: ReplanRequest, tagged: Sequence[Tagged]) -> LLMPlan | None:
+    """Tags as the plan the worker keeps (explanations do not change the ranking)."""
+    if not tagged:
+        return None
+    return LLMPlan(
+        user_id=request.user_id,
+        context_version=request.context_version,
+        trigger=request.trigger,
+        event_time=request.newest_event_time,
+        planned_at=request.requested_at,
+        model="eval",
+        tags=[PlannedTag(tag=t, explanation="Planned.", cites=c[:20]) for t, c in tagged],
+    )
 
 
 @dataclass
@@ -278,6 +308,7 @@ async def evaluate(
     path: BatchPath,
     concurrency: int = 4,
     sweep_s: float = 30.0,
+    live_tags: int = 3,
     progress: Callable[[int, int], None] | None = None,
 ) -> Scores:
     """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger)."""
@@ -287,7 +318,7 @@ async def evaluate(
         for s in per_case:
             if s.key is not None and s.request is not None:
                 unique.setdefault(s.key, s.request)
-    plans: dict[tuple[str, int], list[str] | None] = {}
+    plans: dict[tuple[str, int], list[Tagged] | None] = {}
     gate = asyncio.Semaphore(concurrency)
 
     async def plan(key: tuple[str, int], request: ReplanRequest) -> None:
@@ -305,7 +336,16 @@ async def evaluate(
     scores = Scores(k, plans=len(plans), plans_failed=sum(v is None for v in plans.values()))
     for case, per_case, fill in zip(cases, snaps, popular, strict=True):
         for s in per_case:
-            tags = (plans.get(s.key) or []) if s.key is not None else []
+            tagged = (plans.get(s.key) or []) if s.key is not None else []
+            if s.context is None:
+                tags = [t for t, _ in tagged]
+            else:  # a speed of the record: composed as the worker composes it
+                composed = compose(
+                    s.context,
+                    as_plan(s.request, tagged) if s.request is not None else None,
+                    version=1, now=case.cut, shape=path.shape, entities=path.entities, live_tags=live_tags,
+                )  # fmt: skip
+                tags = [t.tag for t in composed.tags] if composed else []
             scores.users_with_tags[s.mode] = scores.users_with_tags.get(s.mode, 0) + bool(tags)
             scores.ranks.setdefault(s.mode, []).append(matcher.first_hit(ranked(tags, fill, k), case.targets))
             scores.tag_ranks.setdefault(s.mode, []).append(
@@ -315,12 +355,12 @@ async def evaluate(
         scores.ranks.setdefault(LAST_CATEGORY, []).append(
             matcher.first_hit(ranked(last_category(case), fill, k), case.targets)
         )
-        live = next(s for s in per_case if s.mode == REALTIME)
-        realtime = live.request
+        rt = next(s for s in per_case if s.mode == REALTIME)
+        realtime = rt.request
         scores.details.append(
             {
                 "user": case.user_id,
-                "realtime_tags": (plans.get(live.key) or []) if live.key else [],
+                "realtime_tags": [t for t, _ in plans.get(rt.key) or []] if rt.key else [],
                 # Events the real-time plan had not seen: the trigger waits for a reason.
                 "events_after_realtime_plan": len(case.history)
                 - (realtime.context_version if realtime else 0),

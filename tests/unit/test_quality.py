@@ -15,13 +15,16 @@ from intentstream.agents.embedding import HashedEmbedder, MiniLMEmbedder
 from intentstream.perf.quality import (
     EVERY_EVENT,
     LAST_CATEGORY,
+    LIVE,
     POPULAR,
     REALTIME,
+    RECORD,
     THRESHOLD,
     EvaluationFailed,
     Matcher,
     PlanUnavailable,
     Snapshot,
+    Tagged,
     build_cases,
     evaluate,
     hit_rate,
@@ -77,12 +80,12 @@ class LatestCategoryTagger:
         self.planned: list[ReplanRequest] = []
         self.fail_for = fail_for or set()
 
-    async def tags(self, request: ReplanRequest, now: datetime) -> list[str]:
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]:
         self.planned.append(request)
         if request.user_id in self.fail_for:
             raise PlanUnavailable(request.user_id)
         newest = max(request.recent, key=lambda b: b.ts)
-        return [(newest.category or "").rsplit(".", 1)[-1]]
+        return [((newest.category or "").rsplit(".", 1)[-1], [newest.text])]
 
 
 def test_hit_rate_and_ndcg_on_known_ranks() -> None:
@@ -188,8 +191,12 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     assert scores.ranks["daily"] == [None]  # no tags: popular's kettle
     assert scores.ranks[POPULAR] == [None]
     assert scores.ranks[LAST_CATEGORY] == [1]
-    assert scores.users_with_tags == {EVERY_EVENT: 1, REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0}
+    assert scores.users_with_tags == {
+        EVERY_EVENT: 1, REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0, RECORD: 1, LIVE: 1
+    }  # fmt: skip
     assert scores.ranks[EVERY_EVENT] == [1]
+    assert scores.ranks[RECORD] == [1]  # the plan's sofa, re-ranked first
+    assert scores.ranks[LIVE] == [1]  # code alone names the sofas too: an echo of behaviour
     assert scores.plans == 4  # versions 15, 14, 10 and 9, each planned once and reused
     (detail,) = scores.details
     assert detail["realtime_tags"] == ["sofa"]
@@ -260,3 +267,30 @@ def test_the_fixed_threshold_counts_same_kind_and_not_broad_or_unrelated() -> No
     assert cosine("kitchen appliances", "bosch kettle") < THRESHOLD
     assert cosine("headphones", "apple smartphone") < THRESHOLD
     assert cosine("garden tools", "ceramic mug") < 0.3
+
+
+class FixedTaggerDouble:
+    """Test double: a tagger that always answers the same tag."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]:
+        return [(self.tag, [])]
+
+
+async def test_the_record_s_hits_are_credited_to_whoever_made_them() -> None:
+    from intentstream.perf.evaluation import report
+
+    events = switcher()
+    cases, _ = build_cases(events, users=None)
+    scores = await evaluate(
+        cases, events, FixedTaggerDouble("garden hose"), EXACT, k=3, path=batch_path(SOFAS_MATTER)
+    )
+    assert scores.tag_ranks[REALTIME] == [None]  # the LLM's tag alone misses
+    assert scores.tag_ranks[LIVE] == [1]  # code's echo of the sofas hits
+    assert scores.tag_ranks[RECORD] == [1]  # the live entry goes before the tag that covers nothing now
+    parts = report(scores, dataset="switcher", qualified=1, users=None, seed=1)["two_speeds"]
+    assert parts["alone"]["llm_tags"]["hr_at_3"] == 0.0
+    assert parts["alone"]["live_entries"]["hr_at_3"] == 1.0
+    assert parts["alone"]["record"]["hr_at_1"] == 1.0
