@@ -16,11 +16,10 @@ validation and the planners).
 Nothing lost, nothing counted twice: every context a batch changed is written to the
 compacted changelog and acknowledged by the broker, and its live record written to Redis,
 *before* the batch's offsets are committed (the next batch is fetched and applied while
-those writes are in flight). A crash after the changelog's ack but before the record's
-write leaves that user's record one batch behind until their next event (the redelivered
-batch is skipped by the watermark). After
-a crash the batch is delivered again and each context skips what it had already applied
-(its per-partition offset watermark). A partition's contexts are rebuilt from its
+those writes are in flight). After a crash the batch is delivered again and each context
+skips what it had already applied (its per-partition offset watermark); so a crash after
+the changelog's ack but before the record's write leaves that user's record one batch
+behind until their next event. A partition's contexts are rebuilt from its
 changelog partition when it is assigned (start-up, scale-out, a peer's death).
 """
 
