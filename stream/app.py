@@ -80,8 +80,12 @@ def build_app(
 
     counters = PlannerCounters()
     skew = timedelta(seconds=settings.max_future_skew_s)
-    store = IntentStore.from_settings(connect_with(settings, endpoints.redis), settings)
-    records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags)
+    records = None
+    if endpoints.redis_url is not None:
+        store = IntentStore.from_settings(connect_with(settings, endpoints.redis_url), settings)
+        records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags)
+    elif with_contexts:
+        log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")
     contexts = ContextService(
         settings, endpoints.kafka_bootstrap, scan_end_offsets=scan_end_offsets, records=records
     )
@@ -162,6 +166,10 @@ def build_app(
             judge=settings.judge_online,
             scorer=scorer,
         )
+        if records is None:  # a planner writes its plans to Redis: this raises, saying what to set
+            connect_with(settings, endpoints.redis)
+        assert records is not None
+        store = records.store
         health = contexts.health
         health.redis = health.llm = 0.0  # a planner is ready only when both answer
 

@@ -63,6 +63,7 @@ async def test_worker_resumes_after_the_broker_returns_and_exits_clearly_when_it
         exit_code = worker.wait(60)
     finally:
         stop_worker(worker)
+        print(log.read_text()[-4000:])  # shown by pytest when the test fails
     output = log.read_text()
     assert exit_code == 3
     assert "has not answered for" in output
