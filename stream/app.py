@@ -81,8 +81,11 @@ def build_app(
     counters = PlannerCounters()
     skew = timedelta(seconds=settings.max_future_skew_s)
     records = None
-    if endpoints.redis_url is not None:
-        store = IntentStore.from_settings(connect_with(settings, endpoints.redis_url), settings)
+    # A planner writes its plans to Redis (Endpoints.redis raises, saying what to set, when
+    # there is none); a contexts-only worker runs without one.
+    redis_url = endpoints.redis if with_planner else endpoints.redis_url
+    if redis_url is not None:
+        store = IntentStore.from_settings(connect_with(settings, redis_url), settings)
         records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags)
     elif with_contexts:
         log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")
@@ -166,9 +169,7 @@ def build_app(
             judge=settings.judge_online,
             scorer=scorer,
         )
-        if records is None:  # a planner writes its plans to Redis: this raises, saying what to set
-            connect_with(settings, endpoints.redis)
-        assert records is not None
+        assert records is not None  # made above for every planner
         store = records.store
         health = contexts.health
         health.redis = health.llm = 0.0  # a planner is ready only when both answer

@@ -39,6 +39,15 @@ def decide(ctx: UserContext, now_s: float, signal: EnvSignal | None = None) -> D
     return POLICY.decide(ctx, now_s, signal=signal, new=novel(ctx, SHAPE, ENTITIES, POLICY.min_weight))
 
 
+def planned_on_phones() -> UserContext:
+    """A user who viewed phones three times and was re-planned at 1000 s."""
+    ctx = UserContext("u1")
+    for n in range(3):
+        feed(ctx, n)
+    mark_replanned(ctx, 1000.0, SHAPE)
+    return ctx
+
+
 def reason(decision: Decision | None) -> str | None:
     return None if decision is None else decision.reason
 
@@ -53,20 +62,14 @@ def test_a_first_interest_with_real_weight_asks_for_the_first_plan() -> None:
 
 
 def test_more_of_what_was_asked_about_never_asks_again() -> None:
-    ctx = UserContext("u1")
-    for n in range(3):
-        feed(ctx, n)
-    mark_replanned(ctx, 1000.0, SHAPE)
+    ctx = planned_on_phones()
     for n in range(3, 40):
         feed(ctx, n, action="cart" if n % 5 == 0 else "view")
         assert decide(ctx, 1020.0 + n) is None  # no "every N events": the live record follows
 
 
 def test_a_new_interest_with_real_weight_asks_again() -> None:
-    ctx = UserContext("u1")
-    for n in range(3):
-        feed(ctx, n)
-    mark_replanned(ctx, 1000.0, SHAPE)
+    ctx = planned_on_phones()
     feed(ctx, 10, **KETTLE)
     assert decide(ctx, 1020.0) is None  # one kettle view is not yet an interest
     feed(ctx, 11, **KETTLE)
@@ -75,10 +78,7 @@ def test_a_new_interest_with_real_weight_asks_again() -> None:
 
 
 def test_a_new_interest_put_in_the_cart_is_the_most_urgent() -> None:
-    ctx = UserContext("u1")
-    for n in range(3):
-        feed(ctx, n)
-    mark_replanned(ctx, 1000.0, SHAPE)
+    ctx = planned_on_phones()
     feed(ctx, 10, action="cart", **KETTLE)
     assert decide(ctx, 1020.0) == Decision(Trigger.NOVELTY, STRONG_NOVELTY)
 
@@ -97,10 +97,7 @@ def test_coverage_is_decided_from_embeddings_not_exact_words() -> None:
 
 
 def test_cooldown_holds_back_novelty_then_lets_it_through() -> None:
-    ctx = UserContext("u1")
-    for n in range(3):
-        feed(ctx, n)
-    mark_replanned(ctx, 1000.0, SHAPE)
+    ctx = planned_on_phones()
     feed(ctx, 10, action="cart", **KETTLE)
     assert decide(ctx, 1005.0) is None
     assert reason(decide(ctx, 1011.0)) == "novelty"
