@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from intentstream.agents.arbiter import Arbiter, Pooled
@@ -28,6 +28,7 @@ from intentstream.agents.planner import Planner
 from intentstream.agents.stage import PlanCost, StageFailed
 from intentstream.kernels.scorer import Scorer
 from intentstream.schemas.record import IntentRecord, IntentTag, LLMPlan, PlannedTag, ReplanRequest
+from intentstream.stream.plancache import CachedTag, entries
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Plan:
     planned: LLMPlan
     judgement: Judgement | None
     cost: PlanCost
+    cacheable: list[CachedTag] = field(default_factory=list)  # for the shared plan cache
 
 
 class IntentChain:
@@ -163,4 +165,6 @@ class IntentChain:
                 for t in drafted
             ],
         )
-        return Plan(record, planned, judgement, cost)
+        # A plan made for a signal is situational: it is not served to other users.
+        cacheable = [] if request.signals else entries(drafted, view, model=self.llm.model, now=now)
+        return Plan(record, planned, judgement, cost, cacheable)

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     # Live entries (stream/live.py) a record holds beside its LLM tags: tags_per_user +
     # live_tags is at most 10 (schemas.record.MAX_TAGS).
     live_tags: int = Field(3, ge=0, le=6)
+    # The shared plan cache (stream/plancache.py): what the LLM made for an interest, served
+    # to other users with it; off, every new interest is asked about.
+    plan_cache: bool = True
+    plan_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     judge_online: bool = True  # judge every plan before writing; a "bad" one is not written
     agents_embedder: Literal["minilm", "hashed"] = "minilm"  # merges near-duplicate tags
 

@@ -95,13 +95,15 @@ class ReplanRequest(_Frozen):
     signals: list[ActiveSignal] = Field(default_factory=list, max_length=50)
 
 
-TagSource = Literal["llm", "live"]
+TagSource = Literal["llm", "cache", "live"]
 
 
 class IntentTag(_Frozen):
     """A short shopping-interest phrase and one plain sentence saying why. ``source`` says
-    who made it: ``llm`` (the agents, judged) or ``live`` (code, from the user's own events,
-    so a feed never mistakes an echo of behaviour for the model's insight). ``last_seen`` is
+    who made it: ``llm`` (the agents, judged, for this user), ``cache`` (the agents, for
+    another user with the same interest: the shared plan cache, its facts filled in by code
+    from this user's events) or ``live`` (code, from the user's own events, so a feed never
+    mistakes an echo of behaviour for the model's insight). ``last_seen`` is
     the event time of the newest behaviour behind it."""
 
     tag: TagText

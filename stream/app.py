@@ -3,8 +3,9 @@
     behaviours ─► context service (stream/ingest.py) ─► contexts changelog, replans
     env-signals ─► validate ─bad─► dead-letters
                      └─► signals global table (changelog read by every context service)
-         └─► live records (stream/records.py: LLM tags re-ranked, live entries) ─► Redis
+         └─► live records (stream/records.py: LLM tags re-ranked, cached or live entries) ─► Redis
     replans ─► HMAS agents (agents/chain.py, on vLLM) ─► judge gate ─► plan merged into the record
+                                                                    └─► shared plan cache (Redis)
 
 The agents only move data; the decisions are the plain functions in ``stream.context``,
 ``stream.trigger`` and ``agents``.
@@ -38,6 +39,7 @@ from intentstream.stream.batch import APPLY_FAILED, dead_letter_headers, shape_o
 from intentstream.stream.ingest import ContextService
 from intentstream.stream.metrics import PlannerCounters
 from intentstream.stream.metrics import serve as serve_metrics
+from intentstream.stream.plancache import PlanCache
 from intentstream.stream.records import RecordWriter
 from intentstream.stream.tansu import patch_faust_highwaters
 from intentstream.stream.topics import ensure_topics
@@ -86,7 +88,12 @@ def build_app(
     redis_url = endpoints.redis if with_planner else endpoints.redis_url
     if redis_url is not None:
         store = IntentStore.from_settings(connect_with(settings, redis_url), settings)
-        records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags)
+        cache = (
+            PlanCache(store.client, prefix=settings.redis_key_prefix, ttl_s=settings.plan_cache_ttl_s)
+            if settings.plan_cache
+            else None
+        )
+        records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags, cache=cache)
     elif with_contexts:
         log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")
     contexts = ContextService(
@@ -226,6 +233,8 @@ def build_app(
                 counters.book(cost)
                 record = await records.land_plan(plan.planned, datetime.now(UTC))
                 if record is not None:
+                    if records.cache is not None:
+                        counters.plan_cache_stored += await records.cache.put(plan.cacheable)
                     counters.plans_written += 1
                     counters.verdicts[record.verdict] = counters.verdicts.get(record.verdict, 0) + 1
                     log.info(

@@ -45,16 +45,20 @@ from aiokafka.structs import ConsumerRecord
 from intentstream.kafka import KafkaSecurity, start_client
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import EnvSignal
+from intentstream.schemas.record import Trigger
 from intentstream.settings import Settings
 from intentstream.stream.batch import BatchPath, DeadLetter, dead_letter_headers, source_of
 from intentstream.stream.changelog import BrokerUnavailable, Changelog, Staged, signals_changelog
 from intentstream.stream.context import (
     UserContext,
+    asked,
     concerns,
     replan_request,
     signals_for,
 )
+from intentstream.stream.live import unasked
 from intentstream.stream.metrics import Health
+from intentstream.stream.plancache import CachedTag, interest_key
 from intentstream.stream.records import RecordWriter
 from intentstream.stream.signals import follow_signals
 from intentstream.stream.stats import ContextCounters, Freshness
@@ -232,8 +236,7 @@ class ContextService:
         c.applied += outcome.applied
         c.duplicates += outcome.duplicates
         c.seconds_decide += outcome.seconds_decide
-        for user, decision in outcome.decisions.items():
-            self._request(outcome.changed[user][1], decision)
+        await self._ask(outcome.decisions, {user: ctx for user, (_, ctx) in outcome.changed.items()})
         live = None
         if self.records is not None and outcome.changed:
             changed = [ctx for _, ctx in outcome.changed.values()]
@@ -327,6 +330,32 @@ class ContextService:
 
     def _active_signals(self, now: datetime) -> list[EnvSignal]:
         return [s for s in self.signals.values() if s.active_at(now)]
+
+    async def _ask(self, decisions: dict[str, Decision], ctxs: dict[str, UserContext]) -> None:
+        """Request the batch's re-plans, except where the shared plan cache holds every new
+        interest the LLM would be asked about: that user's record gets the cached tags (the
+        live write) and the interests count as asked, with no LLM call."""
+        cache = self.records.cache if self.records is not None else None
+        new: dict[str, list[str]] = {}
+        found: dict[str, CachedTag] = {}
+        if cache is not None:
+            policy, shape = self.path.policy, self.path.shape
+            for user, decision in decisions.items():
+                if decision.reason in (Trigger.FIRST_PLAN, Trigger.NOVELTY):
+                    fresh = unasked(ctxs[user], shape, self.path.entities, policy.min_weight)
+                    new[user] = list(dict.fromkeys(interest_key(f.text) for f in fresh))
+            found = await cache.get(k for keys in new.values() for k in keys) if new else {}
+        for user, decision in decisions.items():
+            ctx, keys = ctxs[user], new.get(user)
+            if cache is not None and keys:
+                hits = sum(k in found for k in keys)
+                cache.count(len(keys), hits)
+                if hits == len(keys):
+                    ctx.planned = asked(ctx, self.path.shape)
+                    served = self.counters.served_from_cache
+                    served[decision.reason.value] = served.get(decision.reason.value, 0) + 1
+                    continue
+            self._request(ctx, decision)
 
     def _request(self, ctx: UserContext, decision: Decision, signal: EnvSignal | None = None) -> None:
         """Queue a re-plan. The request itself is built when the budget lets it out, from the
@@ -476,6 +505,9 @@ class ContextService:
             "record_freshness_ms_all": records_all,
             "counters": asdict(c),
             "replan_queue": {**asdict(self.queue.counters), "pending": len(self.queue)},
+            "plan_cache": asdict(self.records.cache.counters)
+            if self.records is not None and self.records.cache is not None
+            else None,
             "entity_cache": {
                 "size": len(self.path.entities),
                 "hits": self.path.entities.hits,

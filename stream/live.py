@@ -23,7 +23,7 @@ evaluation call these.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -41,6 +41,7 @@ from intentstream.schemas.record import (
 from intentstream.schemas.text import plain_text, sentence_text
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache, Vector
+from intentstream.stream.plancache import CachedTag, fill, interest_key
 
 NO_MODEL = "none"  # the ``model`` of a record with live entries only
 
@@ -145,12 +146,17 @@ def covering(
     return [bool(x) for x in (vectors @ anchors.T).max(axis=1) >= similarity]
 
 
-def novel(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weight: float) -> Facet | None:
-    """The heaviest facet with at least ``min_weight`` that no re-plan request asked about
-    (``UserContext.planned``); None when nothing with real weight is new."""
+def unasked(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weight: float) -> list[Facet]:
+    """The facets with at least ``min_weight`` that no re-plan request asked about
+    (``UserContext.planned``), heaviest first."""
     heavy = [f for f in facets(ctx, shape, entities) if f.weight >= min_weight]
     asked = covering(ctx.planned, heavy, entities, shape.join_similarity)
-    return next((f for f, known in zip(heavy, asked, strict=True) if not known), None)
+    return [f for f, known in zip(heavy, asked, strict=True) if not known]
+
+
+def novel(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weight: float) -> Facet | None:
+    """The heaviest facet with real weight that is new (``unasked``); None when none is."""
+    return next(iter(unasked(ctx, shape, entities, min_weight)), None)
 
 
 def live_tag(facet: Facet) -> str:
@@ -203,10 +209,13 @@ def compose(
     shape: ContextShape,
     entities: EntityCache,
     live_tags: int,
+    cached: Mapping[str, CachedTag] | None = None,
 ) -> IntentRecord | None:
     """The user's record now: ``plan``'s tags re-ranked by the interest now, and up to
-    ``live_tags`` live entries for the heaviest facets the plan does not cover. None when
-    there is nothing to say (no plan and no described behaviour)."""
+    ``live_tags`` entries for the heaviest facets the plan does not cover: the shared plan
+    cache's tag for the facet when ``cached`` holds one (its explanation filled with this
+    user's facts, ``stream.plancache.fill``), else a live entry. None when there is nothing
+    to say (no plan and no described behaviour)."""
     found = facets(ctx, shape, entities)
     llm: list[tuple[float, int, IntentTag]] = []
     covered = [False] * len(found)
@@ -224,17 +233,31 @@ def compose(
             )
             llm.append((weight, rank, tag))
     live: list[IntentTag] = []
+    model = plan.model if plan else NO_MODEL
+    taken = {t.tag for _, _, t in llm}
     for facet, known in zip(found, covered, strict=True):
         if len(live) >= live_tags:
             break
-        text = live_tag(facet)
-        if known or not text or any(text == t.tag for t in live):
+        if known:
             continue
-        # Built without re-validating: live_tag and live_explanation clean their text with
-        # the record's own cleaners (schemas.text) and limits.
-        live.append(IntentTag.model_construct(
-            tag=text, explanation=live_explanation(facet), source="live", last_seen=_when(facet.last_ts)
-        ))  # fmt: skip
+        hit = cached.get(interest_key(facet.text)) if cached else None
+        # Built without re-validating: the tags and sentences are cleaned with the record's
+        # own cleaners (schemas.text) and limits, here or when the cache entry was read.
+        if hit is not None and hit.tag not in taken:
+            explanation = fill(hit, facet) or live_explanation(facet)
+            entry = IntentTag.model_construct(
+                tag=hit.tag, explanation=explanation, source="cache", last_seen=_when(facet.last_ts)
+            )
+            model = hit.model if model == NO_MODEL else model
+        else:
+            text = live_tag(facet)
+            if not text or text in taken:
+                continue
+            entry = IntentTag.model_construct(
+                tag=text, explanation=live_explanation(facet), source="live", last_seen=_when(facet.last_ts)
+            )
+        taken.add(entry.tag)
+        live.append(entry)
     now_relevant = [t for w, _, t in sorted(llm, key=lambda x: (-x[0], x[1])) if w > 0]
     not_now = [t for w, _, t in llm if w <= 0]
     tags = (now_relevant + live + not_now)[: len(llm) + live_tags]
@@ -248,7 +271,7 @@ def compose(
         tags=tags,
         event_time=_when(ctx.newest_event_ts),
         planned_at=plan.planned_at if plan else now,
-        model=plan.model if plan else NO_MODEL,
+        model=model,
         verdict=plan.verdict if plan else "unjudged",
         llm_context_version=plan.context_version if plan else None,
     )
@@ -271,7 +294,7 @@ def merge_plan(
     ]
     kept: list[IntentTag] = []
     if current is not None:
-        live = [t for t in current.tags if t.source == "live"]
+        live = [t for t in current.tags if t.source != "llm"]
         anchors = [c for t in plan.tags for c in (t.cites or [t.tag])]
         as_facets = [Facet(t.tag, None, None, 0.0, {}, 0.0, None, None) for t in live]
         known = covering(anchors, as_facets, entities, similarity)

@@ -39,6 +39,7 @@ class PlannerCounters:
     plans_repaired: int = 0  # plans where code fixed or replaced an agent's answer
     stages: dict[str, StageCost] = field(default_factory=dict)  # LLM cost by agent stage
     verdicts: dict[str, int] = field(default_factory=dict)  # judge verdicts (bad ones are not written)
+    plan_cache_stored: int = 0  # interests a written plan added to the shared plan cache
 
     def book(self, cost: PlanCost) -> None:
         """Add one plan's LLM cost, stage by stage."""
@@ -105,7 +106,20 @@ class WorkerCollector(Collector):
             "batch_seconds", "Where the context batch loop spends its time.", "phase",
             {"apply": c["seconds_apply"], "write": c["seconds_write"], "commit": c["seconds_commit"]},
         )  # fmt: skip
-        yield _labelled("trigger_decisions", "Re-plans decided, by reason.", "reason", c["triggers"])
+        yield _labelled(
+            "trigger_decisions", "Re-plans requested from the LLM, by reason.", "reason", c["triggers"]
+        )
+        yield _labelled(
+            "replans_served_from_cache",
+            "Re-plans decided whose new interests the shared plan cache all held (no LLM call), by reason.",
+            "reason",
+            c["served_from_cache"],
+        )
+        cache = stats.get("plan_cache") or {}
+        yield _labelled(
+            "plan_cache_lookups", "Plan cache lookups for new interests, by result.", "result",
+            {"hit": cache.get("hits", 0), "miss": cache.get("misses", 0), "corrupt": cache.get("corrupt", 0)},
+        )  # fmt: skip
         yield _counter("decide_seconds", "Of apply: finding what is new and deciding.", c["seconds_decide"])
         yield _labelled(
             "live_records", "Live record writes by outcome.", "outcome",
@@ -134,6 +148,11 @@ class WorkerCollector(Collector):
              "skipped": p.replans_skipped_stale, "judged_bad": p.plans_rejected_judge,
              "repaired": p.plans_repaired},
         )  # fmt: skip
+        yield _counter(
+            "plan_cache_stored",
+            "Interests written plans added to the shared plan cache.",
+            p.plan_cache_stored,
+        )
         yield _labelled(
             "redis_writes", "Intent record writes to Redis.", "result",
             {"accepted": p.plans_written, "stale": p.plans_rejected_stale},

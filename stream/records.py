@@ -1,8 +1,9 @@
 """The two writers of a user's record, and how they never undo each other.
 
 * The stream (``write_live``): once per batch, one new version for each user the batch
-  changed, composed by ``stream.live.compose`` from the context and the user's newest LLM
-  plan (read from the user's hash in the same round trip as the version).
+  changed, composed by ``stream.live.compose`` from the context, the user's newest LLM plan
+  (read from the user's hash in the same round trip as the version) and the shared plan
+  cache's entries for the user's interests (``stream.plancache``).
 * The planner (``land_plan``): when an LLM plan is made, the plan is kept in the hash and
   merged into the record there (``stream.live.merge_plan``).
 
@@ -24,7 +25,8 @@ from intentstream.schemas.record import IntentRecord, LLMPlan
 from intentstream.store import CorruptRecord, IntentStore, parse_record
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache
-from intentstream.stream.live import compose, merge_plan
+from intentstream.stream.live import compose, facets, merge_plan
+from intentstream.stream.plancache import CachedTag, PlanCache, interest_key
 
 log = logging.getLogger("intentstream.records")
 
@@ -42,16 +44,31 @@ class LiveOutcome:
 class RecordWriter:
     """Composes and writes records for one worker (its stream side and its planners)."""
 
-    def __init__(self, store: IntentStore, shape: ContextShape, *, live_tags: int) -> None:
+    def __init__(
+        self, store: IntentStore, shape: ContextShape, *, live_tags: int, cache: PlanCache | None = None
+    ) -> None:
+        """``cache``: the shared plan cache whose tags fill the entries no LLM tag of the
+        user covers (None: live entries only)."""
         self.store = store
         self.shape = shape
         self.live_tags = live_tags
+        self.cache = cache
         self.entities = EntityCache(capacity=50_000)  # text vectors of tags and facets
+
+    async def cached(self, ctxs: Sequence[UserContext]) -> dict[str, CachedTag]:
+        """The plan cache's entries for the heaviest facets of ``ctxs`` (those an entry
+        beside the LLM tags can be about)."""
+        if self.cache is None:
+            return {}
+        reach = 2 * self.live_tags + 2
+        keys = [interest_key(f.text) for ctx in ctxs for f in facets(ctx, self.shape, self.entities)[:reach]]
+        return await self.cache.get(keys)
 
     async def write_live(self, ctxs: Sequence[UserContext], now: datetime) -> LiveOutcome:
         """One new version for each of ``ctxs`` whose context is newer than its record."""
         out = LiveOutcome()
         pending = {ctx.user_id: ctx for ctx in ctxs}
+        cached = await self.cached(ctxs)
         for _ in range(ATTEMPTS):
             users = list(pending)
             records: list[IntentRecord] = []
@@ -61,7 +78,7 @@ class RecordWriter:
                     continue
                 record = compose(
                     ctx, stored.plan, version=stored.version + 1, now=now, shape=self.shape,
-                    entities=self.entities, live_tags=self.live_tags,
+                    entities=self.entities, live_tags=self.live_tags, cached=cached,
                 )  # fmt: skip
                 if record is None:
                     out.unchanged += 1

@@ -62,7 +62,9 @@ class ContextCounters:
     commits_failed: int = 0
     signals_applied: int = 0
     signals_fanned_out: int = 0  # users whose context a signal re-planned
-    triggers: dict[str, int] = field(default_factory=dict)
+    triggers: dict[str, int] = field(default_factory=dict)  # re-plans requested, by reason
+    # Re-plans decided whose new interests the shared plan cache all held: no LLM request.
+    served_from_cache: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     # Live records (stream/records.py): versions written, users whose record already saw
     # their context, compare-and-set refusals made again, and writes left to the next change.

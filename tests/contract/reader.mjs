@@ -23,7 +23,7 @@ await client.connect();
 const keyOf = (prefix, user) => `${prefix}:{${user}}`;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const VERDICTS = new Set(["good", "average", "bad", "unjudged"]);
-const SOURCES = new Set(["llm", "live"]);
+const SOURCES = new Set(["llm", "cache", "live"]);
 const codePoints = (s) => [...s].length; // lengths are in Unicode code points, not UTF-16 units
 
 // "What makes a record corrupt", rule by rule. Returns null when the record is good.

@@ -406,6 +406,16 @@ async def test_chain_turns_a_request_into_a_judged_versioned_record() -> None:
                            "judge_senior"}  # fmt: skip
     assert stages["expert"].calls == 2
     assert plan.cost.prompt_tokens == 100 * plan.cost.calls
+    assert plan.cacheable == []  # made with a signal in force: situational, not shared
+
+
+async def test_a_plan_made_without_signals_goes_to_the_shared_plan_cache() -> None:
+    plan = await chain(happy_llm()).plan(SHOPPER.model_copy(update={"signals": []}), NOW)
+    # Each tag under its heaviest cited interest, the explanation's item as a slot.
+    assert plan.cacheable
+    assert {c.tag for c in plan.cacheable} <= {t.tag for t in plan.record.tags}
+    assert all(c.template == "You looked at the {item} recently." for c in plan.cacheable)
+    assert all(c.model == "scripted-test-double" for c in plan.cacheable)
 
 
 async def test_a_plan_the_judge_finds_bad_is_rejected_with_its_reasons() -> None:

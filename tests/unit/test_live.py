@@ -15,6 +15,7 @@ from intentstream.store import parse_record
 from intentstream.stream.context import ContextShape, UserContext, apply_event
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.live import NO_MODEL, Facet, compose, facets, live_explanation, live_tag, merge_plan
+from intentstream.stream.plancache import CachedTag
 from tests.helpers import NOW, event_dict
 
 SHAPE = ContextShape()
@@ -198,3 +199,36 @@ def test_a_plan_landing_on_no_record_is_the_record() -> None:
     )
     assert [(t.tag, t.source) for t in landed.tags] == [("a", "llm")]
     assert landed.context_version == 3
+
+
+def test_an_interest_the_plan_cache_holds_gets_the_cached_tag_with_this_users_facts() -> None:
+    ctx = user(*PHONES, *KETTLES)
+    kettle = next(f for f in facets(ctx, SHAPE, EntityCache()) if f.text == "bosch kettle")
+    cached = {
+        "bosch kettle": CachedTag(
+            key="bosch kettle", tag="kitchen upgrade", template="You viewed the {item} {count:view} times.",
+            cite="bosch kettle", model="qwen", made_at=NOW,
+        )
+    }  # fmt: skip
+    made = compose(
+        ctx, None, version=7, now=NOW, shape=SHAPE, entities=EntityCache(), live_tags=3, cached=cached
+    )
+    assert made is not None
+    assert [(t.tag, t.source) for t in made.tags] == [
+        ("kitchen upgrade", "cache"),
+        ("samsung smartphone", "live"),
+    ]
+    assert made.tags[0].explanation == f"You viewed the bosch kettle {kettle.counts['view']} times."
+    assert made.model == "qwen"  # who made the cached tag; the phones are still the code's
+    assert parse_record("u1", made.encode_written(NOW)).tags == made.tags  # what a reader sees
+    # A template this user's facts do not fill: the tag stays, the sentence is the live one.
+    unfit = {
+        "bosch kettle": cached["bosch kettle"].model_copy(
+            update={"template": "You bought it {count:purchase} times."}
+        )
+    }
+    made = compose(
+        ctx, None, version=7, now=NOW, shape=SHAPE, entities=EntityCache(), live_tags=3, cached=unfit
+    )
+    assert made is not None
+    assert (made.tags[0].tag, made.tags[0].explanation) == ("kitchen upgrade", live_explanation(kettle))

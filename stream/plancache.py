@@ -1,0 +1,262 @@
+"""The shared plan cache: what the LLM made for one interest, reused for every user who has it.
+
+Many users share interests (the same product type and brand). When a plan lands, each of its
+tags is kept under the canonical key of the interest it was drawn from (``interest_key``:
+its heaviest cited item's text, lower case, words only), in Redis with a TTL, shared by every
+worker. The explanation is kept as a *template*: the personal facts of the user it was
+written for are slots (``{item}``, ``{count:view}``, ``{price}``), found by code
+(``template_of``); a sentence with a number that is no fact of its item is kept without
+template.
+
+For another user with the same interest, the tag is served with no LLM call: the slots are
+filled by code from that user's own facet (``fill``) and the sentence is checked as the
+explainer checks the LLM's (numbers the data holds, actions the user did, grounded in the
+item, nothing reading like an instruction), and must not name words of the first user's item
+that this user's does not have. A sentence that fails is replaced by the facts-only live
+sentence. Such a tag says ``source: cache`` in the record.
+
+The trigger asks the LLM about a user's new interests only when one of them is not cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from intentstream.agents.evidence import Evidence, UserView, words
+from intentstream.agents.explainer import _NUMBER, _NUMBER_WORDS, Explained, check_sentence
+from intentstream.schemas.events import ACTION_WEIGHT, ItemText, ShortText, UtcTime
+from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TagText
+
+if TYPE_CHECKING:
+    from intentstream.store import RedisClient
+    from intentstream.stream.live import Facet
+
+log = logging.getLogger("intentstream.plancache")
+
+KEY_MAX_CHARS = 120
+_NOT_WORD = re.compile(r"[^\w]+")
+_SLOT = re.compile(r"\{(item|price|count:[a-z]+)\}")
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+
+
+def interest_key(text: str) -> str:
+    """The canonical key of an interest: its text in lower case, words only, one space
+    between them. ``"Samsung  Smartphone!"`` and ``"samsung smartphone"`` share one."""
+    return " ".join(_NOT_WORD.sub(" ", text.casefold()).split())[:KEY_MAX_CHARS]
+
+
+class CachedTag(BaseModel):
+    """What the LLM made for one interest, as the cache keeps it (validated on every read:
+    Redis is shared, its values are input)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(min_length=1, max_length=KEY_MAX_CHARS)
+    tag: TagText
+    template: str | None = Field(None, max_length=EXPLANATION_MAX_CHARS * 2)
+    cite: ItemText  # the item the tag and the template were written for
+    model: ShortText
+    made_at: UtcTime
+
+
+def _price_text(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def template_of(explanation: str, cite: Evidence) -> str | None:
+    """The explanation with the personal facts of ``cite`` as slots, or None when it states
+    a number that is none of the item's facts (it could not be said of another user)."""
+    if "{" in explanation or "}" in explanation:
+        return None
+    text = (
+        re.sub(re.escape(cite.text), "{item}", explanation, flags=re.IGNORECASE) if cite.text else explanation
+    )
+    slots: dict[str, str] = {}
+    for action, n in sorted(cite.counts.items(), key=lambda an: -ACTION_WEIGHT.get(an[0], 1.0)):
+        slots.setdefault(str(n), f"{{count:{action}}}")
+    if isinstance(cite.price, int | float):
+        for form in (str(cite.price), _price_text(float(cite.price)), f"{float(cite.price):.2f}"):
+            slots.setdefault(form, "{price}")
+    elif isinstance(cite.price, str):  # a band, "120-310": both ends are the band
+        slots.setdefault(cite.price, "{price}")
+    unknown: list[str] = []
+
+    def swap(match: re.Match[str]) -> str:
+        value = _NUMBER_WORDS.get(match.group(0).casefold(), match.group(0))
+        slot = slots.get(value)
+        if slot is None:
+            unknown.append(value)
+            return match.group(0)
+        return slot
+
+    if isinstance(cite.price, str):
+        text = text.replace(cite.price, "{price}")
+    text = _NUMBER.sub(swap, _NUMBER_WORD.sub(swap, text))
+    return None if unknown else text
+
+
+def _facet_price(facet: Facet) -> str | None:
+    if facet.price_low is None or facet.price_high is None:
+        return None
+    low, high = _price_text(facet.price_low), _price_text(facet.price_high)
+    return low if low == high else f"{low}-{high}"
+
+
+def fill(entry: CachedTag, facet: Facet) -> str | None:
+    """``entry``'s explanation for the user of ``facet``: the slots filled with their facts,
+    checked; None when a slot has no fact here or the sentence fails a check."""
+    if entry.template is None:
+        return None
+    price = _facet_price(facet)
+    values = {"item": facet.text, **{f"count:{a}": str(n) for a, n in facet.counts.items()}}
+    if price is not None:
+        values["price"] = price
+    if any(m.group(1) not in values for m in _SLOT.finditer(entry.template)):
+        return None
+    # Words of the first user's item the sentence names outside the slots must be this item's too.
+    foreign = set(words(_SLOT.sub(" ", entry.template))) & set(words(entry.cite)) - set(words(facet.text))
+    if foreign:
+        return None
+    text = _SLOT.sub(lambda m: values[m.group(1)], entry.template)
+    evidence = Evidence("c1", "recent", facet.text, dict(facet.counts), price)
+    try:
+        return check_sentence(text, [evidence])
+    except ValueError:
+        return None
+
+
+def entries(drafted: Sequence[Explained], view: UserView, *, model: str, now: datetime) -> list[CachedTag]:
+    """What a plan adds to the cache: each tag under the key of its heaviest cited item,
+    the strongest tag first for a key. Tags that cite a signal are situational (rain:
+    umbrellas) and are not kept."""
+    kept: dict[str, CachedTag] = {}
+    for t in drafted:
+        cited = view.pick(t.evidence)
+        if not cited or any(e.kind == "signal" for e in cited):
+            continue
+        cite = max(cited, key=lambda e: e.weight)
+        key = interest_key(cite.text)
+        if not key or key in kept:
+            continue
+        kept[key] = CachedTag(
+            key=key,
+            tag=t.tag,
+            template=template_of(t.explanation, cite),
+            cite=cite.text,
+            model=model,
+            made_at=now,
+        )
+    return list(kept.values())
+
+
+@dataclass
+class CacheCounters:
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0  # values in Redis that are no valid entry (counted as misses too)
+    stored: int = 0  # entries put (an existing entry is kept: the first wording stays)
+
+
+class PlanCache:
+    """The cache in Redis (``{prefix}:plan-cache:<hash of the key>``, JSON, expiring after
+    ``ttl_s``), with a small in-process memo: found entries for ``memo_s``, absent keys for
+    ``absent_s`` (a key cached meanwhile by another worker is seen after at most that)."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str,
+        ttl_s: int,
+        memo_s: float = 300.0,
+        absent_s: float = 10.0,
+        capacity: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.memo_s = memo_s
+        self.absent_s = absent_s
+        self.capacity = capacity
+        self.clock = clock
+        self.counters = CacheCounters()
+        self._memo: OrderedDict[str, tuple[float, CachedTag | None]] = OrderedDict()
+
+    def redis_key(self, key: str) -> str:
+        return f"{self.prefix}:plan-cache:{hashlib.sha1(key.encode()).hexdigest()[:24]}"
+
+    async def get(self, keys: Iterable[str]) -> dict[str, CachedTag]:
+        """The entries found for ``keys`` (one round trip for those not in the memo)."""
+        now = self.clock()
+        found: dict[str, CachedTag] = {}
+        asking: list[str] = []
+        for key in dict.fromkeys(keys):
+            memo = self._memo.get(key)
+            if memo is not None and memo[0] > now:
+                if memo[1] is not None:
+                    found[key] = memo[1]
+                continue
+            asking.append(key)
+        if asking:
+            values = await self.client.mget([self.redis_key(k) for k in asking])
+            for key, raw in zip(asking, values, strict=True):
+                entry = self._parse(key, raw)
+                self._remember(key, entry, now)
+                if entry is not None:
+                    found[key] = entry
+        return found
+
+    def count(self, asked: int, found: int) -> None:
+        """Book one decision's lookups (the memo serves most, so ``get`` cannot count them)."""
+        self.counters.hits += found
+        self.counters.misses += asked - found
+
+    def _parse(self, key: str, raw: bytes | str | None) -> CachedTag | None:
+        if raw is None:
+            return None
+        try:
+            entry = CachedTag.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            self.counters.corrupt += 1
+            log.warning("plan cache entry for %r is corrupt, ignored: %s", key, str(exc)[:200])
+            return None
+        if entry.key != key:  # another key's entry under this hash: never served for this one
+            self.counters.corrupt += 1
+            return None
+        return entry
+
+    def _remember(self, key: str, entry: CachedTag | None, now: float) -> None:
+        self._memo[key] = (now + (self.memo_s if entry is not None else self.absent_s), entry)
+        self._memo.move_to_end(key)
+        while len(self._memo) > self.capacity:
+            self._memo.popitem(last=False)
+
+    async def put(self, new: Sequence[CachedTag]) -> int:
+        """Keep ``new`` (an entry already there for a key stays). Returns how many were added."""
+        if not new:
+            return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry in new:
+                pipe.set(
+                    self.redis_key(entry.key),
+                    orjson.dumps(entry.model_dump(mode="json")),
+                    ex=self.ttl_s,
+                    nx=True,
+                )
+            added = sum(bool(ok) for ok in await pipe.execute())
+        for entry in new:
+            self._memo.pop(entry.key, None)  # read again: the entry kept may be an earlier one
+        self.counters.stored += added
+        return added
