@@ -11,8 +11,9 @@ and Redis's changes stream is read, so the report has, over time and in summary:
   the changes stream: a record of context version ``v`` includes the user's first ``v``
   events);
 * users with activity whose record, by the end, includes their newest event;
-* re-plans decided per 1,000 events (what the LLM would have to serve), plans written, LLM
-  tokens per plan, and the prompt tokens per 1,000 events that makes; live writes per second;
+* re-plans decided per 1,000 events, those the shared plan cache served and those requested
+  from the LLM (what it would have to serve), plans written, LLM tokens per plan, and the
+  prompt tokens per 1,000 events that makes; live writes per second;
 * the worker's CPU seconds per 1,000 events and peak memory (from /proc: Linux).
 """
 
@@ -200,7 +201,11 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
     generated = total(metrics, "intentstream_llm_tokens_total", kind="completion")
     cpu = [s.cpu_s for s in run.samples if not math.isnan(s.cpu_s)]
     caught_up = next((s.t for s in run.samples if s.applied >= sent), None)
-    decided = sum(counters["triggers"].values())
+    requested = sum(counters["triggers"].values())
+    served = sum(counters["served_from_cache"].values())
+    decided = requested + served
+    cache = stats.get("plan_cache") or {}
+    looked_up = cache.get("hits", 0) + cache.get("misses", 0)
     prompt_per_plan = prompt / replans if replans else None
     fresh_users = sum(run.recorded.get(u.decode(), 0) >= len(run.sent_at[u]) for u in run.described)
     return {
@@ -226,14 +231,20 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
             for k in ("records_written", "records_unchanged", "record_conflicts", "records_gave_up")
         },
         "replans_decided_per_1000_events": round(1000 * decided / max(1, applied), 1),
-        # What the LLM would have to serve to do all the decided work (there is no plan cache
-        # yet: every decided re-plan is a request), and the prompt tokens that takes at the
-        # prompt size measured in this run.
-        "llm_plans_requested_per_1000_events": round(1000 * decided / max(1, applied), 1),
+        # What the LLM would have to serve to do all the decided work after the plan cache
+        # (the requests), and the prompt tokens that takes at the prompt size measured in
+        # this run. The cache fills only from plans the LLM actually made here.
+        "llm_plans_requested_per_1000_events": round(1000 * requested / max(1, applied), 1),
         "llm_prompt_tokens_per_1000_events": (
-            round(1000 * decided * prompt_per_plan / max(1, applied)) if prompt_per_plan else None
+            round(1000 * requested * prompt_per_plan / max(1, applied)) if prompt_per_plan else None
         ),
+        # Decided re-plans whose new interests were all cached (no request), and the share of
+        # new interests looked up that were found.
+        "plan_cache_hit_rate": round(served / decided, 4) if decided else None,
+        "plan_cache_interest_hit_rate": round(cache.get("hits", 0) / looked_up, 4) if looked_up else None,
+        "plan_cache": {**cache, "stored": int(total(metrics, "intentstream_plan_cache_stored_total"))},
         "replans_by_reason": counters["triggers"],
+        "served_from_cache_by_reason": counters["served_from_cache"],
         "replan_queue": stats["replan_queue"],
         "plans": plans,
         "prompt_tokens_per_replan": round(prompt / replans) if replans else None,

@@ -65,6 +65,7 @@ def test_summary_figures_come_from_the_samples_and_the_worker() -> None:
             "first_batch_at": 100.0,
             "last_batch_at": 102.0,
             "triggers": {"novelty": 150, "first_plan": 50},
+            "served_from_cache": {"novelty": 40, "first_plan": 10},
             "records_written": 300,
             "records_unchanged": 5,
             "record_conflicts": 1,
@@ -73,8 +74,10 @@ def test_summary_figures_come_from_the_samples_and_the_worker() -> None:
         },
         "freshness_ms_all": {"p50": 4.0, "p95": 8.0, "p99": 9.0, "max": 12.0, "samples": 1000},
         "replan_queue": {"offered": 200, "sent": 20, "superseded": 100, "shed": 0, "pending": 80},
+        "plan_cache": {"hits": 60, "misses": 240, "corrupt": 0, "stored": 7},
     }
     metrics = [
+        ("intentstream_plan_cache_stored_total", {}, 7.0),
         ("intentstream_plans_total", {"outcome": "written"}, 3.0),
         ("intentstream_plans_total", {"outcome": "failed"}, 1.0),
         ("intentstream_llm_tokens_total", {"stage": "planner", "kind": "prompt"}, 3000.0),
@@ -87,7 +90,10 @@ def test_summary_figures_come_from_the_samples_and_the_worker() -> None:
     assert report["sustained_events_per_s"] == 500
     assert report["caught_up_after_s"] == 2.0
     assert report["consumer_lag_max"] == 400
-    assert report["replans_decided_per_1000_events"] == 200.0
+    assert report["replans_decided_per_1000_events"] == 250.0  # 200 requested, 50 served from the cache
+    assert report["plan_cache_hit_rate"] == 0.2
+    assert report["plan_cache_interest_hit_rate"] == 0.2
+    assert report["plan_cache"]["stored"] == 7
     assert report["prompt_tokens_per_replan"] == 1000  # 4,000 over 4 plans; cached ones not counted twice
     assert report["plans"] == {"written": 3, "failed": 1, "judged_bad": 0, "stale": 0, "skipped": 0}
     assert report["generated_tokens_per_replan"] == 100
@@ -106,7 +112,7 @@ def test_the_fresh_record_ratio_counts_users_with_described_events() -> None:
     run.recorded = {"a": 1, "b": 1}
     stats = {
         "counters": {"applied": 4, "first_batch_at": 0.0, "last_batch_at": 1.0, "triggers": {},
-                     "records_written": 2, "records_unchanged": 0, "record_conflicts": 0,
+                     "served_from_cache": {}, "records_written": 2, "records_unchanged": 0, "record_conflicts": 0,
                      "records_gave_up": 0, "dead_lettered": {}},
         "replan_queue": {},
     }  # fmt: skip
