@@ -166,5 +166,13 @@ class IntentChain:
             ],
         )
         # A plan made for a signal is situational: it is not served to other users.
-        cacheable = [] if request.signals else entries(drafted, view, model=self.llm.model, now=now)
+        cacheable = (
+            []
+            if request.signals
+            else entries(
+                [(t.tag, t.explanation, view.pick(t.evidence)) for t in drafted],
+                model=self.llm.model,
+                now=now,
+            )
+        )
         return Plan(record, planned, judgement, cost, cacheable)

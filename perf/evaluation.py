@@ -25,12 +25,14 @@ from intentstream.perf.quality import (
     EVERY_EVENT,
     LAST_CATEGORY,
     LIVE,
+    LLM_CACHED,
     MIN_HISTORY,
     MODES,
     NEXT_EVENTS,
     POPULAR,
     REALTIME,
     RECORD,
+    RECORD_CACHED,
     SEED,
     THRESHOLD,
     Case,
@@ -75,7 +77,7 @@ class ChainTagger:
             chosen = await self.chain.choose(view, self.cost)
         except (PlanFailed, StageFailed) as exc:
             raise PlanUnavailable(f"user {request.user_id}: {exc}") from exc
-        return [(p.tag, [e.text for e in view.pick(p.evidence) if e.kind != "signal"]) for p in chosen]
+        return [(p.tag, list(view.pick(p.evidence))) for p in chosen]
 
 
 def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, seed: int) -> dict[str, Any]:
@@ -124,7 +126,13 @@ def two_speeds(scores: Scores) -> dict[str, Any]:
     and the live entries (made by code from the user's own events) alone; each with the
     popular fill a feed puts around it, and bare."""
     k = scores.k
-    parts = {"record": RECORD, "llm_tags": REALTIME, "live_entries": LIVE}
+    parts = {
+        "record": RECORD,
+        "llm_tags": REALTIME,
+        "live_entries": LIVE,
+        "record_with_cache": RECORD_CACHED,
+        "llm_tags_with_cache": LLM_CACHED,
+    }
 
     def figures(ranks: list[int | None]) -> dict[str, float]:
         return {f"hr_at_{k}": round(hit_rate(ranks, k), 4), "hr_at_1": round(hit_rate(ranks, 1), 4),
@@ -141,7 +149,10 @@ def two_speeds(scores: Scores) -> dict[str, Any]:
         ),
         "note": (
             "llm_tags are the LLM's alone; live_entries are code's echo of the user's own events; "
-            "record is both, as the worker composes them (stream.live.compose) at the cut"
+            "record is both, as the worker composes them (stream.live.compose) at the cut; "
+            "the *_with_cache parts add the shared plan cache, holding what the plans of the other "
+            "evaluated users made for each interest (llm_tags_with_cache: this user's LLM tags and "
+            "those cache entries, no live ones)"
         ),
     }
 

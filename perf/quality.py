@@ -19,7 +19,11 @@ The protocol, fixed before any result was looked at (docs/evaluation.md says why
    context at the cut: ``record``, the record a feed reads at real time (the real-time
    plan's tags re-ranked, then live entries made by code), and ``live``, the live entries
    alone (no LLM). So the LLM's share is visible: its tags alone are ``realtime``'s
-   ``tag_ranks``; an echo of behaviour is ``live``.
+   ``tag_ranks``; an echo of behaviour is ``live``. With the shared plan cache
+   (``stream.plancache``): ``record_with_cache`` is the record composed with a cache holding
+   what the evaluated plans of *other* users made for each interest, and
+   ``llm_with_cache`` its ``llm`` and ``cache`` entries alone (the LLM's work, this user's
+   and reused).
 3. **Predictions**: up to K texts. The user's tags first, then the most popular categories
    up to K, as a feed fills the slots around personal ones (no tags: popular only).
    Baselines: ``popular`` (categories by events before the cut, all users) and
@@ -45,12 +49,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from intentstream.agents.embedding import TextEmbedder
+from intentstream.agents.evidence import Evidence
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest
 from intentstream.stream.batch import BatchPath, Message
 from intentstream.stream.context import ContextShape, UserContext, replan_request
 from intentstream.stream.live import compose
+from intentstream.stream.plancache import CachedTag, entries
 from intentstream.stream.trigger import mark_replanned
 
 NEXT_EVENTS = 5
@@ -67,7 +73,8 @@ DELAYS: tuple[tuple[str, timedelta], ...] = (
 )
 MODES = (EVERY_EVENT, REALTIME, *(name for name, _ in DELAYS))
 RECORD, LIVE = "record", "live"  # the two speeds at the cut: see the protocol above
-TWO_SPEEDS = (RECORD, LIVE)
+RECORD_CACHED, LLM_CACHED = "record_with_cache", "llm_with_cache"
+TWO_SPEEDS = (RECORD, LIVE, RECORD_CACHED, LLM_CACHED)
 POPULAR, LAST_CATEGORY = "popular", "last_category"
 
 
@@ -253,7 +260,7 @@ def ndcg(ranks: Sequence[int | None], k: int) -> float:
     return sum(gains) / len(gains) if gains else 0.0
 
 
-Tagged = tuple[str, list[str]]  # a tag and the texts of the evidence it cites
+Tagged = tuple[str, list[Evidence]]  # a tag and the evidence it cites
 
 
 class Tagger(Protocol):
@@ -274,8 +281,25 @@ def as_plan(request: ReplanRequest, tagged: Sequence[Tagged]) -> LLMPlan | None:
         event_time=request.newest_event_time,
         planned_at=request.requested_at,
         model="eval",
-        tags=[PlannedTag(tag=t, explanation="Planned.", cites=c[:20]) for t, c in tagged],
+        tags=[
+            PlannedTag(tag=t, explanation="Planned.", cites=[e.text for e in c if e.kind != "signal"][:20])
+            for t, c in tagged
+        ],
     )
+
+
+def shared_cache(plans: dict[tuple[str, int], list[Tagged] | None]) -> dict[str, list[tuple[str, CachedTag]]]:
+    """What the plan cache would hold after ``plans``, per interest key: the entries of the
+    first two users to plan it (so every user can be served another user's, never their
+    own), through the worker's own ``stream.plancache.entries``."""
+    held: dict[str, list[tuple[str, CachedTag]]] = defaultdict(list)
+    for (user, _), tagged in sorted(plans.items()):
+        made = entries([(t, None, cited) for t, cited in tagged or []], model="eval", now=datetime.now(UTC))
+        for entry in made:
+            mine = held[entry.key]
+            if len(mine) < 2 and all(u != user for u, _ in mine):
+                mine.append((user, entry))
+    return held
 
 
 @dataclass
@@ -333,24 +357,40 @@ async def evaluate(
     await asyncio.gather(*(plan(key, request) for key, request in unique.items()))
 
     popular = popular_at(events, [c.cut for c in cases], k)
+    held = shared_cache(plans)
     scores = Scores(k, plans=len(plans), plans_failed=sum(v is None for v in plans.values()))
+
+    def score(mode: str, tags: list[str], case: Case, fill: list[str]) -> None:
+        scores.users_with_tags[mode] = scores.users_with_tags.get(mode, 0) + bool(tags)
+        scores.ranks.setdefault(mode, []).append(matcher.first_hit(ranked(tags, fill, k), case.targets))
+        scores.tag_ranks.setdefault(mode, []).append(matcher.first_hit(ranked(tags, [], k), case.targets))
+
     for case, per_case, fill in zip(cases, snaps, popular, strict=True):
+        others = {
+            key: next(e for u, e in mine if u != case.user_id)
+            for key, mine in held.items()
+            if any(u != case.user_id for u, _ in mine)
+        }
         for s in per_case:
             tagged = (plans.get(s.key) or []) if s.key is not None else []
             if s.context is None:
-                tags = [t for t, _ in tagged]
-            else:  # a speed of the record: composed as the worker composes it
-                composed = compose(
-                    s.context,
-                    as_plan(s.request, tagged) if s.request is not None else None,
-                    version=1, now=case.cut, shape=path.shape, entities=path.entities, live_tags=live_tags,
+                score(s.mode, [t for t, _ in tagged], case, fill)
+                continue
+            # A speed of the record: composed as the worker composes it.
+            made = as_plan(s.request, tagged) if s.request is not None else None
+            composed = compose(
+                s.context, made, version=1, now=case.cut, shape=path.shape, entities=path.entities,
+                live_tags=live_tags,
+            )  # fmt: skip
+            score(s.mode, [t.tag for t in composed.tags] if composed else [], case, fill)
+            if s.mode == RECORD:
+                cached = compose(
+                    s.context, made, version=1, now=case.cut, shape=path.shape, entities=path.entities,
+                    live_tags=live_tags, cached=others,
                 )  # fmt: skip
-                tags = [t.tag for t in composed.tags] if composed else []
-            scores.users_with_tags[s.mode] = scores.users_with_tags.get(s.mode, 0) + bool(tags)
-            scores.ranks.setdefault(s.mode, []).append(matcher.first_hit(ranked(tags, fill, k), case.targets))
-            scores.tag_ranks.setdefault(s.mode, []).append(
-                matcher.first_hit(ranked(tags, [], k), case.targets)
-            )
+                got = cached.tags if cached else []
+                score(RECORD_CACHED, [t.tag for t in got], case, fill)
+                score(LLM_CACHED, [t.tag for t in got if t.source != "live"], case, fill)
         scores.ranks.setdefault(POPULAR, []).append(matcher.first_hit(ranked([], fill, k), case.targets))
         scores.ranks.setdefault(LAST_CATEGORY, []).append(
             matcher.first_hit(ranked(last_category(case), fill, k), case.targets)

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from intentstream.agents.evidence import Evidence, UserView, words
-from intentstream.agents.explainer import _NUMBER, _NUMBER_WORDS, Explained, check_sentence
+from intentstream.agents.evidence import Evidence, words
+from intentstream.agents.explainer import _NUMBER, _NUMBER_WORDS, check_sentence
 from intentstream.schemas.events import ACTION_WEIGHT, ItemText, ShortText, UtcTime
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TagText
 
@@ -136,27 +136,23 @@ def fill(entry: CachedTag, facet: Facet) -> str | None:
         return None
 
 
-def entries(drafted: Sequence[Explained], view: UserView, *, model: str, now: datetime) -> list[CachedTag]:
-    """What a plan adds to the cache: each tag under the key of its heaviest cited item,
-    the strongest tag first for a key. Tags that cite a signal are situational (rain:
-    umbrellas) and are not kept."""
+def entries(
+    tags: Sequence[tuple[str, str | None, Sequence[Evidence]]], *, model: str, now: datetime
+) -> list[CachedTag]:
+    """What a plan adds to the cache, from its tags (tag, explanation or None when not
+    explained, cited evidence): each under the key of its heaviest cited item, the strongest
+    tag first for a key. Tags that cite a signal are situational (rain: umbrellas) and are
+    not kept."""
     kept: dict[str, CachedTag] = {}
-    for t in drafted:
-        cited = view.pick(t.evidence)
+    for tag, explanation, cited in tags:
         if not cited or any(e.kind == "signal" for e in cited):
             continue
         cite = max(cited, key=lambda e: e.weight)
         key = interest_key(cite.text)
         if not key or key in kept:
             continue
-        kept[key] = CachedTag(
-            key=key,
-            tag=t.tag,
-            template=template_of(t.explanation, cite),
-            cite=cite.text,
-            model=model,
-            made_at=now,
-        )
+        template = template_of(explanation, cite) if explanation is not None else None
+        kept[key] = CachedTag(key=key, tag=tag, template=template, cite=cite.text, model=model, made_at=now)
     return list(kept.values())
 
 

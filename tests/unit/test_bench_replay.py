@@ -112,8 +112,8 @@ def test_the_fresh_record_ratio_counts_users_with_described_events() -> None:
     run.recorded = {"a": 1, "b": 1}
     stats = {
         "counters": {"applied": 4, "first_batch_at": 0.0, "last_batch_at": 1.0, "triggers": {},
-                     "served_from_cache": {}, "records_written": 2, "records_unchanged": 0, "record_conflicts": 0,
-                     "records_gave_up": 0, "dead_lettered": {}},
+                     "served_from_cache": {}, "records_written": 2, "records_unchanged": 0,
+                     "record_conflicts": 0, "records_gave_up": 0, "dead_lettered": {}},
         "replan_queue": {},
     }  # fmt: skip
     report = summarise(run, stats, [], sent=4)

@@ -4,13 +4,10 @@ user, and what a plan adds to the cache."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pytest
 from pydantic import ValidationError
 
-from intentstream.agents.evidence import Evidence, UserView
-from intentstream.agents.explainer import Explained
+from intentstream.agents.evidence import Evidence
 from intentstream.stream.live import Facet
 from intentstream.stream.plancache import CachedTag, entries, fill, interest_key, template_of
 from tests.helpers import NOW
@@ -89,13 +86,14 @@ def test_a_cached_entry_is_validated_like_any_input() -> None:
 def test_a_plan_adds_each_tag_under_its_heaviest_cited_interest_and_no_situational_one() -> None:
     kettle = Evidence("r2", "recent", "Bosch Kettle", {"view": 1}, None, 1.0)
     rain = Evidence("s1", "signal", "weather: rain", {}, None, 1.0)
-    view = UserView("u1", (PHONE, kettle, rain), None, {}, datetime(2026, 12, 1))
     drafted = [
-        Explained("samsung phones", "You viewed the samsung smartphone 3 times.", ("r2", "r1")),
-        Explained("phone accessories", "You looked at phones.", ("r1",)),  # same key: the first stays
-        Explained("umbrellas", "Rain is coming and you viewed a Bosch Kettle.", ("r2", "s1")),
+        ("samsung phones", "You viewed the samsung smartphone 3 times.", [kettle, PHONE]),
+        ("phone accessories", "You looked at phones.", [PHONE]),  # same key: the first stays
+        ("umbrellas", "Rain is coming and you viewed a Bosch Kettle.", [kettle, rain]),
+        ("kettles", None, [kettle]),  # not explained (the evaluation's tags): no template
     ]
-    got = entries(drafted, view, model="qwen", now=NOW)
+    got = entries(drafted, model="qwen", now=NOW)
     assert [(e.key, e.tag, e.template) for e in got] == [
-        ("samsung smartphone", "samsung phones", "You viewed the {item} {count:view} times.")
+        ("samsung smartphone", "samsung phones", "You viewed the {item} {count:view} times."),
+        ("bosch kettle", "kettles", None),
     ]

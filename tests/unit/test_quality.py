@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from intentstream.agents.embedding import HashedEmbedder, MiniLMEmbedder
+from intentstream.agents.evidence import Evidence
 from intentstream.perf.quality import (
     EVERY_EVENT,
     LAST_CATEGORY,
@@ -31,6 +32,7 @@ from intentstream.perf.quality import (
     ndcg,
     popular_at,
     ranked,
+    shared_cache,
     snapshots,
 )
 from intentstream.schemas.events import Action, BehaviorEvent
@@ -85,7 +87,9 @@ class LatestCategoryTagger:
         if request.user_id in self.fail_for:
             raise PlanUnavailable(request.user_id)
         newest = max(request.recent, key=lambda b: b.ts)
-        return [((newest.category or "").rsplit(".", 1)[-1], [newest.text])]
+        return [
+            ((newest.category or "").rsplit(".", 1)[-1], [Evidence("r1", "recent", newest.text, {"view": 1})])
+        ]
 
 
 def test_hit_rate_and_ndcg_on_known_ranks() -> None:
@@ -192,7 +196,8 @@ async def test_real_time_sees_the_switch_and_late_refreshes_do_not() -> None:
     assert scores.ranks[POPULAR] == [None]
     assert scores.ranks[LAST_CATEGORY] == [1]
     assert scores.users_with_tags == {
-        EVERY_EVENT: 1, REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0, RECORD: 1, LIVE: 1
+        EVERY_EVENT: 1, REALTIME: 1, "5min": 1, "30min": 1, "1h": 1, "daily": 0, RECORD: 1, LIVE: 1,
+        "record_with_cache": 1, "llm_with_cache": 1,
     }  # fmt: skip
     assert scores.ranks[EVERY_EVENT] == [1]
     assert scores.ranks[RECORD] == [1]  # the plan's sofa, re-ranked first
@@ -294,3 +299,18 @@ async def test_the_record_s_hits_are_credited_to_whoever_made_them() -> None:
     assert parts["alone"]["llm_tags"]["hr_at_3"] == 0.0
     assert parts["alone"]["live_entries"]["hr_at_3"] == 1.0
     assert parts["alone"]["record"]["hr_at_1"] == 1.0
+
+
+def test_the_evaluations_plan_cache_holds_other_users_work_through_the_workers_code() -> None:
+    kettle = Evidence("r1", "recent", "Bosch Kettle", {"view": 2}, None, 1.0)
+    rain = Evidence("s1", "signal", "weather: rain", {}, None, 1.0)
+    plans: dict[tuple[str, int], list[Tagged] | None] = {
+        ("b", 3): [("kettles for b", [kettle])],
+        ("a", 1): [("kettles for a", [kettle])],
+        ("a", 5): [("kettles again", [kettle])],  # the same user twice: held once
+        ("c", 2): [("kettles for c", [kettle]), ("umbrellas", [rain])],
+        ("d", 1): None,  # a failed plan
+    }
+    held = shared_cache(plans)
+    assert list(held) == ["bosch kettle"]  # the signal's tag is situational: not shared
+    assert [(u, e.tag) for u, e in held["bosch kettle"]] == [("a", "kettles for a"), ("b", "kettles for b")]
