@@ -6,6 +6,12 @@
 The planner reads the compressed context once; each expert sees only its facet's evidence;
 the arbiter and the explainer see candidates and their evidence, never the whole context
 again. That is where the chain saves the tokens the V1 baseline (agents/v1.py) spends.
+
+A user who already has a plan gets a *delta plan* when something new is asked about: no
+global planner, one expert for each interest the current plan's tags do not cite, then the
+arbiter, the explainer and the judge over the current tags (still backed by the context)
+and the new candidates together. The full chain runs only where there is no plan, or
+nothing is left uncovered (a stale plan, a signal: the whole context is looked at again).
 """
 
 from __future__ import annotations
@@ -17,18 +23,18 @@ from datetime import datetime
 
 from intentstream.agents.arbiter import Arbiter, Pooled
 from intentstream.agents.embedding import TextEmbedder
-from intentstream.agents.evidence import UserView, user_view
+from intentstream.agents.evidence import Evidence, UserView, user_view
 from intentstream.agents.experts import STAGE as EXPERT_STAGE
 from intentstream.agents.experts import Candidate, Expert
 from intentstream.agents.explainer import Explained, Explainer
 from intentstream.agents.judge import Judge, Judgement
 from intentstream.agents.llm import LLM
 from intentstream.agents.planner import STAGE as PLANNER_STAGE
-from intentstream.agents.planner import Planner
+from intentstream.agents.planner import Facet, Planner
 from intentstream.agents.stage import PlanCost, StageFailed
 from intentstream.kernels.scorer import Scorer
 from intentstream.schemas.record import IntentRecord, IntentTag, LLMPlan, PlannedTag, ReplanRequest
-from intentstream.stream.plancache import CachedTag, entries
+from intentstream.stream.plancache import CachedTag, entries, interest_key
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +97,27 @@ class IntentChain:
         self.explainer = Explainer(llm, max_tags, retries)
         self.judge = Judge(llm, embedder, max_tags, retries) if judge else None
 
-    async def draft(self, view: UserView, cost: PlanCost) -> list[Explained]:
+    async def draft(self, view: UserView, cost: PlanCost, current: LLMPlan | None = None) -> list[Explained]:
         """Tags with explanations, before judging. Raises :class:`StageFailed` or
         :class:`PlanFailed`."""
-        return await self.explainer.explain(await self.choose(view, cost), view, cost)
+        return await self.explainer.explain(await self.choose(view, cost, current), view, cost)
 
-    async def choose(self, view: UserView, cost: PlanCost) -> list[Pooled]:
+    async def choose(self, view: UserView, cost: PlanCost, current: LLMPlan | None = None) -> list[Pooled]:
         """The tags, strongest first, before they are explained (planner, experts,
-        arbiter). Raises :class:`StageFailed` or :class:`PlanFailed`."""
+        arbiter); a delta plan when ``current`` is given and leaves something uncovered
+        (``delta``). Raises :class:`StageFailed` or :class:`PlanFailed`."""
         if not any(e.kind != "signal" for e in view.evidence):  # spare the LLM a guess
             raise PlanFailed(view.user_id, "no described behaviour to plan from", cost)
-        facets = await self.planner.plan(view, cost)
+        found = delta(view, current) if current is not None else None
+        if found is not None:
+            facets, kept = found
+            cost.delta = True
+        else:
+            facets, kept = await self.planner.plan(view, cost), []
         proposals = await asyncio.gather(
             *(self.expert.propose(view, facet, cost) for facet in facets), return_exceptions=True
         )
-        candidates: list[Candidate] = []
+        candidates: list[Candidate] = list(kept)
         for facet, proposal in zip(facets, proposals, strict=True):
             if isinstance(proposal, StageFailed):
                 log.warning("expert for %r gave nothing: %s", facet.name, proposal)
@@ -118,13 +130,14 @@ class IntentChain:
             raise PlanFailed(view.user_id, "no candidate tag is grounded in the user's data", cost)
         return tags
 
-    async def plan(self, request: ReplanRequest, now: datetime) -> Plan:
+    async def plan(self, request: ReplanRequest, now: datetime, current: LLMPlan | None = None) -> Plan:
         """A judged, validated record for ``request``; :class:`PlanFailed` when the agents
-        give nothing valid, :class:`PlanRejected` when the judge finds it bad."""
+        give nothing valid, :class:`PlanRejected` when the judge finds it bad. With the
+        user's ``current`` plan, a delta plan where one is possible (``delta``)."""
         view = user_view(request, now)
         cost = PlanCost()
         try:
-            drafted = await self.draft(view, cost)
+            drafted = await self.draft(view, cost, current)
         except StageFailed as exc:
             raise PlanFailed(request.user_id, str(exc), cost) from exc
         judgement: Judgement | None = None
@@ -176,3 +189,37 @@ class IntentChain:
             )
         )
         return Plan(record, planned, judgement, cost, cacheable)
+
+
+DELTA_EXPERTS = 3  # new interests given an expert each in a delta plan, heaviest first
+
+
+def delta(view: UserView, current: LLMPlan) -> tuple[list[Facet], list[Candidate]] | None:
+    """A delta plan's work: one facet for each interest in ``view`` that none of
+    ``current``'s tags cites (same interest key), heaviest first, and the current tags as
+    candidates backed by the evidence they still cite. None when nothing is uncovered or no
+    current tag is backed any more (then the full chain plans)."""
+    cited = {interest_key(c) for t in current.tags for c in t.cites}
+    groups: dict[str, list[Evidence]] = {}
+    for e in view.evidence:
+        key = interest_key(e.text)
+        if e.kind != "signal" and key and key not in cited:
+            groups.setdefault(key, []).append(e)
+    kept = []
+    for t in current.tags:
+        mine = {interest_key(c) for c in t.cites}
+        ids = tuple(e.id for e in view.evidence if e.kind != "signal" and interest_key(e.text) in mine)
+        if ids:
+            kept.append(Candidate(t.tag, "the user's current plan", ids, "current plan"))
+    if not groups or not kept:
+        return None
+    heaviest = sorted(groups.values(), key=lambda g: -sum(e.weight for e in g))[:DELTA_EXPERTS]
+    facets = [
+        Facet(
+            g[0].text[:64],
+            "Something new the shopper does: name the interest it shows.",
+            tuple(e.id for e in g[:8]),
+        )
+        for g in heaviest
+    ]
+    return facets, kept

@@ -53,6 +53,7 @@ class PlanCost:
     stages: dict[str, StageCost] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)  # answers fixed in code instead of rejected
+    delta: bool = False  # a delta plan (agents.chain.delta): no planner, experts for what is new
 
     def stage(self, name: str) -> StageCost:
         return self.stages.setdefault(name, StageCost())

@@ -201,6 +201,8 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
     generated = total(metrics, "intentstream_llm_tokens_total", kind="completion")
     cpu = [s.cpu_s for s in run.samples if not math.isnan(s.cpu_s)]
     caught_up = next((s.t for s in run.samples if s.applied >= sent), None)
+    delta = total(metrics, "intentstream_delta_plans_total")
+    delta_prompt = total(metrics, "intentstream_delta_plan_prompt_tokens_total")
     requested = sum(counters["triggers"].values())
     served = sum(counters["served_from_cache"].values())
     decided = requested + served
@@ -248,6 +250,9 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
         "replan_queue": stats["replan_queue"],
         "plans": plans,
         "prompt_tokens_per_replan": round(prompt / replans) if replans else None,
+        # Of those, delta plans (experts only for what is new) and their prompt size.
+        "delta_plans": int(delta),
+        "prompt_tokens_per_delta_plan": round(delta_prompt / delta) if delta else None,
         "generated_tokens_per_replan": round(generated / replans) if replans else None,
         "worker_cpu_s_per_1000_events": round(1000 * (cpu[-1] - cpu[0]) / max(1, applied), 3)
         if cpu

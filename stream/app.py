@@ -33,6 +33,7 @@ from intentstream.deploy.stack import Endpoints
 from intentstream.kafka import KafkaSecurity
 from intentstream.logs import json_logging_config
 from intentstream.schemas.codec import InvalidMessage, decode_replan, decode_signal
+from intentstream.schemas.record import Trigger
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
 from intentstream.stream.batch import APPLY_FAILED, dead_letter_headers, shape_of
@@ -207,8 +208,10 @@ def build_app(
                 if stored.plan_version >= request.context_version:
                     counters.replans_skipped_stale += 1
                     continue
+                # Something new for a user with a plan: a delta plan over the plan kept in Redis.
+                current = stored.plan if request.trigger == Trigger.NOVELTY else None
                 try:
-                    plan = await chain.plan(request, datetime.now(UTC))
+                    plan = await chain.plan(request, datetime.now(UTC), current)
                 except PlanFailed as exc:
                     counters.book(exc.cost)
                     counters.plans_failed += 1

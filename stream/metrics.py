@@ -40,6 +40,8 @@ class PlannerCounters:
     stages: dict[str, StageCost] = field(default_factory=dict)  # LLM cost by agent stage
     verdicts: dict[str, int] = field(default_factory=dict)  # judge verdicts (bad ones are not written)
     plan_cache_stored: int = 0  # interests a written plan added to the shared plan cache
+    delta_plans: int = 0  # plans made as delta plans (agents.chain.delta), whatever their outcome
+    delta_prompt_tokens: int = 0
 
     def book(self, cost: PlanCost) -> None:
         """Add one plan's LLM cost, stage by stage."""
@@ -52,6 +54,9 @@ class PlannerCounters:
             mine.completion_tokens += spent.completion_tokens
             mine.latency_s += spent.latency_s
         self.plans_repaired += bool(cost.repairs)
+        if cost.delta:
+            self.delta_plans += 1
+            self.delta_prompt_tokens += cost.prompt_tokens
 
 
 def _seconds(summary: Mapping[str, float]) -> dict[str, float]:
@@ -148,6 +153,8 @@ class WorkerCollector(Collector):
              "skipped": p.replans_skipped_stale, "judged_bad": p.plans_rejected_judge,
              "repaired": p.plans_repaired},
         )  # fmt: skip
+        yield _counter("delta_plans", "Plans made as delta plans (any outcome).", p.delta_plans)
+        yield _counter("delta_plan_prompt_tokens", "Prompt tokens of delta plans.", p.delta_prompt_tokens)
         yield _counter(
             "plan_cache_stored",
             "Interests written plans added to the shared plan cache.",

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from intentstream.agents.arbiter import Arbiter, Pooled, evidence_pool, pool_candidates, relevance, scorer_for
-from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected
+from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected, delta
 from intentstream.agents.embedding import HashedEmbedder
 from intentstream.agents.evidence import grounding, user_view
 from intentstream.agents.experts import Candidate, parse_candidates
@@ -30,7 +30,7 @@ from intentstream.agents.prompts import data_block
 from intentstream.agents.stage import PlanCost
 from intentstream.agents.v1 import V1Baseline
 from intentstream.schemas.events import BehaviorEvent
-from intentstream.schemas.record import ActiveSignal, RecentBehavior, ReplanRequest
+from intentstream.schemas.record import ActiveSignal, LLMPlan, PlannedTag, RecentBehavior, ReplanRequest
 from intentstream.settings import Settings
 from tests.helpers import NOW
 from tests.llm_double import ScriptedLLM, js
@@ -544,3 +544,49 @@ async def test_the_eval_tagger_turns_a_failed_plan_into_no_tags_without_the_llm(
     with pytest.raises(PlanUnavailable, match="no described behaviour"):
         await ChainTagger(chain(llm)).tags(request(behaviour(""), behaviour("")), NOW)
     assert llm.calls == []
+
+
+# ---- delta plans ---------------------------------------------------------------------------
+
+
+def current_plan(*cites: str) -> LLMPlan:
+    return LLMPlan(
+        user_id="u1", context_version=5, trigger="first_plan", event_time=NOW, planned_at=NOW, model="m",
+        tags=[PlannedTag(tag="garmin sports watch", explanation="You carted the watch.", cites=list(cites))],
+    )  # fmt: skip
+
+
+def test_a_delta_plan_gives_an_expert_to_each_uncovered_interest_and_keeps_the_current_tags() -> None:
+    found = delta(VIEW, current_plan("Garmin Electronics Watch"))  # the same interest, however written
+    assert found is not None
+    facets, kept = found
+    assert [(f.name, f.evidence) for f in facets] == [
+        ("philips kettle", ("r2",)),
+        ("nike sport shoes", ("r3",)),
+    ]
+    assert [(c.tag, c.evidence) for c in kept] == [("garmin sports watch", ("r1",))]
+    assert delta(VIEW, current_plan("garmin electronics watch", "philips kettle", "nike sport shoes")) is None
+    assert (
+        delta(VIEW, current_plan("a sofa the context no longer holds")) is None
+    )  # nothing backed: full chain
+
+
+async def test_a_user_with_a_plan_gets_a_delta_plan_without_the_global_planner() -> None:
+    llm = happy_llm(
+        expert=[
+            js(
+                {"candidates": [{"tag": "philips kitchen kettle", "rationale": "bought", "evidence": ["r2"]}]}
+            ),
+            js({"candidates": [{"tag": "nike running shoes", "rationale": "viewed", "evidence": ["r3"]}]}),
+        ],
+        arbiter=js({"c1": "keep", "c2": "keep", "c3": "keep"}),
+    )
+    shopper = SHOPPER.model_copy(update={"signals": []})
+    plan = await chain(llm).plan(shopper, NOW, current=current_plan("garmin electronics watch"))
+    assert plan.cost.delta
+    assert "planner" not in plan.cost.stages
+    assert plan.cost.stages["expert"].calls == 2
+    assert {"garmin sports watch", "philips kitchen kettle"} <= {t.tag for t in plan.record.tags}
+    full = await chain(happy_llm()).plan(shopper, NOW)
+    assert not full.cost.delta
+    assert plan.cost.prompt_tokens < full.cost.prompt_tokens
