@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
 
 from intentstream.agents.evidence import Evidence, words
 from intentstream.agents.explainer import _NUMBER, _NUMBER_WORDS, check_sentence
@@ -162,6 +163,7 @@ class CacheCounters:
     misses: int = 0
     corrupt: int = 0  # values in Redis that are no valid entry (counted as misses too)
     stored: int = 0  # entries put (an existing entry is kept: the first wording stays)
+    errors: int = 0  # Redis failed: the lookup counted nothing as cached, the put was dropped
 
 
 class PlanCache:
@@ -206,7 +208,12 @@ class PlanCache:
                 continue
             asking.append(key)
         if asking:
-            values = await self.client.mget([self.redis_key(k) for k in asking])
+            try:
+                values = await self.client.mget([self.redis_key(k) for k in asking])
+            except (RedisError, OSError) as exc:  # a cache: without it the LLM is asked, nothing stops
+                self.counters.errors += 1
+                log.warning("plan cache unreadable, %d interests treated as not cached: %s", len(asking), exc)
+                return found
             for key, raw in zip(asking, values, strict=True):
                 entry = self._parse(key, raw)
                 self._remember(key, entry, now)
@@ -243,6 +250,18 @@ class PlanCache:
         """Keep ``new`` (an entry already there for a key stays). Returns how many were added."""
         if not new:
             return 0
+        try:
+            added = await self._put(new)
+        except (RedisError, OSError) as exc:
+            self.counters.errors += 1
+            log.warning("plan cache not written (%d interests): %s", len(new), exc)
+            return 0
+        for entry in new:
+            self._memo.pop(entry.key, None)  # read again: the entry kept may be an earlier one
+        self.counters.stored += added
+        return added
+
+    async def _put(self, new: Sequence[CachedTag]) -> int:
         async with self.client.pipeline(transaction=False) as pipe:
             for entry in new:
                 pipe.set(
@@ -251,8 +270,4 @@ class PlanCache:
                     ex=self.ttl_s,
                     nx=True,
                 )
-            added = sum(bool(ok) for ok in await pipe.execute())
-        for entry in new:
-            self._memo.pop(entry.key, None)  # read again: the entry kept may be an earlier one
-        self.counters.stored += added
-        return added
+            return sum(bool(ok) for ok in await pipe.execute())

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from intentstream.agents.evidence import Evidence
 from intentstream.stream.live import Facet
-from intentstream.stream.plancache import CachedTag, entries, fill, interest_key, template_of
+from intentstream.stream.plancache import CachedTag, PlanCache, entries, fill, interest_key, template_of
 from tests.helpers import NOW
 
 PHONE = Evidence("r1", "recent", "samsung smartphone", {"view": 3, "cart": 1}, 199.0, 5.0)
@@ -97,3 +97,20 @@ def test_a_plan_adds_each_tag_under_its_heaviest_cited_interest_and_no_situation
         ("samsung smartphone", "samsung phones", "You viewed the {item} {count:view} times."),
         ("bosch kettle", "kettles", None),
     ]
+
+
+class UnreachableRedisDouble:
+    """Test double: a Redis client whose every call fails as a lost connection does."""
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        raise ConnectionError("connection refused")
+
+    def pipeline(self, transaction: bool = False) -> UnreachableRedisDouble:
+        raise ConnectionError("connection refused")
+
+
+async def test_an_unreachable_cache_costs_an_llm_request_never_the_worker() -> None:
+    cache = PlanCache(UnreachableRedisDouble(), prefix="intent", ttl_s=60)  # type: ignore[arg-type]
+    assert await cache.get(["samsung smartphone"]) == {}
+    assert await cache.put([entry(None)]) == 0
+    assert cache.counters.errors == 2
