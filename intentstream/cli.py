@@ -261,6 +261,23 @@ def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
     return _print_result(result, args)
 
 
+def cmd_bench_compare(settings: Settings, args: argparse.Namespace) -> int:
+    from intentstream.perf.compare import compare
+
+    reports = []
+    for name in (args.before, args.after):
+        try:
+            reports.append(orjson.loads(Path(name).read_bytes()))
+        except (OSError, orjson.JSONDecodeError) as exc:
+            print(f"error: cannot read the report {name}: {exc}", file=sys.stderr)
+            return 2
+    if not all(isinstance(r, dict) and r.get("benchmark") == "replay" for r in reports):
+        print("error: both reports must be `intentstream bench replay` JSON", file=sys.stderr)
+        return 2
+    result = compare(reports[0], reports[1], Path(args.plot) if args.plot else None)
+    return _print_result(result, args)
+
+
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.perf.evaluation import run_eval
     from intentstream.perf.quality import SEED, EvaluationFailed, NothingToEvaluate
@@ -374,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay_bench.add_argument("--limit", type=_positive_int, default=None, help="only the first N events")
     replay_bench.add_argument("--drain", type=float, default=60.0, help="seconds of re-planning after")
     replay_bench.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots here")
+
+    compare_bench = benchmark(
+        "compare", cmd_bench_compare, "two replay reports, before and after, in one picture"
+    )
+    compare_bench.add_argument("--before", required=True, help="a `bench replay` JSON report")
+    compare_bench.add_argument("--after", required=True, help="a `bench replay` JSON report")
+    compare_bench.add_argument(
+        "--plot", default=None, metavar="DIR", help="write replay-before-after.png here"
+    )
 
     evaluate = sub.add_parser(
         "eval", help="HR@K and NDCG@K of tags refreshed in real time vs late vs baselines (JSON)"

@@ -378,6 +378,21 @@ def plots(run: Run, result: dict[str, Any], out: Path) -> list[str]:
     ]
 
 
+def freshness_series(refreshed: list[tuple[float, float]], bin_s: float = 5.0) -> dict[str, list[float]]:
+    """Event → record ages binned by when the record was seen: p50, p99 and count per bin."""
+    bins: dict[int, list[float]] = defaultdict(list)
+    for at, age in refreshed:
+        bins[int(at // bin_s)].append(age)
+    out: dict[str, list[float]] = {"t": [], "p50": [], "p99": [], "events": []}
+    for b in sorted(bins):
+        p50, p99 = np.percentile(bins[b], [50, 99])
+        out["t"].append(round((b + 0.5) * bin_s, 1))
+        out["p50"].append(round(float(p50), 3))
+        out["p99"].append(round(float(p99), 3))
+        out["events"].append(len(bins[b]))
+    return out
+
+
 def _rates(t: list[float], counts: list[int]) -> list[float]:
     return [(b - a) / max(1e-9, tb - ta) for a, b, ta, tb in zip(counts, counts[1:], t, t[1:], strict=False)]
 
@@ -452,6 +467,7 @@ def bench_replay(
             "lag": [s.lag for s in run.samples],
             "context_freshness_p99_ms": [s.fresh_p99_ms for s in run.samples],
             "plans_written": [s.plans_written for s in run.samples],
+            "record_freshness_s": freshness_series(run.refreshed),
         },
     }
     if plot_dir is not None:

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from intentstream.perf.bench_replay import Run, Sample, _proc, _rates, record_ages, stamped, summarise
+from intentstream.perf.bench_replay import (
+    Run,
+    Sample,
+    _proc,
+    _rates,
+    freshness_series,
+    record_ages,
+    stamped,
+    summarise,
+)
+from intentstream.perf.compare import compare
 from intentstream.reader import Change
 
 
@@ -125,3 +136,42 @@ def test_cpu_and_peak_memory_of_a_live_process() -> None:
     cpu, peak_mb = _proc(os.getpid())
     assert cpu > 0
     assert peak_mb > 10
+
+
+def test_record_ages_are_binned_over_the_run() -> None:
+    series = freshness_series([(0.5, 1.0), (1.0, 3.0), (7.0, 0.2)], bin_s=5.0)
+    assert series["t"] == [2.5, 7.5]
+    assert series["events"] == [2, 1]
+    assert series["p50"] == [2.0, 0.2]
+
+
+def test_before_and_after_in_one_picture(tmp_path: Path) -> None:
+    before = {
+        "benchmark": "replay", "replans_decided_per_1000_events": 80.0, "prompt_tokens_per_replan": None,
+        "record_freshness_s": {"events": 0},
+    }  # fmt: skip
+    after = {
+        "benchmark": "replay", "llm_plans_requested_per_1000_events": 8.0, "prompt_tokens_per_replan": 2000,
+        "llm_prompt_tokens_per_1000_events": 16_000, "plan_cache_hit_rate": 0.5,
+        "series": {"record_freshness_s": freshness_series([(0.5, 1.0), (6.0, 0.4)])},
+    }  # fmt: skip
+    result = compare(before, after, tmp_path)
+    # The before run made no plan: its tokens are priced at the after run's prompt size, said so.
+    assert result["before"]["llm_prompt_tokens_per_1000_events"] == 160_000
+    assert result["before"]["prompt_size_from_the_other_run"] is True
+    assert result["after"]["llm_prompt_tokens_per_1000_events"] == 16_000
+    assert Path(result["plot"]).stat().st_size > 10_000
+
+
+def test_compare_refuses_what_is_not_a_replay_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from intentstream.cli import main
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"benchmark": "replay"}')
+    bad.write_text("{not json")
+    assert main(["bench", "compare", "--before", str(bad), "--after", str(good)]) == 2
+    assert "cannot read the report" in capsys.readouterr().err
+    bad.write_text('{"benchmark": "eval"}')
+    assert main(["bench", "compare", "--before", str(bad), "--after", str(good)]) == 2
