@@ -112,11 +112,17 @@ def facets(ctx: UserContext, shape: ContextShape, entities: EntityCache) -> list
         ctx.derived["facets"] = (ctx.version, [])
         return []
     texts = list(dict.fromkeys(e[0] for e in entries))
-    sims = (lambda m: (m @ m.T).tolist())(np.stack([text_vector(entities, t) for t in texts]))
-    group_of: dict[str, int] = {}  # text -> index of its group's first text
-    for i, text in enumerate(texts):
-        joined = max(set(group_of.values()), key=lambda j: sims[i][j], default=None)
-        group_of[text] = joined if joined is not None and sims[i][joined] >= shape.join_similarity else i
+    group_of: dict[str, int] = {texts[0]: 0}  # text -> index of its group's first text
+    if len(texts) > 1:
+        sims = (lambda m: (m @ m.T).tolist())(np.stack([text_vector(entities, t) for t in texts]))
+        heads = [0]
+        for i in range(1, len(texts)):
+            row = sims[i]
+            joined = max(heads, key=row.__getitem__)
+            if row[joined] < shape.join_similarity:
+                joined = i
+                heads.append(i)
+            group_of[texts[i]] = joined
     groups: dict[int, _Gathered] = {}
     for text, category, brand, weight, counts, ts, prices in entries:
         first = group_of[text]
@@ -159,9 +165,26 @@ def novel(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weig
     return next(iter(unasked(ctx, shape, entities, min_weight)), None)
 
 
+# The same facet is written again at every change of its user: its tag and sentence are
+# remembered (bounded: cleared when full).
+_MEMO_MAX = 200_000
+_tags: dict[tuple[str | None, str | None, str], str] = {}
+_sentences: dict[tuple[tuple[tuple[str, int], ...], float, float | None, float | None], str] = {}
+
+
 def live_tag(facet: Facet) -> str:
     """A short tag from the facet's own facts: brand and product type (the category path's
     leaf), else its text; lower case, cut at a word. Empty when nothing printable is left."""
+    key = (facet.category, facet.brand, facet.text)
+    tag = _tags.get(key)
+    if tag is None:
+        if len(_tags) >= _MEMO_MAX:
+            _tags.clear()
+        tag = _tags[key] = _live_tag(facet)
+    return tag
+
+
+def _live_tag(facet: Facet) -> str:
     if facet.category:
         leaf = facet.category.rsplit(".", 1)[-1].replace("_", " ")
         text = " ".join(w for w in (facet.brand, leaf) if w)
@@ -185,6 +208,16 @@ def _price(value: float) -> str:
 def live_explanation(facet: Facet) -> str:
     """One sentence of facts only: what was done how often, the day of the newest, the price
     band. ``Viewed 4 times and put in the cart once, last on 2019-10-01, priced 120-310.``"""
+    key = (tuple(sorted(facet.counts.items())), facet.last_ts // 86_400, facet.price_low, facet.price_high)
+    said = _sentences.get(key)
+    if said is None:
+        if len(_sentences) >= _MEMO_MAX:
+            _sentences.clear()
+        said = _sentences[key] = _live_explanation(facet)
+    return said
+
+
+def _live_explanation(facet: Facet) -> str:
     ranked = sorted(facet.counts.items(), key=lambda an: (-ACTION_WEIGHT.get(an[0], 1.0), an[0]))
     done = [f"{ACTION_DONE.get(a, ACTION_DONE[Action.VIEW])} {_times(n)}" for a, n in ranked]
     said = done[0] if len(done) == 1 else ", ".join(done[:-1]) + " and " + done[-1]
