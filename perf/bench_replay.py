@@ -243,6 +243,12 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
         # Decided re-plans whose new interests were all cached (no request), and the share of
         # new interests looked up that were found.
         "plan_cache_hit_rate": round(served / decided, 4) if decided else None,
+        # Sizing: the LLM demand had the LLM planned every request before the next decision
+        # on the same interests (each plan then caches the interests it was asked about:
+        # optimistic, a plan caches at most one interest per tag). Not what this run served.
+        "llm_plans_requested_per_1000_events_if_llm_kept_up": round(
+            1000 * (requested - counters.get("cacheable_if_llm_kept_up", 0)) / max(1, applied), 1
+        ),
         "plan_cache_interest_hit_rate": round(cache.get("hits", 0) / looked_up, 4) if looked_up else None,
         "plan_cache": {**cache, "stored": int(total(metrics, "intentstream_plan_cache_stored_total"))},
         "replans_by_reason": counters["triggers"],

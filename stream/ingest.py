@@ -106,6 +106,7 @@ class ContextService:
         self._consuming = False
         self._fanned_out: set[str] = set()  # signal ids already fanned out to this worker's users
         self.health = Health()
+        self._requested_keys: set[str] = set()  # interests of requested re-plans (a sizing measure)
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
 
@@ -355,6 +356,13 @@ class ContextService:
                     served = self.counters.served_from_cache
                     served[decision.reason.value] = served.get(decision.reason.value, 0) + 1
                     continue
+                # What the cache would have served had every earlier request been planned by
+                # now (the LLM keeping up): a measure for sizing, not a behaviour.
+                if all(k in found or k in self._requested_keys for k in keys):
+                    self.counters.cacheable_if_llm_kept_up += 1
+                if len(self._requested_keys) > 1_000_000:
+                    self._requested_keys.clear()
+                self._requested_keys.update(keys)
             self._request(ctx, decision)
 
     def _request(self, ctx: UserContext, decision: Decision, signal: EnvSignal | None = None) -> None:

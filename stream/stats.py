@@ -65,6 +65,9 @@ class ContextCounters:
     triggers: dict[str, int] = field(default_factory=dict)  # re-plans requested, by reason
     # Re-plans decided whose new interests the shared plan cache all held: no LLM request.
     served_from_cache: dict[str, int] = field(default_factory=dict)
+    # Of the re-plans requested, those whose new interests earlier requests had all asked
+    # about: the cache would have served them had the LLM planned every request by then.
+    cacheable_if_llm_kept_up: int = 0
     batches: int = 0
     # Live records (stream/records.py): versions written, users whose record already saw
     # their context, compare-and-set refusals made again, and writes left to the next change.

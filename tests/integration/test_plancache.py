@@ -100,14 +100,17 @@ async def test_a_user_whose_new_interests_are_all_cached_costs_no_llm_request(
 
     await service._ask(*batch("u1"))  # nothing cached: the LLM is asked
     assert (service.counters.triggers, service.counters.served_from_cache) == ({"first_plan": 1}, {})
+    assert service.counters.cacheable_if_llm_kept_up == 0
+    await service._ask(*batch("u3"))  # the same interest before u1's plan landed: asked again ...
+    assert service.counters.cacheable_if_llm_kept_up == 1  # ... which a faster LLM would have spared
     await cache.put([cached()])
     decisions, ctxs = batch("u2")
     await service._ask(decisions, ctxs)
     assert service.counters.served_from_cache == {"first_plan": 1}
-    assert service.counters.triggers == {"first_plan": 1}  # still only u1's
-    assert len(service.queue) == 1
+    assert service.counters.triggers == {"first_plan": 2}  # still only u1's and u3's
+    assert len(service.queue) == 2
     assert ctxs["u2"].planned  # asked about, as far as the trigger is concerned
-    assert (cache.counters.hits, cache.counters.misses) == (1, 1)
+    assert (cache.counters.hits, cache.counters.misses) == (1, 2)
     # The record the batch writes carries the cached tag, said to come from the cache.
     assert (await records.write_live(list(ctxs.values()), NOW)).written == 1
     got = await records.store.get("u2")
