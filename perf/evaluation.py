@@ -185,15 +185,29 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     xs = list(range(len(MODES)))
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=120)
     ax.plot(
-        xs, [result["hr_at_k_by_delay"][m] for m in MODES], "o-", lw=2, label=f"intentstream tags (HR@{k})"
+        xs,
+        [result["hr_at_k_by_delay"][m] for m in MODES],
+        "o-",
+        lw=2,
+        label=f"LLM tags, popular fill (HR@{k})",
     )
     ax.plot(
         xs,
         [result["hr_tags_alone_by_delay"][m] for m in MODES],
         "s--",
         color="tab:green",
-        label=f"tags alone, no popular fill (HR@{k})",
+        label=f"LLM tags alone, no popular fill (HR@{k})",
     )
+    speeds = result.get("two_speeds")
+    if speeds:  # the record as a feed reads it, at real time: who made what is in the legend
+        at = MODES.index(REALTIME)
+        for part, marker, colour, label in (
+            ("record", "*", "tab:red", "record at real time: LLM tags + live entries (code)"),
+            ("record_with_cache", "P", "tab:purple", "record with the shared plan cache"),
+            ("live_entries", "x", "tab:brown", "live entries alone (code, no LLM)"),
+        ):
+            ax.plot([at], [speeds["with_popular_fill"][part][f"hr_at_{k}"]], marker, ms=11, color=colour,
+                    label=f"{label} (HR@{k})")  # fmt: skip
     ax.axhline(result["hr_at_k_popular"], color="grey", ls=":", label="most popular categories")
     ax.axhline(
         result["hr_at_k_last_category"], color="tab:orange", ls="-.", label="last category, then popular"
