@@ -89,8 +89,9 @@ async def wait_for_plans(
     say: Callable[[str], None],
     turned_down: Callable[[str], str | None] = lambda _user: None,
 ) -> dict[str, IntentRecord]:
-    """Poll Redis until every user in ``users`` has a record or was turned down (the judge
-    found the plan bad, or no valid plan came), or the timeout passes."""
+    """Poll Redis until every user in ``users`` has a record with the LLM's tags (their own
+    plan, or the plan cache's) or was turned down (the judge found the plan bad, or no valid
+    plan came), or the timeout passes."""
     client = connect_with(settings, redis_url)
     store = IntentStore.from_settings(client, settings)
     started = time.monotonic()
@@ -99,8 +100,12 @@ async def wait_for_plans(
         while time.monotonic() - started < timeout_s and alive():
             for user in users:
                 record = await store.get(user)
-                if record is not None and record.llm_context_version is not None:
-                    found[user] = record  # the LLM's plan landed (live records come first)
+                if record is not None and (
+                    record.llm_context_version is not None or any(t.source == "cache" for t in record.tags)
+                ):
+                    # The LLM's plan landed, or its plan for another user with the same interests
+                    # was served from the shared plan cache (live records come first).
+                    found[user] = record
             written = await store.notifications()
             say(
                 f"  {len(found)}/{len(users)} followed users planned; {written} plans written in all "
