@@ -307,7 +307,9 @@ def start_llm(settings: Settings, model_dir: Path, progress: Progress = print) -
         raise StackError(f"no vLLM environment at {python}: run `make setup` or set INTENTSTREAM_LLM_PYTHON")
     port = free_port()
     log = settings.home / "logs" / "llm.log"
+    nice = ["nice", "-n", str(settings.llm_nice)] if settings.llm_nice else []
     argv = [
+        *nice,
         str(python),
         "-m",
         "vllm.entrypoints.openai.api_server",

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     llm_request_timeout_s: float = 180.0
     llm_max_retries: int = Field(2, ge=0, le=10)
     llm_concurrency: int = Field(4, ge=1, le=256)
+    # CPU priority (nice) of the local vLLM server `intentstream llm`/`up` starts: on a box it
+    # shares with the stream, the LLM (the slow path) yields the CPU to the live records.
+    llm_nice: int = Field(10, ge=0, le=19)
 
     # Kafka security (intentstream/kafka.py), used by every Kafka client the project makes.
     # SSL/SASL_SSL: TLS verified against the CA file (the system store when unset); a client

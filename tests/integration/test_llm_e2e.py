@@ -4,6 +4,7 @@ model, and Redis. Slow (the model runs on two CPU cores), so few users."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,11 @@ def active_rees46_user(skip: int = 0) -> list[BehaviorEvent]:
     described = Counter(e.user_id for e in events if e.item_text)
     user = described.most_common(skip + 1)[skip][0]
     return [e for e in events if e.user_id == user]
+
+
+def test_the_local_llm_yields_the_cpu_to_the_stream(llm_server: stack.Service) -> None:
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, llm_server.pid) == min(19, mine + Settings().llm_nice)
 
 
 async def test_hmas_chain_plans_a_real_user_on_the_real_model(llm_server: stack.Service) -> None:
