@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -277,18 +276,6 @@ class _Running(Service):
         await self.service.stop()
 
 
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage less often. The batch path allocates many short-lived objects
-    per event; at CPython's default (a young collection every 700 allocations) collections
-    took about 30% of its CPU on REES46 (250,000 events through ``BatchPath.apply`` and
-    ``compose``: 13.5 s, 9.4 s with these thresholds). Reference counting still frees almost
-    everything at once; cycles wait a little longer."""
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def _require(value: str | None, name: str) -> str:
     if value is None:
         raise ValueError(f"{name} is not set and the local stack does not run it (`intentstream up`/`llm`)")
@@ -305,7 +292,6 @@ def run_worker(
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (faust commits offsets and stops cleanly)."""
     torch.set_num_threads(settings.torch_threads)
-    tune_gc()
     asyncio.run(ensure_topics(endpoints.kafka_bootstrap, settings))
     scan = settings.scan_end_offsets or (
         settings.scan_end_offsets is None and settings.kafka_bootstrap is None

@@ -91,16 +91,3 @@ def test_the_stats_of_a_worker_that_requested_replans_are_written_as_json(tmp_pa
     assert stats["counters"]["triggers"] == {"novelty": 1}
     assert stats["replan_queue"]["pending"] == 1
 
-
-def test_the_worker_collects_cyclic_garbage_less_often() -> None:
-    import gc
-
-    from intentstream.stream.app import GC_THRESHOLDS, tune_gc
-
-    before = gc.get_threshold()
-    try:
-        tune_gc()
-        assert gc.get_threshold() == GC_THRESHOLDS
-        assert GC_THRESHOLDS[0] > before[0]
-    finally:
-        gc.set_threshold(*before)
