@@ -48,6 +48,7 @@ HISTORY_CAP = 100  # events per user: V1's raw history must fit the served 4,096
 V1_PROMPT_TOKEN_BUDGET = 3_200  # raw history lines beyond this are dropped, oldest first
 MIN_EVENTS = 20
 SEED = 20_261_122
+DELTA_NEW_SHARE = 0.3  # the newest events a delta plan is made for (``--delta``)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def llm_endpoint(settings: Settings) -> Iterator[tuple[str, bool]]:
 
 
 async def _run(
-    settings: Settings, base_url: str, users: list[tuple[str, list[BehaviorEvent]]]
+    settings: Settings, base_url: str, users: list[tuple[str, list[BehaviorEvent]]], with_delta: bool = False
 ) -> dict[str, Any]:
     await wait_until_ready(base_url, 60)
     llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
@@ -180,14 +181,59 @@ async def _run(
         progress("v1")
         return out
 
+    async def delta_cost(dataset: str, events: list[BehaviorEvent]) -> dict[str, Any]:
+        """A delta plan for the user (``agents.chain.delta``): their plan of the history
+        without its newest ``DELTA_NEW_SHARE``, then a plan of the whole history over it."""
+        cut = max(1, int(len(events) * (1 - DELTA_NEW_SHARE)))
+        earlier, now_earlier = _request(events[:cut], shape)
+        request, now = _request(events, shape)
+        async with in_flight:
+            try:
+                first = await chain.plan(earlier, now_earlier)
+                second = await chain.plan(request, now, first.planned)
+            except (PlanFailed, PlanRejected) as exc:
+                return {"dataset": dataset, "made": False, "reason": str(exc)[:200]}
+        progress("delta")
+        return {
+            "dataset": dataset,
+            "made": True,
+            "delta": second.cost.delta,
+            "prompt_tokens": second.cost.without(*JUDGE_STAGES).prompt_tokens,
+            "stages": sorted(second.cost.stages),
+        }
+
     started = time.perf_counter()
     hmas_out = await asyncio.gather(*(hmas(d, es) for d, es in users))
     hmas_wall = time.perf_counter() - started
+    deltas = await asyncio.gather(*(delta_cost(d, es) for d, es in users)) if with_delta else []
     started = time.perf_counter()
     v1_out = await asyncio.gather(*(baseline(d, es) for d, es in users))
     v1_wall = time.perf_counter() - started
     await llm.aclose()
-    return _report(settings, users, hmas_out, v1_out, hmas_wall, v1_wall, embedder.name)
+    report = _report(settings, users, hmas_out, v1_out, hmas_wall, v1_wall, embedder.name)
+    if with_delta:
+        report["delta_plans"] = _delta_summary(deltas, report["hmas"]["prompt_tokens_per_user"])
+    return report
+
+
+def _delta_summary(deltas: list[dict[str, Any]], full_prompt: float) -> dict[str, Any]:
+    """Delta plans against full ones (generation cost, judge excluded, as for HMAS)."""
+    made = [d for d in deltas if d["made"] and d["delta"]]
+    prompt = _mean([d["prompt_tokens"] for d in made]) if made else None
+    return {
+        "users": len(deltas),
+        "delta_plans_made": len(made),
+        "fell_back_to_full": sum(1 for d in deltas if d["made"] and not d["delta"]),
+        "failed": sum(1 for d in deltas if not d["made"]),
+        "prompt_tokens_per_delta_plan": prompt,
+        "prompt_tokens_per_full_plan": full_prompt,
+        "delta_over_full": round(prompt / full_prompt, 3) if prompt and full_prompt else None,
+        "note": (
+            f"each user's plan of their history without its newest {DELTA_NEW_SHARE:.0%} of events is "
+            "the current plan; the delta plan is of the whole history over it. A user whose newest "
+            "events hold no interest the current plan does not cite gets the full chain (fell_back_to_full)."
+        ),
+    }
 
 
 def _request(events: list[BehaviorEvent], shape: ContextShape) -> tuple[ReplanRequest, datetime]:
@@ -325,11 +371,12 @@ def _report(
     }
 
 
-def bench_agents(settings: Settings, users: int) -> dict[str, Any]:
-    """Run both systems on ``users`` real users (half from each shared log)."""
+def bench_agents(settings: Settings, users: int, *, delta: bool = False) -> dict[str, Any]:
+    """Run both systems on ``users`` real users (half from each shared log); with ``delta``,
+    also a delta plan for each (``delta_plans`` in the report)."""
     chosen = pick_users(settings, max(1, users // 2))
     with llm_endpoint(settings) as (base_url, fresh):
-        result = asyncio.run(_run(settings, base_url, chosen))
+        result = asyncio.run(_run(settings, base_url, chosen, delta))
     if not fresh:  # earlier runs' prompts may sit in the server's prefix cache
         result["uncached_prompt_token_ratio"] = None
         result["notes"] += (

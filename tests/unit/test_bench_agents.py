@@ -6,7 +6,13 @@ from datetime import timedelta
 
 from intentstream.agents.explainer import Explained
 from intentstream.agents.stage import PlanCost, StageCost
-from intentstream.perf.bench_agents import V1_PROMPT_TOKEN_BUDGET, Outcome, _summary, v1_history
+from intentstream.perf.bench_agents import (
+    V1_PROMPT_TOKEN_BUDGET,
+    Outcome,
+    _delta_summary,
+    _summary,
+    v1_history,
+)
 from intentstream.schemas.events import BehaviorEvent
 from tests.helpers import NOW
 
@@ -49,3 +55,17 @@ def test_summary_counts_rates_diversity_and_tokens() -> None:
     assert summary["tags_per_user"] == 1.0
     assert summary["distinct_tag_ratio"] == round(2 / 3, 3)
     assert summary["stages"]["planner"]["calls_per_user"] == 1.0
+
+
+def test_delta_plans_are_set_against_full_ones_and_fallbacks_counted() -> None:
+    deltas = [
+        {"dataset": "rees46", "made": True, "delta": True, "prompt_tokens": 1000, "stages": []},
+        {"dataset": "rees46", "made": True, "delta": True, "prompt_tokens": 2000, "stages": []},
+        {"dataset": "online_retail", "made": True, "delta": False, "prompt_tokens": 2600, "stages": []},
+        {"dataset": "online_retail", "made": False, "reason": "judged bad"},
+    ]
+    summary = _delta_summary(deltas, 2500.0)
+    assert (summary["delta_plans_made"], summary["fell_back_to_full"], summary["failed"]) == (2, 1, 1)
+    assert summary["prompt_tokens_per_delta_plan"] == 1500
+    assert summary["delta_over_full"] == 0.6
+    assert _delta_summary([], 2500.0)["delta_over_full"] is None

@@ -90,4 +90,3 @@ def test_the_stats_of_a_worker_that_requested_replans_are_written_as_json(tmp_pa
     stats = orjson.loads(orjson.dumps(service.stats()))
     assert stats["counters"]["triggers"] == {"novelty": 1}
     assert stats["replan_queue"]["pending"] == 1
-
