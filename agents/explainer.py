@@ -120,8 +120,8 @@ class Explained:
     evidence: tuple[str, ...]
 
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
-_NUMBER_WORDS = {  # "one" is left out: it is a pronoun as often as a count
+NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+NUMBER_WORDS = {  # "one" is left out: it is a pronoun as often as a count
     "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
     "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twenty": "20",
 }  # fmt: skip
@@ -142,7 +142,7 @@ def data_numbers(evidence: Sequence[Evidence]) -> set[str]:
     for e in evidence:
         values: list[Any] = [*e.counts.values(), e.price, e.text]
         for value in values:
-            for n in _NUMBER.findall(str(value)):
+            for n in NUMBER.findall(str(value)):
                 found.add(n)
                 if "." in n:
                     found.add(n.split(".")[0])  # "199.0" may be written "199"
@@ -160,8 +160,8 @@ def check_sentence(text: str, evidence: Sequence[Evidence]) -> str:
     if INSTRUCTION_LIKE.search(sentence):
         raise ValueError(f"explanation reads like an instruction: {sentence[:80]!r}")
     allowed = data_numbers(evidence)
-    stated = _NUMBER.findall(sentence)
-    stated += [_NUMBER_WORDS[w] for w in _WORD_RE.findall(sentence.casefold()) if w in _NUMBER_WORDS]
+    stated = NUMBER.findall(sentence)
+    stated += [NUMBER_WORDS[w] for w in _WORD_RE.findall(sentence.casefold()) if w in NUMBER_WORDS]
     invented = [n for n in stated if n not in allowed and n.replace(",", ".") not in allowed]
     if invented:
         raise ValueError(f"explanation states numbers the data does not hold: {invented}")

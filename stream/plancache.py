@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from intentstream.agents.evidence import Evidence, words
-from intentstream.agents.explainer import _NUMBER, _NUMBER_WORDS, check_sentence
+from intentstream.agents.explainer import NUMBER, NUMBER_WORDS, check_sentence
 from intentstream.schemas.events import ACTION_WEIGHT, ItemText, ShortText, UtcTime
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TagText
 
@@ -48,7 +48,7 @@ log = logging.getLogger("intentstream.plancache")
 KEY_MAX_CHARS = 120
 _NOT_WORD = re.compile(r"[^\w]+")
 _SLOT = re.compile(r"\{(item|price|count:[a-z]+)\}")
-_NUMBER_WORD = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
 
 
 def interest_key(text: str) -> str:
@@ -89,21 +89,19 @@ def template_of(explanation: str, cite: Evidence) -> str | None:
     if isinstance(cite.price, int | float):
         for form in (str(cite.price), _price_text(float(cite.price)), f"{float(cite.price):.2f}"):
             slots.setdefault(form, "{price}")
-    elif isinstance(cite.price, str):  # a band, "120-310": both ends are the band
-        slots.setdefault(cite.price, "{price}")
     unknown: list[str] = []
 
     def swap(match: re.Match[str]) -> str:
-        value = _NUMBER_WORDS.get(match.group(0).casefold(), match.group(0))
+        value = NUMBER_WORDS.get(match.group(0).casefold(), match.group(0))
         slot = slots.get(value)
         if slot is None:
             unknown.append(value)
             return match.group(0)
         return slot
 
-    if isinstance(cite.price, str):
+    if isinstance(cite.price, str):  # a band, "120-310": the band is one fact
         text = text.replace(cite.price, "{price}")
-    text = _NUMBER.sub(swap, _NUMBER_WORD.sub(swap, text))
+    text = NUMBER.sub(swap, _NUMBER_WORD.sub(swap, text))
     return None if unknown else text
 
 

@@ -114,3 +114,12 @@ async def test_an_unreachable_cache_costs_an_llm_request_never_the_worker() -> N
     assert await cache.get(["samsung smartphone"]) == {}
     assert await cache.put([entry(None)]) == 0
     assert cache.counters.errors == 2
+
+
+def test_a_price_band_is_one_slot() -> None:
+    earlier = Evidence("h1", "earlier", "bosch kettle", {"view": 4}, "30-45", 2.0)
+    template = template_of("You viewed the bosch kettle 4 times, priced 30-45.", earlier)
+    assert template == "You viewed the {item} {count:view} times, priced {price}."
+    assert fill(entry(template, cite="bosch kettle"), facet("bosch kettle", low=25.0, high=40.0)) == (
+        "You viewed the bosch kettle 5 times, priced 25-40."
+    )
