@@ -261,6 +261,8 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
         "replans_by_reason": counters["triggers"],
         "served_from_cache_by_reason": counters["served_from_cache"],
         "replan_queue": stats["replan_queue"],
+        # Decided re-plans the budget shed (the queue full), by how urgent they were.
+        "replans_shed_by_priority": stats["replan_queue"].get("shed_by_priority", {}),
         "plans": plans,
         "prompt_tokens_per_replan": round(prompt / replans) if replans else None,
         # Of those, delta plans (experts only for what is new) and their prompt size.

@@ -23,6 +23,8 @@ STRONG_ACTIONS = frozenset({Action.CART, Action.PURCHASE, Action.SEARCH})
 
 # Priorities: lower is more urgent.
 STRONG_NOVELTY, FIRST_PLAN, SIGNAL, NOVELTY, STALE = 0, 1, 1, 2, 4
+PRIORITY_NAMES = {STRONG_NOVELTY: "strong_novelty", FIRST_PLAN: "first_plan_or_signal", NOVELTY: "novelty",
+                  STALE: "stale"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class QueueCounters:
     sent: int = 0
     superseded: int = 0  # replaced by a newer request for the same user
     shed: int = 0  # dropped because the queue was full
+    shed_by_priority: dict[str, int] = field(default_factory=dict)  # PRIORITY_NAMES
 
 
 @dataclass
@@ -143,6 +146,8 @@ class ReplanQueue(Generic[T]):
             if current is not None and current[1] == seq:
                 del self._pending[user_id]
                 self.counters.shed += 1
+                shed, name = self.counters.shed_by_priority, PRIORITY_NAMES.get(current[0], str(current[0]))
+                shed[name] = shed.get(name, 0) + 1
                 return
 
     def take(self) -> list[T]:

@@ -180,6 +180,7 @@ def test_queue_sheds_the_least_urgent_oldest_when_full_and_counts_it() -> None:
     queue.offer("c", 0, "c")
     queue.offer("d", 1, "d")  # full: "a" (stale, oldest) goes
     assert queue.counters.shed == 1
+    assert queue.counters.shed_by_priority == {"stale": 1}
     assert queue.take() == ["c", "d", "b"]
 
 
