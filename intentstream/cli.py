@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +157,45 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         ).decode()
     )
     return 0
+
+
+def cmd_signals(settings: Settings, args: argparse.Namespace) -> int:
+    """Publish (or, with --print, write as JSONL) the holiday signals of a calendar."""
+    from intentstream.deploy.stack import resolve_endpoints
+    from intentstream.producer import IntentProducer
+    from intentstream.signal_sources import CalendarError, Country, holiday_signals
+
+    try:
+        countries = [Country.parse(spec) for spec in args.holidays.split(",") if spec.strip()]
+        if not countries:
+            raise CalendarError("--holidays names no country")
+        signals = holiday_signals(countries, args.start, args.end, lead_days=args.lead_days)
+    except CalendarError as exc:
+        say(f"error: {exc}")
+        return 2
+    if args.print:
+        for signal in signals:
+            print(signal.model_dump_json())
+        return 0
+
+    async def publish() -> None:
+        async with IntentProducer(resolve_endpoints(settings).kafka_bootstrap, settings) as producer:
+            for signal in signals:
+                await producer.send_signal(signal)
+
+    asyncio.run(publish())
+    kinds: dict[str, int] = {}
+    for signal in signals:
+        kinds[signal.kind.value] = kinds.get(signal.kind.value, 0) + 1
+    print(orjson.dumps({"published": len(signals), "by_kind": kinds}).decode())
+    return 0
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD, not {text!r}") from None
 
 
 def _pace(args: argparse.Namespace) -> str:
@@ -351,6 +392,21 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
     replay.set_defaults(func=cmd_replay)
 
+    signals = sub.add_parser("signals", help="publish environment signals from a real calendar")
+    signals.add_argument(
+        "--holidays", required=True, metavar="CODE[=Region],...",
+        help="countries (ISO codes, e.g. GB=United Kingdom,FR=France): the region is what the users carry",
+    )  # fmt: skip
+    signals.add_argument("--from", dest="start", type=_date, required=True, help="first day, YYYY-MM-DD")
+    signals.add_argument("--to", dest="end", type=_date, required=True, help="last day, YYYY-MM-DD")
+    signals.add_argument(
+        "--lead-days", type=int, default=21, help="days of lead-up before a gift holiday (21)"
+    )
+    signals.add_argument(
+        "--print", action="store_true", help="write the signals as JSONL instead of publishing"
+    )
+    signals.set_defaults(func=cmd_signals)
+
     convert = sub.add_parser("convert", help="write a log as JSONL, the project's event schema")
     convert.add_argument("--log", required=True, help="path of the log file")
     convert.add_argument("--format", required=True, choices=[f for f in FORMATS if f != "jsonl"])
@@ -448,6 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `intentstream signals --print | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

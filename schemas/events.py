@@ -113,6 +113,7 @@ class SignalKind(StrEnum):
 
     WEATHER = "weather"
     HOLIDAY = "holiday"
+    HOLIDAY_LEADUP = "holiday_leadup"  # the weeks before a gift holiday
     TRENDING = "trending"
 
 

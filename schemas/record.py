@@ -37,6 +37,7 @@ class Trigger(StrEnum):
     NOVELTY = "novelty"
     SIGNAL_WEATHER = f"signal:{SignalKind.WEATHER}"
     SIGNAL_HOLIDAY = f"signal:{SignalKind.HOLIDAY}"
+    SIGNAL_HOLIDAY_LEADUP = f"signal:{SignalKind.HOLIDAY_LEADUP}"
     SIGNAL_TRENDING = f"signal:{SignalKind.TRENDING}"
     STALE = "stale"
     LIVE = "live"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -9,7 +11,7 @@ import pytest
 
 from intentstream.perf.replay import replay
 from intentstream.producer import IntentProducer
-from intentstream.schemas.codec import InvalidMessage
+from intentstream.schemas.codec import InvalidMessage, decode_signal
 from intentstream.settings import Settings
 from tests.helpers import consume, event_dict, signal_dict
 
@@ -77,3 +79,23 @@ async def test_a_jsonl_replay_keeps_each_users_order_and_partition(
     for user, ids in by_user.items():
         expected = [e["event_id"] for e in events if e["user_id"].encode() == user]
         assert ids == expected + (["e9999"] if user == b"user3" else [])
+
+
+async def test_holiday_signals_from_the_calendar_reach_the_signals_topic(app_settings: Settings) -> None:
+    from intentstream.cli import build_parser, cmd_signals
+
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    args = build_parser().parse_args(
+        ["signals", "--holidays", "GB=United Kingdom,FR=France", "--from", "2010-12-24", "--to", "2010-12-26"]
+    )
+    assert await asyncio.to_thread(cmd_signals, app_settings, args) == 0
+    records = await consume(bootstrap, app_settings.topic_signals, until=lambda r: len(r) >= 5, timeout_s=30)
+    signals = [decode_signal(r.value, now=datetime.now(UTC)) for r in records]
+    assert {(s.signal_id, r.key) for s, r in zip(signals, records, strict=True)} == {
+        ("leadup-FR-20101225-christmas-day", b"France"),
+        ("leadup-GB-20101225-christmas-day", b"United Kingdom"),
+        ("holiday-FR-20101225-christmas-day", b"France"),
+        ("holiday-GB-20101225-christmas-day", b"United Kingdom"),
+        ("holiday-GB-20101226-boxing-day", b"United Kingdom"),  # not a holiday in France
+    }

@@ -1,0 +1,121 @@
+"""Environment signals from real calendars, as ``EnvSignal`` messages for the env-signals topic.
+
+Public holidays come from the ``holidays`` package (maintained, offline: no calendar service
+to call). Each holiday of a country between two dates becomes:
+
+* a ``holiday`` signal valid for its day (UTC), text ``"Christmas Day (United Kingdom)"``;
+* for a gift holiday (``GIFT_HOLIDAYS``: Christmas by default), also a ``holiday_leadup``
+  signal valid for the ``lead_days`` before it, text ``"21 days before Christmas Day"``: the
+  weeks a shop cares about.
+
+The signal's region is the name the logs give the users' region (Online Retail writes
+``"United Kingdom"``, not ``GB``): a country is given as ``CODE=Region name``, or as ``CODE``
+alone when the users' region is the code. Signal ids are stable (the same calendar published
+twice is the same signals), so a worker applies each once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import holidays
+
+from intentstream.schemas.events import EnvSignal, SignalKind
+
+GIFT_HOLIDAYS = ("christmas day",)  # names (case-folded) that get a lead-up signal
+LEAD_DAYS = 21
+MAX_SPAN_DAYS = 3 * 366  # a calendar request longer than this is a mistake, not a use
+_CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")  # ISO 3166-1 alpha-2, optional subdivision
+
+
+class CalendarError(ValueError):
+    """A country or a date range the calendar cannot serve, said in words."""
+
+
+@dataclass(frozen=True, slots=True)
+class Country:
+    """A country (and optionally a subdivision) and the region name its users carry."""
+
+    code: str  # "GB", or "GB-SCT" for a subdivision
+    region: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Country:
+        """``"GB=United Kingdom"`` or ``"GB"``."""
+        code, _, region = spec.partition("=")
+        code = code.strip().upper()
+        if not _CODE.match(code):
+            raise CalendarError(
+                f"{spec!r}: a country is an ISO code such as GB or GB-SCT, optionally =Region name"
+            )
+        region = region.strip() or code
+        if len(region) > 64:
+            raise CalendarError(f"{spec!r}: a region name is at most 64 characters")
+        return cls(code, region)
+
+
+def holiday_signals(
+    countries: Iterable[Country],
+    start: date,
+    end: date,
+    *,
+    lead_days: int = LEAD_DAYS,
+    gift_holidays: Iterable[str] = GIFT_HOLIDAYS,
+    now: datetime | None = None,
+) -> list[EnvSignal]:
+    """The holiday (and lead-up) signals of ``countries`` for holidays from ``start`` to
+    ``end`` inclusive, in time order. Raises :class:`CalendarError` for an unknown country
+    or subdivision, or a range that is empty or longer than ``MAX_SPAN_DAYS``."""
+    if end < start:
+        raise CalendarError(f"the range ends ({end}) before it starts ({start})")
+    if (end - start).days > MAX_SPAN_DAYS:
+        raise CalendarError(f"the range is longer than {MAX_SPAN_DAYS} days: {start} to {end}")
+    if not 0 <= lead_days <= 90:
+        raise CalendarError(f"lead days must be 0 to 90, not {lead_days}")
+    published = now or datetime.now(UTC)
+    gifts = {g.casefold() for g in gift_holidays}
+    signals: list[EnvSignal] = []
+    for country in countries:
+        code, _, subdiv = country.code.partition("-")
+        try:
+            calendar = holidays.country_holidays(
+                code, subdiv=subdiv or None, years=range(start.year, end.year + 1)
+            )
+        except NotImplementedError as exc:  # the package's way of saying "no such country"
+            raise CalendarError(f"no holiday calendar for {country.code!r}: {exc}") from exc
+        for day, names in sorted(calendar.items()):
+            if not start <= day <= end:
+                continue
+            for name in names.split("; "):  # two holidays on one day come joined
+                at = datetime.combine(day, time(), UTC)
+                signals.append(
+                    EnvSignal(
+                        signal_id=f"holiday-{country.code}-{day:%Y%m%d}-{_slug(name)}",
+                        kind=SignalKind.HOLIDAY,
+                        text=f"{name} ({country.region})",
+                        region=country.region,
+                        valid_from=at,
+                        valid_until=at + timedelta(days=1),
+                        ts=published,
+                    )
+                )
+                if lead_days and name.casefold() in gifts:
+                    signals.append(
+                        EnvSignal(
+                            signal_id=f"leadup-{country.code}-{day:%Y%m%d}-{_slug(name)}",
+                            kind=SignalKind.HOLIDAY_LEADUP,
+                            text=f"{lead_days} days before {name} ({country.region})",
+                            region=country.region,
+                            valid_from=at - timedelta(days=lead_days),
+                            valid_until=at,
+                            ts=published,
+                        )
+                    )
+    return sorted(signals, key=lambda s: (s.valid_from, s.signal_id))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-")[:40]
