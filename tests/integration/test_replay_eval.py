@@ -54,7 +54,13 @@ def test_eval_scores_every_mode_on_the_real_model(llm_server: stack.Service, tmp
     assert result["users_evaluated"] == 2
     assert result["sample"] == {"users": 2, "seed": 1}
     assert set(result["hr_at_k_by_delay"]) == {"every_event", "realtime", "5min", "30min", "1h", "daily"}
-    assert set(result["two_speeds"]["alone"]) == {"record", "llm_tags", "live_entries"}
+    assert set(result["two_speeds"]["alone"]) == {
+        "record",
+        "llm_tags",
+        "live_entries",
+        "record_with_cache",
+        "llm_tags_with_cache",
+    }
     for key in ("hr_at_k_realtime", "hr_at_k_daily", "hr_at_k_popular", "hr_at_k_last_category"):
         assert 0.0 <= result[key] <= 1.0
     assert result["users_with_tags_by_delay"]["realtime"] >= 1  # the agents tagged a real user
