@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from intentstream.agents.evidence import Evidence, words
 from intentstream.agents.explainer import NUMBER, NUMBER_WORDS, check_sentence
+from intentstream.agents.prompts import INSTRUCTION_LIKE
 from intentstream.schemas.events import ACTION_WEIGHT, ItemText, ShortText, UtcTime
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TagText
 
@@ -235,6 +236,10 @@ class PlanCache:
             return None
         if entry.key != key:  # another key's entry under this hash: never served for this one
             self.counters.corrupt += 1
+            return None
+        if INSTRUCTION_LIKE.search(entry.tag):  # our plans never hold one: written by someone else
+            self.counters.corrupt += 1
+            log.warning("plan cache entry for %r holds an instruction-like tag, ignored", key)
             return None
         return entry
 
