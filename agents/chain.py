@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from intentstream.agents.arbiter import Arbiter, Pooled
+from intentstream.agents.cached import entries
 from intentstream.agents.embedding import TextEmbedder
 from intentstream.agents.evidence import Evidence, UserView, user_view
 from intentstream.agents.experts import STAGE as EXPERT_STAGE
@@ -34,7 +35,7 @@ from intentstream.agents.planner import Facet, Planner
 from intentstream.agents.stage import PlanCost, StageFailed
 from intentstream.kernels.scorer import Scorer
 from intentstream.schemas.record import IntentRecord, IntentTag, LLMPlan, PlannedTag, ReplanRequest
-from intentstream.stream.plancache import CachedTag, entries, interest_key
+from intentstream.stream.plancache import CachedTag, interest_key
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from intentstream.agents.cached import ExplainerVet, entries
 from intentstream.agents.embedding import TextEmbedder
 from intentstream.agents.evidence import Evidence
 from intentstream.schemas.codec import encode
@@ -56,7 +57,7 @@ from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest
 from intentstream.stream.batch import BatchPath, Message
 from intentstream.stream.context import ContextShape, UserContext, replan_request
 from intentstream.stream.live import compose
-from intentstream.stream.plancache import CachedTag, entries
+from intentstream.stream.plancache import CachedTag
 from intentstream.stream.trigger import mark_replanned
 
 NEXT_EVENTS = 5
@@ -386,7 +387,7 @@ async def evaluate(
             if s.mode == RECORD:
                 cached = compose(
                     s.context, made, version=1, now=case.cut, shape=path.shape, entities=path.entities,
-                    live_tags=live_tags, cached=others,
+                    live_tags=live_tags, cached=others, vet=ExplainerVet(),
                 )  # fmt: skip
                 got = cached.tags if cached else []
                 score(RECORD_CACHED, [t.tag for t in got], case, fill)

@@ -26,6 +26,7 @@ from mode import CrashingSupervisor, Service
 from redis.exceptions import RedisError
 
 from intentstream.agents.arbiter import scorer_for
+from intentstream.agents.cached import ExplainerVet
 from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected
 from intentstream.agents.embedding import embedder_for
 from intentstream.agents.llm import LLMError, OpenAICompatibleLLM
@@ -94,7 +95,9 @@ def build_app(
             if settings.plan_cache
             else None
         )
-        records = RecordWriter(store, shape_of(settings), live_tags=settings.live_tags, cache=cache)
+        records = RecordWriter(
+            store, shape_of(settings), live_tags=settings.live_tags, cache=cache, vet=ExplainerVet()
+        )
     elif with_contexts:
         log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")
     contexts = ContextService(

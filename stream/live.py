@@ -41,7 +41,7 @@ from intentstream.schemas.record import (
 from intentstream.schemas.text import plain_text, sentence_text
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache, Vector
-from intentstream.stream.plancache import CachedTag, fill, interest_key
+from intentstream.stream.plancache import CachedTag, Vet, fill, interest_key
 
 NO_MODEL = "none"  # the ``model`` of a record with live entries only
 
@@ -243,11 +243,13 @@ def compose(
     entities: EntityCache,
     live_tags: int,
     cached: Mapping[str, CachedTag] | None = None,
+    vet: Vet | None = None,
 ) -> IntentRecord | None:
     """The user's record now: ``plan``'s tags re-ranked by the interest now, and up to
     ``live_tags`` entries for the heaviest facets the plan does not cover: the shared plan
     cache's tag for the facet when ``cached`` holds one (its explanation filled with this
-    user's facts, ``stream.plancache.fill``), else a live entry. None when there is nothing
+    user's facts and checked by ``vet``, ``stream.plancache.fill``), else a live entry. The
+    cache is used only with a ``vet``. None when there is nothing
     to say (no plan and no described behaviour)."""
     found = facets(ctx, shape, entities)
     llm: list[tuple[float, int, IntentTag]] = []
@@ -273,11 +275,14 @@ def compose(
             break
         if known:
             continue
-        hit = cached.get(interest_key(facet.text)) if cached else None
+        hit = cached.get(interest_key(facet.text)) if cached and vet is not None else None
+        if hit is not None and vet is not None and not vet.tag(hit.tag):
+            hit = None  # a tag our plans would never hold: the live entry instead
         # Built without re-validating: the tags and sentences are cleaned with the record's
         # own cleaners (schemas.text) and limits, here or when the cache entry was read.
         if hit is not None and hit.tag not in taken:
-            explanation = fill(hit, facet) or live_explanation(facet)
+            assert vet is not None
+            explanation = fill(hit, facet, vet) or live_explanation(facet)
             entry = IntentTag.model_construct(
                 tag=hit.tag, explanation=explanation, source="cache", last_seen=_when(facet.last_ts)
             )

@@ -20,9 +20,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from intentstream.agents.stage import PlanCost, StageCost
-
 if TYPE_CHECKING:
+    from intentstream.agents.stage import PlanCost, StageCost
     from intentstream.stream.ingest import ContextService
 
 
@@ -46,7 +45,7 @@ class PlannerCounters:
     def book(self, cost: PlanCost) -> None:
         """Add one plan's LLM cost, stage by stage."""
         for name, spent in cost.stages.items():
-            mine = self.stages.setdefault(name, StageCost())
+            mine = self.stages.setdefault(name, type(spent)())
             mine.calls += spent.calls
             mine.invalid += spent.invalid
             mine.prompt_tokens += spent.prompt_tokens

@@ -5,15 +5,15 @@ tags is kept under the canonical key of the interest it was drawn from (``intere
 its heaviest cited item's text, lower case, words only), in Redis with a TTL, shared by every
 worker. The explanation is kept as a *template*: the personal facts of the user it was
 written for are slots (``{item}``, ``{count:view}``, ``{price}``), found by code
-(``template_of``); a sentence with a number that is no fact of its item is kept without
-template.
+(``agents.cached.template_of``); a sentence with a number that is no fact of its item is
+kept without template.
 
 For another user with the same interest, the tag is served with no LLM call: the slots are
-filled by code from that user's own facet (``fill``) and the sentence is checked as the
-explainer checks the LLM's (numbers the data holds, actions the user did, grounded in the
-item, nothing reading like an instruction), and must not name words of the first user's item
-that this user's does not have. A sentence that fails is replaced by the facts-only live
-sentence. Such a tag says ``source: cache`` in the record.
+filled by code from that user's own facet (``fill``), the sentence must not name words of
+the first user's item that this user's does not have, and a ``Vet`` checks the tag and the
+sentence before a record carries them (``agents.cached.ExplainerVet``: the explainer's own
+checks, so this layer needs no agents). A sentence that fails is replaced by the facts-only
+live sentence. Such a tag says ``source: cache`` in the record.
 
 The trigger asks the LLM about a user's new interests only when one of them is not cached.
 """
@@ -27,17 +27,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
-from intentstream.agents.evidence import Evidence, words
-from intentstream.agents.explainer import NUMBER, NUMBER_WORDS, check_sentence
-from intentstream.agents.prompts import INSTRUCTION_LIKE
-from intentstream.schemas.events import ACTION_WEIGHT, ItemText, ShortText, UtcTime
+from intentstream.schemas.events import ItemText, ShortText, UtcTime
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS, TagText
 
 if TYPE_CHECKING:
@@ -48,8 +44,9 @@ log = logging.getLogger("intentstream.plancache")
 
 KEY_MAX_CHARS = 120
 _NOT_WORD = re.compile(r"[^\w]+")
-_SLOT = re.compile(r"\{(item|price|count:[a-z]+)\}")
-_NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
+SLOT = re.compile(r"\{(item|price|count:[a-z]+)\}")
+
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 def interest_key(text: str) -> str:
@@ -72,88 +69,50 @@ class CachedTag(BaseModel):
     made_at: UtcTime
 
 
-def _price_text(value: float) -> str:
+def price_text(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def template_of(explanation: str, cite: Evidence) -> str | None:
-    """The explanation with the personal facts of ``cite`` as slots, or None when it states
-    a number that is none of the item's facts (it could not be said of another user)."""
-    if "{" in explanation or "}" in explanation:
-        return None
-    text = (
-        re.sub(re.escape(cite.text), "{item}", explanation, flags=re.IGNORECASE) if cite.text else explanation
-    )
-    slots: dict[str, str] = {}
-    for action, n in sorted(cite.counts.items(), key=lambda an: -ACTION_WEIGHT.get(an[0], 1.0)):
-        slots.setdefault(str(n), f"{{count:{action}}}")
-    if isinstance(cite.price, int | float):
-        for form in (str(cite.price), _price_text(float(cite.price)), f"{float(cite.price):.2f}"):
-            slots.setdefault(form, "{price}")
-    unknown: list[str] = []
-
-    def swap(match: re.Match[str]) -> str:
-        value = NUMBER_WORDS.get(match.group(0).casefold(), match.group(0))
-        slot = slots.get(value)
-        if slot is None:
-            unknown.append(value)
-            return match.group(0)
-        return slot
-
-    if isinstance(cite.price, str):  # a band, "120-310": the band is one fact
-        text = text.replace(cite.price, "{price}")
-    text = NUMBER.sub(swap, _NUMBER_WORD.sub(swap, text))
-    return None if unknown else text
-
-
-def _facet_price(facet: Facet) -> str | None:
+def facet_price(facet: Facet) -> str | None:
     if facet.price_low is None or facet.price_high is None:
         return None
-    low, high = _price_text(facet.price_low), _price_text(facet.price_high)
+    low, high = price_text(facet.price_low), price_text(facet.price_high)
     return low if low == high else f"{low}-{high}"
 
 
-def fill(entry: CachedTag, facet: Facet) -> str | None:
-    """``entry``'s explanation for the user of ``facet``: the slots filled with their facts,
-    checked; None when a slot has no fact here or the sentence fails a check."""
+class Vet(Protocol):
+    """How a writer checks what the cache serves before a record carries it (the agents'
+    own checks: ``agents.cached.ExplainerVet``)."""
+
+    def tag(self, tag: str) -> bool:
+        """Whether a cached tag may be shown at all."""
+        ...
+
+    def sentence(self, text: str, facet: Facet) -> str | None:
+        """The filled sentence, cleaned, when it is true of ``facet``; else None."""
+        ...
+
+
+def fill(entry: CachedTag, facet: Facet, vet: Vet) -> str | None:
+    """``entry``'s explanation for the user of ``facet``: the slots filled with their facts
+    and the sentence checked by ``vet``; None when a slot has no fact here, the sentence
+    names words of the first user's item this one lacks, or it fails a check."""
     if entry.template is None:
         return None
-    price = _facet_price(facet)
+    price = facet_price(facet)
     values = {"item": facet.text, **{f"count:{a}": str(n) for a, n in facet.counts.items()}}
     if price is not None:
         values["price"] = price
-    if any(m.group(1) not in values for m in _SLOT.finditer(entry.template)):
+    if any(m.group(1) not in values for m in SLOT.finditer(entry.template)):
         return None
-    # Words of the first user's item the sentence names outside the slots must be this item's too.
-    foreign = set(words(_SLOT.sub(" ", entry.template))) & set(words(entry.cite)) - set(words(facet.text))
+    foreign = set(_words(SLOT.sub(" ", entry.template))) & set(_words(entry.cite)) - set(_words(facet.text))
     if foreign:
         return None
-    text = _SLOT.sub(lambda m: values[m.group(1)], entry.template)
-    evidence = Evidence("c1", "recent", facet.text, dict(facet.counts), price)
-    try:
-        return check_sentence(text, [evidence])
-    except ValueError:
-        return None
+    return vet.sentence(SLOT.sub(lambda m: values[m.group(1)], entry.template), facet)
 
 
-def entries(
-    tags: Sequence[tuple[str, str | None, Sequence[Evidence]]], *, model: str, now: datetime
-) -> list[CachedTag]:
-    """What a plan adds to the cache, from its tags (tag, explanation or None when not
-    explained, cited evidence): each under the key of its heaviest cited item, the strongest
-    tag first for a key. Tags that cite a signal are situational (rain: umbrellas) and are
-    not kept."""
-    kept: dict[str, CachedTag] = {}
-    for tag, explanation, cited in tags:
-        if not cited or any(e.kind == "signal" for e in cited):
-            continue
-        cite = max(cited, key=lambda e: e.weight)
-        key = interest_key(cite.text)
-        if not key or key in kept:
-            continue
-        template = template_of(explanation, cite) if explanation is not None else None
-        kept[key] = CachedTag(key=key, tag=tag, template=template, cite=cite.text, model=model, made_at=now)
-    return list(kept.values())
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
 
 
 @dataclass
@@ -236,10 +195,6 @@ class PlanCache:
             return None
         if entry.key != key:  # another key's entry under this hash: never served for this one
             self.counters.corrupt += 1
-            return None
-        if INSTRUCTION_LIKE.search(entry.tag):  # our plans never hold one: written by someone else
-            self.counters.corrupt += 1
-            log.warning("plan cache entry for %r holds an instruction-like tag, ignored", key)
             return None
         return entry
 

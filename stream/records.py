@@ -26,7 +26,7 @@ from intentstream.store import CorruptRecord, IntentStore, parse_record
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.live import compose, facets, merge_plan
-from intentstream.stream.plancache import CachedTag, PlanCache, interest_key
+from intentstream.stream.plancache import CachedTag, PlanCache, Vet, interest_key
 
 log = logging.getLogger("intentstream.records")
 
@@ -45,14 +45,23 @@ class RecordWriter:
     """Composes and writes records for one worker (its stream side and its planners)."""
 
     def __init__(
-        self, store: IntentStore, shape: ContextShape, *, live_tags: int, cache: PlanCache | None = None
+        self,
+        store: IntentStore,
+        shape: ContextShape,
+        *,
+        live_tags: int,
+        cache: PlanCache | None = None,
+        vet: Vet | None = None,
     ) -> None:
         """``cache``: the shared plan cache whose tags fill the entries no LLM tag of the
-        user covers (None: live entries only)."""
+        user covers, each checked by ``vet`` (None: live entries only)."""
+        if cache is not None and vet is None:
+            raise ValueError("a plan cache needs a vet: what it serves is checked before a record carries it")
         self.store = store
         self.shape = shape
         self.live_tags = live_tags
         self.cache = cache
+        self.vet = vet
         self.entities = EntityCache(capacity=50_000)  # text vectors of tags and facets
 
     async def cached(self, ctxs: Sequence[UserContext]) -> dict[str, CachedTag]:
@@ -78,7 +87,7 @@ class RecordWriter:
                     continue
                 record = compose(
                     ctx, stored.plan, version=stored.version + 1, now=now, shape=self.shape,
-                    entities=self.entities, live_tags=self.live_tags, cached=cached,
+                    entities=self.entities, live_tags=self.live_tags, cached=cached, vet=self.vet,
                 )  # fmt: skip
                 if record is None:
                     out.unchanged += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -48,11 +49,17 @@ LAYERS = {
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the package, the parts' folders included (they are linked into it:
+    ``os.walk`` follows the links, ``Path.rglob`` does not on every Python)."""
     found = {}
-    for path in sorted(PACKAGE.rglob("*.py")):  # rglob follows the parts' links into the package
-        name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
-        found[name.removesuffix(".__init__")] = path
-    return found
+    for folder, _, files in os.walk(PACKAGE, followlinks=True):
+        for file in files:
+            if file.endswith(".py"):
+                path = Path(folder) / file
+                name = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+                found[name.removesuffix(".__init__")] = path
+    assert {f"intentstream.{part}" for part in PARTS} <= set(found), "the parts were not walked"
+    return dict(sorted(found.items()))
 
 
 def layer(module: str) -> int:
@@ -63,8 +70,13 @@ def layer(module: str) -> int:
 
 
 def imports(path: Path) -> set[str]:
+    """What a module imports when it runs (imports under ``if TYPE_CHECKING:`` never run)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             out.add(node.module)
         elif isinstance(node, ast.Import):
