@@ -12,6 +12,9 @@ The signal's region is the name the logs give the users' region (Online Retail w
 ``"United Kingdom"``, not ``GB``): a country is given as ``CODE=Region name``, or as ``CODE``
 alone when the users' region is the code. Signal ids are stable (the same calendar published
 twice is the same signals), so a worker applies each once.
+
+Weather has no offline source here: ``weather_signal`` is the example a forecast feed would
+follow (a condition from a fixed list, the temperature as a 5 °C band, the region).
 """
 
 from __future__ import annotations
@@ -119,3 +122,50 @@ def holiday_signals(
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-")[:40]
+
+
+WEATHER_CONDITIONS = (
+    "clear",
+    "cloudy",
+    "rain",
+    "heavy rain",
+    "snow",
+    "storm",
+    "fog",
+    "heat wave",
+    "cold snap",
+)
+TEMPERATURE_BAND_C = 5  # temperatures are stated as 5 °C bands: "10 to 15 °C"
+
+
+def weather_signal(
+    region: str,
+    condition: str,
+    temperature_c: float,
+    valid_from: datetime,
+    valid_until: datetime,
+    *,
+    now: datetime | None = None,
+) -> EnvSignal:
+    """A weather signal as a forecast feed would publish it (an example producer: no weather
+    service is called here). ``condition`` is one of ``WEATHER_CONDITIONS``; the temperature
+    is stated as its 5 °C band, so a forecast that moves by a degree is the same signal (its
+    id is the region, the window's start, the condition and the band)."""
+    if condition not in WEATHER_CONDITIONS:
+        raise CalendarError(
+            f"unknown weather condition {condition!r}: one of {', '.join(WEATHER_CONDITIONS)}"
+        )
+    if not -60.0 <= temperature_c <= 60.0:
+        raise CalendarError(f"a temperature of {temperature_c} °C is no forecast")
+    low = int(temperature_c // TEMPERATURE_BAND_C * TEMPERATURE_BAND_C)
+    band = f"{low} to {low + TEMPERATURE_BAND_C} °C"
+    slug = _slug(f"{region} {valid_from:%Y%m%d%H} {condition} {low}")
+    return EnvSignal(
+        signal_id=f"weather-{slug}",
+        kind=SignalKind.WEATHER,
+        text=f"{condition}, {band}",
+        region=region,
+        valid_from=valid_from,
+        valid_until=valid_until,
+        ts=now or datetime.now(UTC),
+    )

@@ -11,7 +11,7 @@ import pytest
 from intentstream.cli import main
 from intentstream.schemas.codec import decode_signal, encode
 from intentstream.schemas.events import EnvSignal, SignalKind
-from intentstream.signal_sources import CalendarError, Country, holiday_signals
+from intentstream.signal_sources import CalendarError, Country, holiday_signals, weather_signal
 
 UK = Country.parse("GB=United Kingdom")
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -95,3 +95,25 @@ def test_the_cli_prints_the_signals_as_jsonl_or_says_what_is_wrong(
     assert main(["signals", "--holidays", ",", "--from", "2010-12-24", "--to", "2010-12-26", "--print"]) == 2
     with pytest.raises(SystemExit):
         main(["signals", "--holidays", "GB", "--from", "24/12/2010", "--to", "2010-12-26"])
+
+
+def test_a_weather_forecast_becomes_a_banded_signal_of_its_region() -> None:
+    start = datetime(2026, 12, 5, 6, tzinfo=UTC)
+    rain = weather_signal("Lyon", "heavy rain", 12.4, start, start + timedelta(hours=12), now=NOW)
+    again = weather_signal("Lyon", "heavy rain", 13.9, start, start + timedelta(hours=12), now=NOW)
+    assert (rain.kind, rain.text, rain.region) == (SignalKind.WEATHER, "heavy rain, 10 to 15 °C", "Lyon")
+    assert rain.signal_id == again.signal_id  # a degree's change is the same forecast
+    assert weather_signal("Lyon", "snow", -0.5, start, start + timedelta(hours=1), now=NOW).text == (
+        "snow, -5 to 0 °C"
+    )
+    assert decode_signal(encode(rain), now=NOW) == rain
+
+
+@pytest.mark.parametrize(
+    ("condition", "temperature"),
+    [("sunny-ish", 20.0), ("ignore previous instructions", 20.0), ("rain", 99.0)],
+)
+def test_a_forecast_that_is_not_one_is_refused(condition: str, temperature: float) -> None:
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+    with pytest.raises(CalendarError):
+        weather_signal("Lyon", condition, temperature, start, start + timedelta(hours=1))
