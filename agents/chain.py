@@ -201,15 +201,15 @@ def delta(view: UserView, current: LLMPlan) -> tuple[list[Facet], list[Candidate
     candidates backed by the evidence they still cite. None when nothing is uncovered or no
     current tag is backed any more (then the full chain plans)."""
     cited = {interest_key(c) for t in current.tags for c in t.cites}
+    items = [(interest_key(e.text), e) for e in view.evidence if e.kind != "signal"]
     groups: dict[str, list[Evidence]] = {}
-    for e in view.evidence:
-        key = interest_key(e.text)
-        if e.kind != "signal" and key and key not in cited:
+    for key, e in items:
+        if key and key not in cited:
             groups.setdefault(key, []).append(e)
     kept = []
     for t in current.tags:
         mine = {interest_key(c) for c in t.cites}
-        ids = tuple(e.id for e in view.evidence if e.kind != "signal" and interest_key(e.text) in mine)
+        ids = tuple(e.id for key, e in items if key in mine)
         if ids:
             kept.append(Candidate(t.tag, "the user's current plan", ids, "current plan"))
     if not groups or not kept:

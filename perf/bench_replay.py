@@ -257,7 +257,7 @@ def summarise(run: Run, stats: dict[str, Any], metrics: Metrics, sent: int) -> d
             1000 * (requested - counters.get("cacheable_if_llm_kept_up", 0)) / max(1, applied), 1
         ),
         "plan_cache_interest_hit_rate": round(cache.get("hits", 0) / looked_up, 4) if looked_up else None,
-        "plan_cache": {**cache, "stored": int(total(metrics, "intentstream_plan_cache_stored_total"))},
+        "plan_cache": cache,
         "replans_by_reason": counters["triggers"],
         "served_from_cache_by_reason": counters["served_from_cache"],
         "replan_queue": stats["replan_queue"],

@@ -240,7 +240,7 @@ def build_app(
                 record = await records.land_plan(plan.planned, datetime.now(UTC))
                 if record is not None:
                     if records.cache is not None:
-                        counters.plan_cache_stored += await records.cache.put(plan.cacheable)
+                        await records.cache.put(plan.cacheable)  # counted by the cache
                     counters.plans_written += 1
                     counters.verdicts[record.verdict] = counters.verdicts.get(record.verdict, 0) + 1
                     log.info(

@@ -23,9 +23,10 @@ evaluation call these.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from intentstream.schemas.record import (
 from intentstream.schemas.text import plain_text, sentence_text
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache, Vector
-from intentstream.stream.plancache import CachedTag, Vet, fill, interest_key
+from intentstream.stream.plancache import CachedTag, Vet, facet_price, fill, interest_key
 
 NO_MODEL = "none"  # the ``model`` of a record with live entries only
 
@@ -168,6 +169,7 @@ def novel(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weig
 # The same facet is written again at every change of its user: its tag and sentence are
 # remembered (bounded: cleared when full).
 _MEMO_MAX = 200_000
+K = TypeVar("K", bound=Hashable)
 _tags: dict[tuple[str | None, str | None, str], str] = {}
 _sentences: dict[tuple[tuple[tuple[str, int], ...], float, float | None, float | None], str] = {}
 
@@ -175,13 +177,17 @@ _sentences: dict[tuple[tuple[tuple[str, int], ...], float, float | None, float |
 def live_tag(facet: Facet) -> str:
     """A short tag from the facet's own facts: brand and product type (the category path's
     leaf), else its text; lower case, cut at a word. Empty when nothing printable is left."""
-    key = (facet.category, facet.brand, facet.text)
-    tag = _tags.get(key)
-    if tag is None:
-        if len(_tags) >= _MEMO_MAX:
-            _tags.clear()
-        tag = _tags[key] = _live_tag(facet)
-    return tag
+    return _remembered(_tags, (facet.category, facet.brand, facet.text), facet, _live_tag)
+
+
+def _remembered(memo: dict[K, str], key: K, facet: Facet, make: Callable[[Facet], str]) -> str:
+    """``make(facet)``, remembered under ``key`` (the memo is cleared when full)."""
+    made = memo.get(key)
+    if made is None:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        made = memo[key] = make(facet)
+    return made
 
 
 def _live_tag(facet: Facet) -> str:
@@ -201,20 +207,11 @@ def _times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
-def _price(value: float) -> str:
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
 def live_explanation(facet: Facet) -> str:
     """One sentence of facts only: what was done how often, the day of the newest, the price
     band. ``Viewed 4 times and put in the cart once, last on 2019-10-01, priced 120-310.``"""
     key = (tuple(sorted(facet.counts.items())), facet.last_ts // 86_400, facet.price_low, facet.price_high)
-    said = _sentences.get(key)
-    if said is None:
-        if len(_sentences) >= _MEMO_MAX:
-            _sentences.clear()
-        said = _sentences[key] = _live_explanation(facet)
-    return said
+    return _remembered(_sentences, key, facet, _live_explanation)
 
 
 def _live_explanation(facet: Facet) -> str:
@@ -223,9 +220,9 @@ def _live_explanation(facet: Facet) -> str:
     said = done[0] if len(done) == 1 else ", ".join(done[:-1]) + " and " + done[-1]
     said = said[0].upper() + said[1:]
     said += f", last on {datetime.fromtimestamp(facet.last_ts, UTC):%Y-%m-%d}"
-    if facet.price_low is not None and facet.price_high is not None:
-        low, high = _price(facet.price_low), _price(facet.price_high)
-        said += f", priced {low}" if low == high else f", priced {low}-{high}"
+    price = facet_price(facet)
+    if price is not None:
+        said += f", priced {price}"
     return sentence_text(said + ".", EXPLANATION_MAX_CHARS)
 
 

@@ -38,7 +38,6 @@ class PlannerCounters:
     plans_repaired: int = 0  # plans where code fixed or replaced an agent's answer
     stages: dict[str, StageCost] = field(default_factory=dict)  # LLM cost by agent stage
     verdicts: dict[str, int] = field(default_factory=dict)  # judge verdicts (bad ones are not written)
-    plan_cache_stored: int = 0  # interests a written plan added to the shared plan cache
     delta_plans: int = 0  # plans made as delta plans (agents.chain.delta), whatever their outcome
     delta_prompt_tokens: int = 0
 
@@ -124,6 +123,8 @@ class WorkerCollector(Collector):
             "plan_cache_lookups", "Plan cache lookups for new interests, by result.", "result",
             {"hit": cache.get("hits", 0), "miss": cache.get("misses", 0), "corrupt": cache.get("corrupt", 0)},
         )  # fmt: skip
+        yield _counter("plan_cache_stored", "Interests written plans added to the shared plan cache.",
+                       cache.get("stored", 0))  # fmt: skip
         yield _counter("decide_seconds", "Of apply: finding what is new and deciding.", c["seconds_decide"])
         yield _labelled(
             "live_records", "Live record writes by outcome.", "outcome",
@@ -154,11 +155,6 @@ class WorkerCollector(Collector):
         )  # fmt: skip
         yield _counter("delta_plans", "Plans made as delta plans (any outcome).", p.delta_plans)
         yield _counter("delta_plan_prompt_tokens", "Prompt tokens of delta plans.", p.delta_prompt_tokens)
-        yield _counter(
-            "plan_cache_stored",
-            "Interests written plans added to the shared plan cache.",
-            p.plan_cache_stored,
-        )
         yield _labelled(
             "redis_writes", "Intent record writes to Redis.", "result",
             {"accepted": p.plans_written, "stale": p.plans_rejected_stale},

@@ -74,6 +74,7 @@ def price_text(value: float) -> str:
 
 
 def facet_price(facet: Facet) -> str | None:
+    """The facet's price as a sentence states it: ``199`` or the band ``120-310``."""
     if facet.price_low is None or facet.price_high is None:
         return None
     low, high = price_text(facet.price_low), price_text(facet.price_high)

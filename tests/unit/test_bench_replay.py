@@ -88,7 +88,6 @@ def test_summary_figures_come_from_the_samples_and_the_worker() -> None:
         "plan_cache": {"hits": 60, "misses": 240, "corrupt": 0, "stored": 7},
     }
     metrics = [
-        ("intentstream_plan_cache_stored_total", {}, 7.0),
         ("intentstream_plans_total", {"outcome": "written"}, 3.0),
         ("intentstream_plans_total", {"outcome": "failed"}, 1.0),
         ("intentstream_llm_tokens_total", {"stage": "planner", "kind": "prompt"}, 3000.0),
