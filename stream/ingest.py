@@ -60,7 +60,7 @@ from intentstream.stream.live import unasked
 from intentstream.stream.metrics import Health
 from intentstream.stream.plancache import CachedTag, interest_key
 from intentstream.stream.records import RecordWriter
-from intentstream.stream.signals import follow_signals
+from intentstream.stream.signals import StreamClock, follow_signals
 from intentstream.stream.stats import ContextCounters, Freshness
 from intentstream.stream.trigger import Decision, ReplanQueue, mark_replanned
 from intentstream.stream.watchdog import watch_broker
@@ -94,6 +94,7 @@ class ContextService:
         self.record_freshness = Freshness()  # event produced → a record that includes it
         self.contexts: dict[int, dict[str, UserContext]] = {}  # partition -> user -> context
         self.signals: dict[str, EnvSignal] = {}
+        self.clock = StreamClock()  # event time: when a signal is in force
         self.queue: ReplanQueue[tuple[UserContext, str]] = ReplanQueue(
             rate_per_s=settings.replan_budget_per_s,
             burst=settings.replan_budget_burst,
@@ -237,6 +238,9 @@ class ContextService:
         c.applied += outcome.applied
         c.duplicates += outcome.duplicates
         c.seconds_decide += outcome.seconds_decide
+        if outcome.changed:
+            self.clock.observe(max(ctx.newest_event_ts for _, ctx in outcome.changed.values()))
+            await self._signals_due()
         await self._ask(outcome.decisions, {user: ctx for user, (_, ctx) in outcome.changed.items()})
         live = None
         if self.records is not None and outcome.changed:
@@ -379,7 +383,7 @@ class ContextService:
             taken = self.queue.take()
             if not taken:
                 continue
-            now = datetime.now(UTC)
+            now = self.clock.now()
             active = self._active_signals(now)
             futures = []
             for ctx, reason in taken:
@@ -418,42 +422,50 @@ class ContextService:
                         self._request(ctx, decisions[ctx.user_id])
                     await self._write(requested)
                 await asyncio.sleep(0)
-            now = datetime.now(UTC)
-            for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
-                del self.signals[signal_id]  # expired
-                self._fanned_out.discard(signal_id)
-            for signal in [s for s in self.signals.values() if s.signal_id not in self._fanned_out]:
-                if signal.active_at(now):
-                    await self._fan_out(signal)  # came into force since it arrived
+            async with self._lock:
+                await self._signals_due()  # the clock moves on between events too
 
     # -- environment signals ----------------------------------------------------------
 
     async def on_signal(self, signal: EnvSignal) -> None:
-        now = datetime.now(UTC)
+        """Keep a signal until it expires by the stream clock; fan it out once in force."""
         self.counters.signals_applied += 1
-        if signal.valid_until <= now:
-            return  # expired before it reached us: nothing to do
-        self.signals[signal.signal_id] = signal
-        if signal.active_at(now):
-            await self._fan_out(signal)
-        # else: in force later; the sweep fans it out once it is
+        async with self._lock:
+            if self.clock.started and signal.valid_until <= self.clock.now():
+                return  # over before it reached us: nothing to do
+            self.signals[signal.signal_id] = signal
+            await self._signals_due()
+
+    async def _signals_due(self) -> None:
+        """Drop the signals that are over and fan out those that came into force, by the
+        stream clock (the lock held). Before the first event the clock has nothing to judge
+        by: signals wait."""
+        if not self.signals or not self.clock.started:
+            return
+        now = self.clock.now()
+        for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
+            del self.signals[signal_id]
+            self._fanned_out.discard(signal_id)
+        for signal in [s for s in self.signals.values() if s.signal_id not in self._fanned_out]:
+            if signal.active_at(now):
+                await self._fan_out(signal)
 
     async def _fan_out(self, signal: EnvSignal) -> None:
-        """Re-plan (through the budget) the owned users the signal concerns, once each."""
+        """Re-plan (through the budget) the owned users the signal concerns, once each
+        (the lock held)."""
         self._fanned_out.add(signal.signal_id)
         now_s = time.time()
-        async with self._lock:
-            changed = []
-            for partition, owned in self.contexts.items():
-                for ctx in owned.values():
-                    if not concerns(signal, ctx):
-                        continue
-                    decision = self.path.policy.decide(ctx, now_s, signal=signal)
-                    if decision is not None:
-                        self._request(ctx, decision, signal)
-                        self.counters.signals_fanned_out += 1
-                        changed.append((partition, ctx))
-            await self._write(changed)
+        changed = []
+        for partition, owned in self.contexts.items():
+            for ctx in owned.values():
+                if not concerns(signal, ctx):
+                    continue
+                decision = self.path.policy.decide(ctx, now_s, signal=signal)
+                if decision is not None:
+                    self._request(ctx, decision, signal)
+                    changed.append((partition, ctx))
+        self.counters.signal_replanned(signal.signal_id, len(changed))
+        await self._write(changed)
 
     # -- partitions -------------------------------------------------------------------
 

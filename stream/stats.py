@@ -62,6 +62,7 @@ class ContextCounters:
     commits_failed: int = 0
     signals_applied: int = 0
     signals_fanned_out: int = 0  # users whose context a signal re-planned
+    signal_replans: dict[str, int] = field(default_factory=dict)  # the same, by signal (newest 1,000)
     triggers: dict[str, int] = field(default_factory=dict)  # re-plans requested, by reason
     # Re-plans decided whose new interests the shared plan cache all held: no LLM request.
     served_from_cache: dict[str, int] = field(default_factory=dict)
@@ -84,6 +85,12 @@ class ContextCounters:
     seconds_commit: float = 0.0
     first_batch_at: float = 0.0  # wall clock: the first batch received, the latest written
     last_batch_at: float = 0.0
+
+    def signal_replanned(self, signal_id: str, users: int) -> None:
+        self.signals_fanned_out += users
+        self.signal_replans[signal_id] = self.signal_replans.get(signal_id, 0) + users
+        while len(self.signal_replans) > 1000:
+            del self.signal_replans[next(iter(self.signal_replans))]
 
 
 def read_stats(path: Path) -> dict[str, Any] | None:

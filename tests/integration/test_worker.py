@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
 
@@ -183,41 +184,87 @@ async def test_a_signal_replans_the_users_it_concerns_within_the_budget(
 async def test_a_signal_that_comes_into_force_later_replans_its_users_then(
     app_settings: Settings, tmp_path: Path
 ) -> None:
+    """In force is judged by the stream clock: the newest event's time, moved on by the time
+    since (the events here are an hour old; the signal starts 8 s after the newest)."""
     from tests.helpers import signal_dict
 
     settings = app_settings.model_copy(update={"replan_sweep_interval_s": 1.0})
     bootstrap = settings.kafka_bootstrap
     assert bootstrap is not None
     worker = start_worker(settings, resolve_endpoints(settings), tmp_path / "worker.log", planner=False)
+    events = [event_dict(1, user=f"oslo{i}", region="Oslo") for i in range(3)]
     try:
+        sent_at = time.time()
         async with IntentProducer(bootstrap, settings) as producer:
-            await producer.send_events([event_dict(1, user=f"oslo{i}", region="Oslo") for i in range(3)])
+            await producer.send_events(events)
         await consume(
             bootstrap,
             f"{settings.app_id}-contexts-changelog",
             until=lambda r: len(latest_contexts(r)) == 3,
         )
-        now = NOW.now(NOW.tzinfo)
-        starts = now + timedelta(seconds=6)
+        newest = datetime.fromisoformat(events[-1]["ts"])
         async with IntentProducer(bootstrap, settings) as producer:
             await producer.send_signal(
                 signal_dict(
                     5,
                     region="Oslo",
                     text="snow storm",
-                    valid_from=starts.isoformat(),
-                    valid_until=(now + timedelta(hours=3)).isoformat(),
-                    ts=now.isoformat(),
+                    valid_from=(newest + timedelta(seconds=8)).isoformat(),
+                    valid_until=(newest + timedelta(hours=3)).isoformat(),
                 )
             )
         replans = await consume(bootstrap, settings.topic_replans, until=lambda r: len(r) >= 3, timeout_s=60)
     finally:
         stop_worker(worker)
         print((tmp_path / "worker.log").read_text()[-3000:])
-    assert all(r.timestamp / 1000 >= starts.timestamp() for r in replans)  # not before it is in force
+    assert all(r.timestamp / 1000 >= sent_at + 7.5 for r in replans)  # not before it is in force
     requests = [orjson.loads(r.value) for r in replans]
     assert {r["trigger"] for r in requests} == {"signal:weather"}
     assert all([s["text"] for s in r["signals"]] == ["snow storm"] for r in requests)
+
+
+async def test_a_replayed_log_meets_its_signals_in_its_own_time(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    """A log from December 2010 and that December's Christmas lead-up: in force for the
+    replay (by event time), though long over by the wall clock; the signal of another
+    region's holiday, and one over before the log's time, re-plan nobody."""
+    from tests.helpers import signal_dict
+
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    lead_up = signal_dict(
+        1,
+        region="United Kingdom",
+        kind="holiday_leadup",
+        text="lead-up to Christmas Day on 25 December (United Kingdom)",
+        valid_from="2010-12-04T00:00:00+00:00",
+        valid_until="2010-12-25T00:00:00+00:00",
+    )
+    elsewhere = {**lead_up, "signal_id": "s2", "region": "Norway", "text": "lead-up to Christmas (Norway)"}
+    over = {**lead_up, "signal_id": "s3", "valid_from": "2010-11-01T00:00:00+00:00",
+            "valid_until": "2010-11-02T00:00:00+00:00", "text": "Guy Fawkes"}  # fmt: skip
+    async with IntentProducer(bootstrap, app_settings) as producer:
+        for signal in (lead_up, elsewhere, over):
+            await producer.send_signal(signal)
+        await producer.send_events(
+            [
+                event_dict(
+                    n,
+                    user="london",
+                    action="cart",
+                    region="United Kingdom",
+                    ts=f"2010-12-10T09:0{n}:00+00:00",
+                )
+                for n in (1, 2)
+            ]
+        )
+    replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
+    more = await consume(bootstrap, app_settings.topic_replans, until=lambda r: False, timeout_s=4)
+    requests = [orjson.loads(r.value) for r in more]
+    assert {r["user_id"] for r in requests} == {"london"}
+    assert all([s["text"] for s in r["signals"]] == [lead_up["text"]] for r in requests)
+    assert len(replans) >= 1
 
 
 async def test_clicks_favourites_and_odd_times_never_stop_the_worker(
