@@ -139,8 +139,16 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.perf.replay import replay
 
     started = time.perf_counter()
-    sent, stats = asyncio.run(
-        replay(settings, Path(args.log), args.format, limit=args.limit, rate=args.rate, speedup=args.speedup)
+    sent, stats, calendar = asyncio.run(
+        replay(
+            settings,
+            Path(args.log),
+            args.format,
+            limit=args.limit,
+            rate=args.rate,
+            speedup=args.speedup,
+            signals=args.signals,
+        )
     )
     seconds = time.perf_counter() - started
     skipped = dict(stats.skipped)
@@ -153,6 +161,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
                 "skipped": skipped,
                 "seconds": round(seconds, 2),
                 "events_per_s": round(sent / seconds) if seconds else None,
+                "signals": calendar.summary() if calendar else None,
             }
         ).decode()
     )
@@ -298,6 +307,7 @@ def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
         limit=args.limit,
         drain_s=args.drain,
         plot_dir=Path(args.plot) if args.plot else None,
+        signals=args.signals,
     )
     return _print_result(result, args)
 
@@ -328,7 +338,14 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     plot_dir = Path(args.plot) if args.plot else None
     try:
         result = run_eval(
-            settings, Path(args.log), args.format, k=args.k, users=users, seed=seed, plot_dir=plot_dir
+            settings,
+            Path(args.log),
+            args.format,
+            k=args.k,
+            users=users,
+            seed=seed,
+            plot_dir=plot_dir,
+            signals=args.signals,
         )
     except (NothingToEvaluate, EvaluationFailed) as exc:
         say(f"error: {exc}")
@@ -381,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     from intentstream.perf.logs import FORMATS
+    from intentstream.signal_sources import SIGNAL_SOURCES
+
+    SIGNALS_ARGUMENT: dict[str, Any] = {
+        "choices": SIGNAL_SOURCES,
+        "default": "none",
+        "help": "also publish the log's environment signals at their moments (holidays: the "
+        "public holidays and Christmas lead-up of each user's country, from the holidays package)",
+    }
 
     replay = sub.add_parser("replay", help="publish an event log to the behaviours topic")
     replay.add_argument("--log", required=True, help="path of the log file")
@@ -389,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=_positive, default=None, help="events per second")
     pace.add_argument("--speedup", type=_positive, default=None, help="the log's own timing, X times faster")
+    replay.add_argument("--signals", **SIGNALS_ARGUMENT)
     pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
     replay.set_defaults(func=cmd_replay)
 
@@ -448,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay_bench.add_argument("--limit", type=_positive_int, default=None, help="only the first N events")
     replay_bench.add_argument("--drain", type=float, default=60.0, help="seconds of re-planning after")
     replay_bench.add_argument("--plot", default=None, metavar="DIR", help="write PNG plots here")
+    replay_bench.add_argument("--signals", **SIGNALS_ARGUMENT)
 
     compare_bench = benchmark(
         "compare", cmd_bench_compare, "two replay reports, before and after, in one picture"
@@ -471,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=None, help="the sample's seed (20261122)")
     evaluate.add_argument("--plot", default=None, metavar="DIR", help="write eval-<log>.png here")
     evaluate.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    evaluate.add_argument(
+        "--signals",
+        choices=SIGNAL_SOURCES,
+        default="none",
+        help="holidays: also plan real time with the signals of each user's country in force "
+        "(the holidays package) and report both, for the users a signal concerned",
+    )
     evaluate.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="the whole loop on real parts with REES46 events, then stop")

@@ -14,7 +14,10 @@ and Redis's changes stream is read, so the report has, over time and in summary:
 * re-plans decided per 1,000 events, those the shared plan cache served and those requested
   from the LLM (what it would have to serve), plans written, LLM tokens per plan, and the
   prompt tokens per 1,000 events that makes; live writes per second;
-* the worker's CPU seconds per 1,000 events and peak memory (from /proc: Linux).
+* the worker's CPU seconds per 1,000 events and peak memory (from /proc: Linux);
+* with ``--signals holidays``: the log's holiday calendar published along the replay
+  (``perf/replay.py``), and the users each signal re-planned against the users of its
+  region in the log (a signal re-plans only its region's users, once each).
 """
 
 from __future__ import annotations
@@ -43,11 +46,12 @@ from intentstream.deploy import stack
 from intentstream.perf.bench_agents import llm_endpoint
 from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.perf.logs import LoadStats, LogFormat
-from intentstream.perf.replay import messages_of
+from intentstream.perf.replay import LogCalendar, SignalsAlong, calendar_for, messages_of
 from intentstream.producer import IntentProducer
 from intentstream.progress import say
 from intentstream.reader import IntentReader
 from intentstream.settings import Settings
+from intentstream.signal_sources import SignalSource
 from intentstream.store import connect_with
 from intentstream.stream.stats import read_stats
 
@@ -96,20 +100,63 @@ def stamped(messages: Iterable[Message], run: Run) -> Iterator[Message]:
         yield key, value
 
 
-async def publish(producer: IntentProducer, messages: Iterator[Message], run: Run, rate: float | None) -> int:
-    """All at once, or ``rate`` per second in tenths of a second."""
+async def publish(
+    producer: IntentProducer,
+    messages: Iterator[Message],
+    run: Run,
+    rate: float | None,
+    along: SignalsAlong | None = None,
+) -> int:
+    """All at once, or ``rate`` per second in tenths of a second; with ``along``, in chunks,
+    each followed by the signals its events reached."""
     if rate is None:
-        sent = await producer.send_encoded(stamped(messages, run))
+        sent = await (
+            along.send(producer, stamped(messages, run))
+            if along
+            else producer.send_encoded(stamped(messages, run))
+        )
     else:
         sent, started = 0, time.monotonic()
         step = max(1, int(rate / 10))
-        while chunk := list(itertools.islice(messages, step)):
+        passing = along.passing(messages) if along else messages
+        while chunk := list(itertools.islice(passing, step)):
             sent += await producer.send_encoded(stamped(chunk, run))
+            if along is not None:
+                await along.publish_due(producer)
             ahead = sent / rate - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
+        if along is not None:
+            await along.publish_due(producer, everything=True)
     run.done_publishing = time.time() - run.started
     return sent
+
+
+def signal_report(calendar: LogCalendar, published: int, counters: dict[str, Any]) -> dict[str, Any]:
+    """What the calendar held, what the worker did with it, and whether any signal
+    re-planned more users than its region has in the log."""
+    replans: dict[str, int] = counters.get("signal_replans", {})
+    beyond = 0
+    rows: dict[str, dict[str, Any]] = {}
+    for signal in calendar.signals:
+        replanned = replans.get(signal.signal_id, 0)
+        users = calendar.users_by_region.get(signal.region or "", 0)
+        beyond += max(0, replanned - users)
+        rows[signal.signal_id] = {"text": signal.text, "region": signal.region, "users_replanned": replanned,
+                                  "users_of_region_in_log": users}  # fmt: skip
+    return {
+        **calendar.summary(),
+        "published": published,
+        "received_by_worker": counters.get("signals_applied", 0),
+        "users_replanned": counters.get("signals_fanned_out", 0),
+        "by_signal": rows,
+        "replans_beyond_their_regions_users": beyond,
+        "note": (
+            "users_replanned counts the users a signal's fan-out re-planned when it came into force "
+            "by the stream clock (once per user per signal: their context remembers it); users whose "
+            "first events came later get the signal in their own re-plans' requests instead"
+        ),
+    }
 
 
 def _proc(pid: int) -> tuple[float, float]:
@@ -289,7 +336,13 @@ async def publish_alone(own: Settings, messages: Iterator[Message]) -> float:
 
 
 async def _drive(
-    own: Settings, messages: Iterator[Message], rate: float | None, drain_s: float, work: Path, run: Run
+    own: Settings,
+    messages: Iterator[Message],
+    rate: float | None,
+    drain_s: float,
+    work: Path,
+    run: Run,
+    along: SignalsAlong | None = None,
 ) -> tuple[int, dict[str, Any], Metrics]:
     assert own.kafka_bootstrap is not None
     assert own.redis_url is not None
@@ -313,7 +366,7 @@ async def _drive(
         run.started = time.time()
         async with IntentProducer(own.kafka_bootstrap, own) as producer:
             say(f"replaying {'as fast as it goes' if rate is None else f'at {rate:,.0f} events/s'} ...")
-            sent = await publish(producer, messages, run, rate)
+            sent = await publish(producer, messages, run, rate, along)
         say(f"{sent:,} events published in {run.done_publishing:.1f}s; waiting for the worker ...")
         deadline = time.monotonic() + max(120.0, sent / 500)
         while not run.samples or run.samples[-1].applied < sent:
@@ -421,9 +474,13 @@ def bench_replay(
     limit: int | None = None,
     drain_s: float = 60.0,
     plot_dir: Path | None = None,
+    signals: SignalSource = "none",
 ) -> dict[str, Any]:
-    """Replay ``log`` through a fresh broker, redis-server and worker; the load report."""
+    """Replay ``log`` through a fresh broker, redis-server and worker (with ``signals``, its
+    calendar's signals along it); the load report."""
     load = LoadStats()
+    calendar = calendar_for(signals, log, fmt, settings.max_event_bytes, limit)
+    along = SignalsAlong(calendar.signals) if calendar is not None else None
 
     def messages(stats: LoadStats) -> Iterator[Message]:
         return itertools.islice(messages_of(log, fmt, stats, settings.max_event_bytes), limit)
@@ -449,7 +506,7 @@ def bench_replay(
             )
             say("baseline: publishing the log with nothing else running ...")
             alone = asyncio.run(publish_alone(own, messages(LoadStats())))
-            sent, stats, metrics = asyncio.run(_drive(own, messages(load), rate, drain_s, work, run))
+            sent, stats, metrics = asyncio.run(_drive(own, messages(load), rate, drain_s, work, run, along))
         finally:
             stack.stop(redis)
             stack.stop(broker)
@@ -463,6 +520,11 @@ def bench_replay(
         "publish_alone_events_per_s": round(alone),
         **summarise(run, stats, metrics, sent),
         "drain_s": drain_s,
+        "signals": (
+            signal_report(calendar, along.published, stats.get("counters", {}))
+            if calendar is not None and along is not None
+            else None
+        ),
         "model": settings.llm_model_name,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU vLLM",
         "notes": (

@@ -8,6 +8,8 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,10 @@ from intentstream.perf.quality import (
     NEXT_EVENTS,
     POPULAR,
     REALTIME,
+    REALTIME_SIGNALS,
     RECORD,
     RECORD_CACHED,
+    RECORD_SIGNALS,
     SEED,
     THRESHOLD,
     Case,
@@ -46,10 +50,12 @@ from intentstream.perf.quality import (
     hit_rate,
     ndcg,
 )
+from intentstream.perf.replay import LogCalendar
 from intentstream.progress import say
-from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.schemas.record import ReplanRequest
 from intentstream.settings import Settings
+from intentstream.signal_sources import SignalSource
 from intentstream.stream.batch import BatchPath
 
 CUTOFFS = (1, 3, 5, 10, 30)
@@ -72,12 +78,21 @@ class ChainTagger:
         self.cost = PlanCost()
 
     async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]:
+        """The chosen tags; explained too when the request carries a signal (the report
+        shows whether the explanations use it)."""
         view = user_view(request, now)
         try:
             chosen = await self.chain.choose(view, self.cost)
         except (PlanFailed, StageFailed) as exc:
             raise PlanUnavailable(f"user {request.user_id}: {exc}") from exc
-        return [(p.tag, list(view.pick(p.evidence))) for p in chosen]
+        if request.signals:
+            try:
+                explained = await self.chain.explainer.explain(chosen, view, self.cost)
+            except StageFailed:
+                explained = []
+            if explained:
+                return [Tagged(e.tag, view.pick(e.evidence), e.explanation) for e in explained]
+        return [Tagged(p.tag, view.pick(p.evidence)) for p in chosen]
 
 
 def report(scores: Scores, *, dataset: str, qualified: int, users: int | None, seed: int) -> dict[str, Any]:
@@ -240,10 +255,14 @@ def run_eval(
     users: int | None,
     seed: int = SEED,
     plot_dir: Path | None = None,
+    signals: SignalSource = "none",
 ) -> dict[str, Any]:
-    """Evaluate on ``log`` with the real agents; write the plot when ``plot_dir`` is given."""
+    """Evaluate on ``log`` with the real agents; write the plot when ``plot_dir`` is given.
+    With ``signals="holidays"``, real time is also planned with the holiday signals of each
+    user's country (the log's calendar, as ``replay --signals holidays`` publishes it)."""
     stats = LoadStats()
     events = list(load_events(log, fmt, stats))
+    calendar = events_calendar(events) if signals == "holidays" else None
     cases, qualified = build_cases(events, users=users, seed=seed)
     if not cases:
         raise NothingToEvaluate(
@@ -254,7 +273,9 @@ def run_eval(
     embedder = MiniLMEmbedder()
     started = time.perf_counter()
     with llm_endpoint(settings) as (base_url, _):
-        scores, cost = asyncio.run(_score(settings, base_url, cases, events, embedder, k))
+        scores, cost = asyncio.run(
+            _score(settings, base_url, cases, events, embedder, k, calendar.signals if calendar else [])
+        )
     wall = time.perf_counter() - started
     scores.check(f"is the LLM server at {base_url} answering?")
     result = report(
@@ -278,9 +299,73 @@ def run_eval(
             ),
         }
     )
+    if calendar is not None:
+        result["signals"] = signal_report(scores, calendar)
     if plot_dir is not None:
         result["plot"] = str(plot(result, plot_dir / f"eval-{log.stem if fmt == 'jsonl' else fmt}.png"))
     return result
+
+
+def events_calendar(events: Sequence[BehaviorEvent]) -> LogCalendar:
+    """The holiday calendar of a log held in memory (``perf.replay.LogCalendar``)."""
+    users: dict[str, set[bytes]] = {}
+    for e in events:
+        if e.region:
+            users.setdefault(e.region, set()).add(e.user_id.encode())
+    if not events:
+        return LogCalendar([])
+    stamps = [e.ts.timestamp() for e in events]
+    return LogCalendar.of(users, min(stamps), max(stamps))
+
+
+def signal_report(scores: Scores, calendar: LogCalendar) -> dict[str, Any]:
+    """Real time with and without the signals, over the users a signal reached (their
+    real-time plan carried one), in the same run; what they saw; what the signals did."""
+    k = scores.k
+    reached = scores.reached
+    effects = scores.signal_effects
+
+    def over_reached(mode: str, ranks: dict[str, list[int | None]]) -> dict[str, float]:
+        chosen = [ranks[mode][i] for i in reached]
+        return {f"hr_at_{k}": round(hit_rate(chosen, k), 4), f"ndcg_at_{k}": round(ndcg(chosen, k), 4),
+                "hr_at_1": round(hit_rate(chosen, 1), 4)}  # fmt: skip
+
+    pairs = {"llm_tags": (REALTIME, REALTIME_SIGNALS), "record": (RECORD, RECORD_SIGNALS)}
+    n = max(1, len(effects))
+    changed = [e for e in effects if e["tags_changed"]]
+    return {
+        "calendar": calendar.summary(),
+        "users_reached": len(reached),
+        "signals_seen": dict(Counter(t for e in effects for t in e["signals"]).most_common()),
+        "with_popular_fill": {
+            name: {
+                "without_signals": over_reached(a, scores.ranks),
+                "with_signals": over_reached(b, scores.ranks),
+            }
+            for name, (a, b) in pairs.items()
+        },
+        "alone": {
+            name: {
+                "without_signals": over_reached(a, scores.tag_ranks),
+                "with_signals": over_reached(b, scores.tag_ranks),
+            }
+            for name, (a, b) in pairs.items()
+        },
+        "plans_whose_tags_changed": round(len(changed) / n, 4),
+        "plans_citing_a_signal": round(sum(e["cites_signal"] for e in effects) / n, 4),
+        "plans_naming_what_only_the_signal_brought": round(sum(e["names_signal"] for e in effects) / n, 4),
+        "plans_using_the_signal": round(sum(e["cites_signal"] or e["names_signal"] for e in effects) / n, 4),
+        "timeliness_passed": round(sum(e["timeliness_passed"] for e in effects) / n, 4),
+        "examples": [e for e in changed if e["cites_signal"] or e["names_signal"]][:5] or changed[:5],
+        "note": (
+            "users_reached: evaluated users whose real-time plan, walked with the signals of their "
+            "region (a signal re-plans its users when it comes into force), carried at least one; "
+            "with_signals and without_signals are the same users and the same run. A plan uses the "
+            "signal when a tag cites it as evidence or a tag or explanation names a word only the "
+            "signal brought (not in the user's behaviour or region). timeliness_passed is the "
+            "judge's own check in code (agents.judge.check_timeliness)."
+        ),
+    }
 
 
 async def _score(
@@ -290,6 +375,7 @@ async def _score(
     events: list[BehaviorEvent],
     embedder: MiniLMEmbedder,
     k: int,
+    signals: Sequence[EnvSignal] = (),
 ) -> tuple[Scores, PlanCost]:
     await wait_until_ready(base_url, 120)
     llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
@@ -322,6 +408,7 @@ async def _score(
             sweep_s=settings.replan_sweep_interval_s,
             live_tags=settings.live_tags,
             progress=progress,
+            signals=signals,
         )
     finally:
         print(file=sys.stderr)

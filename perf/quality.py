@@ -24,6 +24,11 @@ The protocol, fixed before any result was looked at (docs/evaluation.md says why
    what the evaluated plans of *other* users made for each interest, and
    ``llm_with_cache`` its ``llm`` and ``cache`` entries alone (the LLM's work, this user's
    and reused).
+   With environment signals (``eval --signals holidays``), real time is walked a second time
+   with the signals of the user's region: a signal re-plans the user when it comes into force
+   (as the worker's fan-out does) and every request carries the signals in force then.
+   ``realtime_with_signals`` and ``record_with_signals`` are that walk's tags and record;
+   the report compares them with ``realtime`` and ``record`` for the users a signal reached.
 3. **Predictions**: up to K texts. The user's tags first, then the most popular categories
    up to K, as a feed fills the slots around personal ones (no tags: popular only).
    Baselines: ``popular`` (categories by events before the cut, all users) and
@@ -42,20 +47,22 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from intentstream.agents.cached import ExplainerVet, entries
 from intentstream.agents.embedding import TextEmbedder
-from intentstream.agents.evidence import Evidence
+from intentstream.agents.evidence import Evidence, stem, user_view, words
+from intentstream.agents.explainer import Explained
+from intentstream.agents.judge import check_timeliness
 from intentstream.schemas.codec import encode
-from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest
 from intentstream.stream.batch import BatchPath, Message
-from intentstream.stream.context import ContextShape, UserContext, replan_request
+from intentstream.stream.context import ContextShape, UserContext, concerns, replan_request, signals_for
 from intentstream.stream.live import compose
 from intentstream.stream.plancache import CachedTag
 from intentstream.stream.trigger import mark_replanned
@@ -75,6 +82,7 @@ DELAYS: tuple[tuple[str, timedelta], ...] = (
 MODES = (EVERY_EVENT, REALTIME, *(name for name, _ in DELAYS))
 RECORD, LIVE = "record", "live"  # the two speeds at the cut: see the protocol above
 RECORD_CACHED, LLM_CACHED = "record_with_cache", "llm_with_cache"
+REALTIME_SIGNALS, RECORD_SIGNALS = "realtime_with_signals", "record_with_signals"
 TWO_SPEEDS = (RECORD, LIVE, RECORD_CACHED, LLM_CACHED)
 POPULAR, LAST_CATEGORY = "popular", "last_category"
 
@@ -131,11 +139,21 @@ class Snapshot:
     context: UserContext | None = None  # the context at the cut, for the two speeds
 
     @property
-    def key(self) -> tuple[str, int] | None:
-        return None if self.request is None else (self.request.user_id, self.request.context_version)
+    def key(self) -> PlanKey | None:
+        return None if self.request is None else plan_key(self.request)
 
 
-def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapshot]:
+PlanKey = tuple[str, int, tuple[str, ...]]  # user, context version, the signals' texts
+
+
+def plan_key(request: ReplanRequest) -> PlanKey:
+    """One plan per context version and signals in force."""
+    return request.user_id, request.context_version, tuple(s.text for s in request.signals)
+
+
+def snapshots(
+    case: Case, path: BatchPath, sweep_s: float = 30.0, signals: Sequence[EnvSignal] = ()
+) -> list[Snapshot]:
     """The context each mode plans from, in MODES order, in one walk over the history.
 
     Real time runs the worker's own batch path (``BatchPath.apply``, one batch per event, in
@@ -143,6 +161,10 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
     sees events that arrived with the one that triggered it (the same timestamp: one
     batch); and every ``sweep_s`` the worker's sweep asks the policy again with no event (a
     burst's tail, left by the cooldown, is re-planned then).
+
+    With ``signals``, each one of the user's region re-plans them when it comes into force
+    (the worker's fan-out, at the moment the stream clock passes its start; through the
+    policy, once per signal), and every request carries the signals in force at its time.
     """
     ctx = UserContext(case.user_id)
     contexts = {0: {case.user_id: ctx}}
@@ -153,6 +175,25 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
     realtime: ReplanRequest | None = None
     pending: tuple[float, str] | None = None  # a decided re-plan not yet let out: (at, reason)
     last_s: float | None = None
+    starts = sorted(signals, key=lambda s: s.valid_from)
+
+    def request(trigger: str, at: datetime) -> ReplanRequest | None:
+        return _request(ctx, trigger, at, shape, signals)
+
+    def fan_out(until_s: float) -> None:
+        """The signals that came into force between the previous event and ``until_s``, in
+        time order with the sweeps before them."""
+        nonlocal realtime
+        while starts and starts[0].valid_from.timestamp() <= until_s:
+            signal = starts.pop(0)
+            if last_s is None or not concerns(signal, ctx):
+                continue  # before the user's first event (their first plan carries it), or not theirs
+            moment = max(signal.valid_from.timestamp(), last_s)
+            sweep(moment)
+            at = datetime.fromtimestamp(moment, UTC)
+            if signal.active_at(at) and (decision := path.policy.decide(ctx, moment, signal=signal)):
+                mark_replanned(ctx, moment, shape, signal)
+                realtime = request(decision.reason, at)
 
     def sweep(until_s: float) -> None:
         """The worker's sweeps between the previous event and ``until_s``."""
@@ -163,17 +204,18 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
         for tick in dict.fromkeys((first, last)):
             if last_s < tick < until_s and (decision := path.decide([ctx], tick).get(ctx.user_id)):
                 mark_replanned(ctx, tick, shape)
-                realtime = _request(ctx, decision.reason, datetime.fromtimestamp(tick, UTC), shape)
+                realtime = request(decision.reason, datetime.fromtimestamp(tick, UTC))
 
     for offset, event in enumerate(case.history):
         now_s = event.ts.timestamp()
         if pending is not None and now_s > pending[0]:
             let_out = datetime.fromtimestamp(pending[0], UTC)
-            realtime, pending = _request(ctx, pending[1], let_out, shape), None
+            realtime, pending = request(pending[1], let_out), None
+        fan_out(now_s)
         sweep(now_s)
         while due and event.ts > due[-1][0]:
             at, name = due.pop()
-            taken[name] = _request(ctx, "batch", at, shape)
+            taken[name] = request("batch", at)
         message = Message("behaviors", 0, offset, event.user_id.encode(), encode(event), now_s * 1000)
         outcome = path.apply(contexts, [message], event.ts)
         if outcome.dead:
@@ -183,12 +225,13 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
             pending = (now_s, decision.reason)
         last_s = now_s
     if pending is not None:  # let out with the history only: the targets are not the plan's to see
-        realtime = _request(ctx, pending[1], datetime.fromtimestamp(pending[0], UTC), shape)
+        realtime = request(pending[1], datetime.fromtimestamp(pending[0], UTC))
+    fan_out(cut.timestamp())
     sweep(cut.timestamp())
     for at, name in due:
-        taken[name] = _request(ctx, "batch", at, shape)
+        taken[name] = request("batch", at)
     return [
-        Snapshot(EVERY_EVENT, _request(ctx, "every_event", cut, shape)),
+        Snapshot(EVERY_EVENT, request("every_event", cut)),
         Snapshot(REALTIME, realtime),
         *(Snapshot(name, taken[name]) for name, _ in DELAYS),
         Snapshot(RECORD, realtime, ctx),
@@ -196,8 +239,14 @@ def snapshots(case: Case, path: BatchPath, sweep_s: float = 30.0) -> list[Snapsh
     ]
 
 
-def _request(ctx: UserContext, trigger: str, now: datetime, shape: ContextShape) -> ReplanRequest | None:
-    return replan_request(ctx, trigger=trigger, signals=[], now=now, shape=shape) if ctx.version else None
+def _request(
+    ctx: UserContext, trigger: str, now: datetime, shape: ContextShape, signals: Sequence[EnvSignal] = ()
+) -> ReplanRequest | None:
+    if not ctx.version:
+        return None
+    return replan_request(
+        ctx, trigger=trigger, signals=signals_for(ctx, list(signals), now), now=now, shape=shape
+    )
 
 
 def popular_at(events: Sequence[BehaviorEvent], cuts: Sequence[datetime], k: int) -> list[list[str]]:
@@ -261,7 +310,12 @@ def ndcg(ranks: Sequence[int | None], k: int) -> float:
     return sum(gains) / len(gains) if gains else 0.0
 
 
-Tagged = tuple[str, list[Evidence]]  # a tag and the evidence it cites
+class Tagged(NamedTuple):
+    """A tag, the evidence it cites, and its explanation where the tagger wrote one."""
+
+    tag: str
+    cites: list[Evidence]
+    explanation: str | None = None
 
 
 class Tagger(Protocol):
@@ -284,18 +338,22 @@ def as_plan(request: ReplanRequest, tagged: Sequence[Tagged]) -> LLMPlan | None:
         model="eval",
         tags=[
             PlannedTag(tag=t, explanation="Planned.", cites=[e.text for e in c if e.kind != "signal"][:20])
-            for t, c in tagged
+            for t, c, _ in tagged
         ],
     )
 
 
-def shared_cache(plans: dict[tuple[str, int], list[Tagged] | None]) -> dict[str, list[tuple[str, CachedTag]]]:
+def shared_cache(plans: dict[PlanKey, list[Tagged] | None]) -> dict[str, list[tuple[str, CachedTag]]]:
     """What the plan cache would hold after ``plans``, per interest key: the entries of the
     first two users to plan it (so every user can be served another user's, never their
     own), through the worker's own ``stream.plancache.entries``."""
     held: dict[str, list[tuple[str, CachedTag]]] = defaultdict(list)
-    for (user, _), tagged in sorted(plans.items()):
-        made = entries([(t, None, cited) for t, cited in tagged or []], model="eval", now=datetime.now(UTC))
+    for (user, _, signals), tagged in sorted(plans.items()):
+        if signals:
+            continue  # a plan made for a signal is not shared (``IntentChain.plan``)
+        made = entries(
+            [(t, None, cited) for t, cited, _ in tagged or []], model="eval", now=datetime.now(UTC)
+        )
         for entry in made:
             mine = held[entry.key]
             if len(mine) < 2 and all(u != user for u, _ in mine):
@@ -315,6 +373,10 @@ class Scores:
     plans_failed: int = 0
     # Per case: what real time served and what came next (to show why it hit or missed).
     details: list[dict[str, Any]] = field(default_factory=list)
+    # With signals: the cases whose real-time plan carried a signal (indices into the ranks),
+    # and what the signal did to each (``signal_effect``).
+    reached: list[int] = field(default_factory=list)
+    signal_effects: list[dict[str, Any]] = field(default_factory=list)
 
     def check(self, hint: str) -> None:
         """Raise :class:`EvaluationFailed` when every plan failed: a report of popular lists
@@ -335,18 +397,26 @@ async def evaluate(
     sweep_s: float = 30.0,
     live_tags: int = 3,
     progress: Callable[[int, int], None] | None = None,
+    signals: Sequence[EnvSignal] = (),
 ) -> Scores:
-    """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger)."""
+    """Score every mode and baseline on ``cases`` (the functional steps, plus the tagger);
+    with ``signals``, real time and the record again with them (``REALTIME_SIGNALS``,
+    ``RECORD_SIGNALS``)."""
     snaps = [snapshots(c, path, sweep_s) for c in cases]
-    unique: dict[tuple[str, int], ReplanRequest] = {}
+    if signals:
+        renamed = {REALTIME: REALTIME_SIGNALS, RECORD: RECORD_SIGNALS}
+        for c, per_case in zip(cases, snaps, strict=True):
+            walked = snapshots(c, path, sweep_s, signals)
+            per_case += [replace(s, mode=renamed[s.mode]) for s in walked if s.mode in renamed]
+    unique: dict[PlanKey, ReplanRequest] = {}
     for per_case in snaps:
         for s in per_case:
             if s.key is not None and s.request is not None:
                 unique.setdefault(s.key, s.request)
-    plans: dict[tuple[str, int], list[Tagged] | None] = {}
+    plans: dict[PlanKey, list[Tagged] | None] = {}
     gate = asyncio.Semaphore(concurrency)
 
-    async def plan(key: tuple[str, int], request: ReplanRequest) -> None:
+    async def plan(key: PlanKey, request: ReplanRequest) -> None:
         async with gate:
             try:
                 plans[key] = await tagger.tags(request, request.requested_at)
@@ -375,7 +445,7 @@ async def evaluate(
         for s in per_case:
             tagged = (plans.get(s.key) or []) if s.key is not None else []
             if s.context is None:
-                score(s.mode, [t for t, _ in tagged], case, fill)
+                score(s.mode, [t.tag for t in tagged], case, fill)
                 continue
             # A speed of the record: composed as the worker composes it.
             made = as_plan(s.request, tagged) if s.request is not None else None
@@ -398,10 +468,18 @@ async def evaluate(
         )
         rt = next(s for s in per_case if s.mode == REALTIME)
         realtime = rt.request
+        with_signals = next((s for s in per_case if s.mode == REALTIME_SIGNALS), None)
+        signalled = with_signals.request if with_signals is not None else None
+        if with_signals is not None and signalled is not None and signalled.signals:
+            scores.reached.append(len(scores.ranks[POPULAR]) - 1)
+            without = [t.tag for t in plans.get(rt.key) or []] if rt.key else []
+            scores.signal_effects.append(
+                signal_effect(signalled, plans.get(plan_key(signalled)) or [], without)
+            )
         scores.details.append(
             {
                 "user": case.user_id,
-                "realtime_tags": [t for t, _ in plans.get(rt.key) or []] if rt.key else [],
+                "realtime_tags": [t.tag for t in plans.get(rt.key) or []] if rt.key else [],
                 # Events the real-time plan had not seen: the trigger waits for a reason.
                 "events_after_realtime_plan": len(case.history)
                 - (realtime.context_version if realtime else 0),
@@ -412,6 +490,29 @@ async def evaluate(
             }
         )
     return scores
+
+
+def signal_effect(request: ReplanRequest, tagged: Sequence[Tagged], without: Sequence[str]) -> dict[str, Any]:
+    """What the signals in ``request`` did to its plan: the tags with them and without; whether
+    a tag cites a signal, whether a tag or explanation names a word that only the signal
+    brought (not in the user's behaviour); and the judge's own timeliness check."""
+    view = user_view(request, request.requested_at)
+    behaviour = view.vocabulary([e.id for e in view.evidence if e.kind != "signal"])
+    region = {stem(w) for w in words(view.region or "")}  # the profile states it anyway
+    brought = {stem(w) for e in view.signals for w in words(e.text)} - behaviour - region
+    named = [t for t in tagged if brought & {stem(w) for w in words(f"{t.tag} {t.explanation or ''}")}]
+    explained = [Explained(t.tag, t.explanation or "", tuple(e.id for e in t.cites)) for t in tagged]
+    return {
+        "user": request.user_id,
+        "signals": [s.text for s in request.signals],
+        "tags_without_signals": list(without),
+        "tags_with_signals": [t.tag for t in tagged],
+        "explanations_with_signals": [t.explanation for t in tagged],
+        "tags_changed": [t.tag for t in tagged] != list(without),
+        "cites_signal": any(e.kind == "signal" for t in tagged for e in t.cites),
+        "names_signal": bool(named),
+        "timeliness_passed": check_timeliness(explained, view).passed if tagged else False,
+    }
 
 
 class PlanUnavailable(RuntimeError):

@@ -5,6 +5,12 @@ Unpaced replays take the fast path: events encoded once and published in per-par
 batches. A JSONL log is the wire format already, so its lines are sent as they are after a
 cheap check (a JSON object with a ``user_id``); the worker validates every message and
 dead-letters what is invalid, with the reason.
+
+With ``signals="holidays"`` the replay also carries the environment signals of the log's own
+time: the holiday calendars (``intentstream.signal_sources``) of the countries its users'
+regions name, over the days it spans, each signal published when the replay reaches its
+moment (after the batch of events that passes its start). The worker judges them by the
+stream's clock, so they are in force where they fell in the log.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -23,8 +31,9 @@ from intentstream.perf.logs import LoadStats, LogFormat, load_events
 from intentstream.producer import IntentProducer
 from intentstream.progress import Meter
 from intentstream.schemas.codec import encode
-from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.settings import Settings
+from intentstream.signal_sources import SignalSource, countries_of, holiday_signals
 
 
 def due_at(
@@ -102,6 +111,125 @@ def metered(messages: Iterable[tuple[bytes, bytes]], meter: Meter) -> Iterator[t
         yield message
 
 
+def event_time(value: bytes) -> float | None:
+    """The ``ts`` of an encoded event, in epoch seconds (None when it has none readable:
+    the worker dead-letters such a message)."""
+    try:
+        ts = orjson.loads(value).get("ts")
+        moment = datetime.fromisoformat(ts) if isinstance(ts, str) else None
+    except (orjson.JSONDecodeError, AttributeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+REPLAY_CHUNK = 5_000  # events per send between signal checks (unpaced, with signals)
+
+
+@dataclass
+class LogCalendar:
+    """The signals a replay of one log carries, and what it knows of the log's regions."""
+
+    signals: list[EnvSignal]
+    users_by_region: dict[str, int] = field(default_factory=dict)  # distinct users per region
+    regions_without_calendar: list[str] = field(default_factory=list)
+    first: datetime | None = None
+    last: datetime | None = None
+
+    @classmethod
+    def of(cls, users: dict[str, set[bytes]], first: float, last: float) -> LogCalendar:
+        """The holiday signals (and lead-ups) of the countries the regions of ``users``
+        (region -> user ids) name, over the days from ``first`` to ``last`` (epoch s)."""
+        start, end = datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC)
+        countries, unknown = countries_of(users)
+        return cls(
+            holiday_signals(countries, start.date(), end.date(), now=end),
+            users_by_region={r: len(u) for r, u in sorted(users.items())},
+            regions_without_calendar=unknown,
+            first=start,
+            last=end,
+        )
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "source": "holidays",
+            "signals": len(self.signals),
+            "by_kind": dict(Counter(s.kind.value for s in self.signals)),
+            "span": [self.first.isoformat(), self.last.isoformat()] if self.first and self.last else None,
+            "users_by_region": self.users_by_region,
+            "regions_without_calendar": self.regions_without_calendar,
+        }
+
+
+def log_calendar(messages: Iterable[tuple[bytes, bytes]]) -> LogCalendar:
+    """The holiday signals (and lead-ups) of the countries the log's regions name, over the
+    days the log spans: one pass over its messages."""
+    users: dict[str, set[bytes]] = {}
+    first = last = None
+    for key, value in messages:
+        data = orjson.loads(value)
+        at = event_time(value)
+        if at is not None:
+            first = at if first is None else min(first, at)
+            last = at if last is None else max(last, at)
+        region = data.get("region")
+        if isinstance(region, str) and region:
+            users.setdefault(region, set()).add(key)
+    if first is None or last is None:
+        return LogCalendar([])
+    return LogCalendar.of(users, first, last)
+
+
+class SignalsAlong:
+    """Signals published as a replay reaches their moment: ``passing`` watches the events go
+    by (their time) and ``publish_due`` sends every signal whose start they have passed."""
+
+    def __init__(self, signals: Iterable[EnvSignal]) -> None:
+        self.pending = deque(sorted(signals, key=lambda s: s.valid_from))
+        self.due: list[EnvSignal] = []
+        self.published = 0
+
+    def passing(self, messages: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in messages:
+            if self.pending and (at := event_time(value)) is not None:
+                while self.pending and at >= self.pending[0].valid_from.timestamp():
+                    self.due.append(self.pending.popleft())
+            yield key, value
+
+    async def send(
+        self, producer: IntentProducer, messages: Iterable[tuple[bytes, bytes]], chunk: int = REPLAY_CHUNK
+    ) -> int:
+        """Publish ``messages`` in chunks, each followed by the signals its events reached,
+        and the signals left at the end; returns how many messages the broker confirmed."""
+        sent = 0
+        passing = self.passing(messages)
+        while batch := list(itertools.islice(passing, chunk)):
+            sent += await producer.send_encoded(batch)
+            await self.publish_due(producer)
+        await self.publish_due(producer, everything=True)
+        return sent
+
+    async def publish_due(self, producer: IntentProducer, everything: bool = False) -> None:
+        """Send the due signals (``everything``: the rest too, at the end of the log)."""
+        if everything:
+            self.due.extend(self.pending)
+            self.pending.clear()
+        for signal in self.due:
+            await producer.send_signal(signal)
+        self.published += len(self.due)
+        self.due.clear()
+
+
+def calendar_for(
+    source: SignalSource, log: Path, fmt: LogFormat, max_bytes: int, limit: int | None = None
+) -> LogCalendar | None:
+    """The calendar a replay of ``log`` carries (None for ``"none"``)."""
+    if source == "none":
+        return None
+    return log_calendar(itertools.islice(messages_of(log, fmt, LoadStats(), max_bytes), limit))
+
+
 async def replay(
     settings: Settings,
     log: Path,
@@ -111,20 +239,40 @@ async def replay(
     rate: float | None = None,
     speedup: float | None = None,
     bootstrap: str | None = None,
-) -> tuple[int, LoadStats]:
-    """Publish the log's events; returns how many the broker confirmed, and the load stats."""
+    signals: SignalSource = "none",
+) -> tuple[int, LoadStats, LogCalendar | None]:
+    """Publish the log's events (and, with ``signals``, the calendar's signals at their
+    moments); returns how many events the broker confirmed, the load stats and the calendar."""
     stats = LoadStats()
+    calendar = calendar_for(signals, log, fmt, settings.max_event_bytes, limit)
+    along = SignalsAlong(calendar.signals if calendar else [])
     meter = Meter(f"replaying {log.name}", limit)
     bootstrap = bootstrap or resolve_endpoints(settings).kafka_bootstrap
     async with IntentProducer(bootstrap, settings) as producer:
         if rate is not None or speedup is not None:
             events: Iterable[BehaviorEvent] = itertools.islice(load_events(log, fmt, stats), limit)
-            sent = await producer.send_events(paced(events, meter, rate=rate, speedup=speedup))
+            sent = await producer.send_events(
+                signalled(paced(events, meter, rate=rate, speedup=speedup), along, producer)
+            )
         else:
-            messages = messages_of(log, fmt, stats, settings.max_event_bytes)
-            sent = await producer.send_encoded(metered(itertools.islice(messages, limit), meter))
+            messages = metered(
+                itertools.islice(messages_of(log, fmt, stats, settings.max_event_bytes), limit), meter
+            )
+            sent = await (along.send(producer, messages) if calendar else producer.send_encoded(messages))
+        await along.publish_due(producer, everything=True)
     meter.close()
-    return sent, stats
+    return sent, stats, calendar
+
+
+async def signalled(
+    events: AsyncIterator[BehaviorEvent], along: SignalsAlong, producer: IntentProducer
+) -> AsyncIterator[BehaviorEvent]:
+    """Paced events, with each signal published before the first event past its start."""
+    async for event in events:
+        while along.pending and event.ts >= along.pending[0].valid_from:
+            along.due.append(along.pending.popleft())
+        await along.publish_due(producer)
+        yield event
 
 
 def convert(log: Path, fmt: LogFormat, out: Path, loops: int = 1) -> LoadStats:

@@ -63,7 +63,7 @@ async def test_a_jsonl_replay_keeps_each_users_order_and_partition(
     log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events) + b"{broken\n")
     bootstrap = app_settings.kafka_bootstrap
     assert bootstrap is not None
-    sent, stats = await replay(app_settings, log, "jsonl", bootstrap=bootstrap)
+    sent, stats, _ = await replay(app_settings, log, "jsonl", bootstrap=bootstrap)
     assert sent == 3000
     assert dict(stats.skipped) == {"malformed_json": 1}
     async with IntentProducer(bootstrap, app_settings) as producer:  # the per-message path
@@ -98,4 +98,32 @@ async def test_holiday_signals_from_the_calendar_reach_the_signals_topic(app_set
         ("holiday-FR-20101225-christmas-day", b"France"),
         ("holiday-GB-20101225-christmas-day", b"United Kingdom"),
         ("holiday-GB-20101226-boxing-day", b"United Kingdom"),  # not a holiday in France
+    }
+
+
+async def test_a_replay_with_holidays_carries_the_calendar_of_its_users_countries(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    events = [
+        event_dict(d, user=user, region=region, ts=f"2010-12-{d:02d}T10:00:00+00:00")
+        for d in range(1, 15)
+        for user, region in (("london", "United Kingdom"), ("lisbon", "Portugal"), ("nowhere", "Unspecified"))
+    ]
+    log = tmp_path / "december.jsonl"
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    sent, _, calendar = await replay(app_settings, log, "jsonl", bootstrap=bootstrap, signals="holidays")
+    assert sent == len(events)
+    assert calendar is not None
+    assert calendar.regions_without_calendar == ["Unspecified"]
+    records = await consume(
+        bootstrap, app_settings.topic_signals, until=lambda r: len(r) >= len(calendar.signals), timeout_s=30
+    )
+    published = {(decode_signal(r.value, now=datetime.now(UTC)).signal_id, r.key) for r in records}
+    assert published == {
+        ("leadup-GB-20101225-christmas-day", b"United Kingdom"),
+        ("leadup-PT-20101225-christmas-day", b"Portugal"),
+        ("holiday-PT-20101201-restoration-of-independence-day", b"Portugal"),
+        ("holiday-PT-20101208-immaculate-conception", b"Portugal"),
     }

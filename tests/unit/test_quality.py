@@ -23,6 +23,7 @@ from intentstream.perf.quality import (
     THRESHOLD,
     EvaluationFailed,
     Matcher,
+    PlanKey,
     PlanUnavailable,
     Snapshot,
     Tagged,
@@ -35,7 +36,7 @@ from intentstream.perf.quality import (
     shared_cache,
     snapshots,
 )
-from intentstream.schemas.events import Action, BehaviorEvent
+from intentstream.schemas.events import Action, BehaviorEvent, EnvSignal, SignalKind
 from intentstream.schemas.record import ReplanRequest
 from intentstream.stream.batch import BatchPath
 from intentstream.stream.context import ContextShape
@@ -88,7 +89,10 @@ class LatestCategoryTagger:
             raise PlanUnavailable(request.user_id)
         newest = max(request.recent, key=lambda b: b.ts)
         return [
-            ((newest.category or "").rsplit(".", 1)[-1], [Evidence("r1", "recent", newest.text, {"view": 1})])
+            Tagged(
+                (newest.category or "").rsplit(".", 1)[-1],
+                [Evidence("r1", "recent", newest.text, {"view": 1})],
+            )
         ]
 
 
@@ -281,7 +285,7 @@ class FixedTaggerDouble:
         self.tag = tag
 
     async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]:
-        return [(self.tag, [])]
+        return [Tagged(self.tag, [])]
 
 
 async def test_the_record_s_hits_are_credited_to_whoever_made_them() -> None:
@@ -304,13 +308,93 @@ async def test_the_record_s_hits_are_credited_to_whoever_made_them() -> None:
 def test_the_evaluations_plan_cache_holds_other_users_work_through_the_workers_code() -> None:
     kettle = Evidence("r1", "recent", "Bosch Kettle", {"view": 2}, None, 1.0)
     rain = Evidence("s1", "signal", "weather: rain", {}, None, 1.0)
-    plans: dict[tuple[str, int], list[Tagged] | None] = {
-        ("b", 3): [("kettles for b", [kettle])],
-        ("a", 1): [("kettles for a", [kettle])],
-        ("a", 5): [("kettles again", [kettle])],  # the same user twice: held once
-        ("c", 2): [("kettles for c", [kettle]), ("umbrellas", [rain])],
-        ("d", 1): None,  # a failed plan
+    plans: dict[PlanKey, list[Tagged] | None] = {
+        ("b", 3, ()): [Tagged("kettles for b", [kettle])],
+        ("a", 1, ()): [Tagged("kettles for a", [kettle])],
+        ("a", 5, ()): [Tagged("kettles again", [kettle])],  # the same user twice: held once
+        ("c", 2, ()): [Tagged("kettles for c", [kettle]), Tagged("umbrellas", [rain])],
+        ("d", 1, ()): None,  # a failed plan
+        ("e", 1, ("rain",)): [Tagged("kettles for e", [kettle])],  # planned with a signal in force
     }
     held = shared_cache(plans)
     assert list(held) == ["bosch kettle"]  # the signal's tag is situational: not shared
     assert [(u, e.tag) for u, e in held["bosch kettle"]] == [("a", "kettles for a"), ("b", "kettles for b")]
+
+
+LEAD_UP = EnvSignal(
+    signal_id="leadup-GB-christmas",
+    kind=SignalKind.HOLIDAY_LEADUP,
+    text="lead-up to Christmas Day on 25 December (United Kingdom)",
+    region="United Kingdom",
+    valid_from=T0 + timedelta(minutes=80),
+    valid_until=T0 + timedelta(days=20),
+    ts=T0,
+)
+
+
+def in_region(events: list[BehaviorEvent], region: str) -> list[BehaviorEvent]:
+    return [e.model_copy(update={"region": region}) for e in events]
+
+
+def kettles_then_gifts(user: str, region: str) -> list[BehaviorEvent]:
+    """Kettles for an hour before the lead-up starts; after it, five gift wraps."""
+    kettles = [ev(user, m, "kettle", i) for i, m in enumerate(range(0, 60, 6))]
+    targets = [ev(user, 110 + m, "gift wrap", 40 + i) for i, m in enumerate(range(5))]
+    return in_region(kettles + targets, region)
+
+
+def test_a_signal_that_comes_into_force_re_plans_the_users_of_its_region_with_it() -> None:
+    (case,) = build_cases(kettles_then_gifts("london", "United Kingdom"), users=None)[0]
+    with_signal = realtime_of(snapshots(case, batch_path(), signals=[LEAD_UP]))
+    assert with_signal is not None
+    assert with_signal.trigger == "signal:holiday_leadup"  # re-planned when it came into force
+    assert with_signal.requested_at == LEAD_UP.valid_from
+    assert [s.text for s in with_signal.signals] == [LEAD_UP.text]
+    without = realtime_of(snapshots(case, batch_path()))
+    assert without is not None
+    assert without.trigger != "signal:holiday_leadup"
+    assert without.signals == []
+    (lyon,) = build_cases(kettles_then_gifts("lyon", "Lyon"), users=None)[0]
+    elsewhere = realtime_of(snapshots(lyon, batch_path(), signals=[LEAD_UP]))
+    assert elsewhere is not None
+    assert elsewhere.signals == []  # not their region: no signal, no re-plan
+
+
+class GiftsInSeasonTaggerDouble:
+    """Test double: tags the newest category, and "gift wrap" citing the signal when one is
+    in force (what a planner that reads the lead-up should do)."""
+
+    async def tags(self, request: ReplanRequest, now: datetime) -> list[Tagged]:
+        newest = max(request.recent, key=lambda b: b.ts)
+        tags = [
+            Tagged((newest.category or "").rsplit(".", 1)[-1], [Evidence("r1", "recent", newest.text, {})])
+        ]
+        if request.signals:
+            signal = Evidence("s1", "signal", f"holiday_leadup: {request.signals[0].text}", {}, None, 1.0)
+            tags.insert(0, Tagged("gift wrap", [signal], "Christmas is three weeks away."))
+        return tags
+
+
+async def test_the_signals_effect_is_measured_on_the_users_it_reached_in_one_run() -> None:
+    from intentstream.perf.evaluation import signal_report
+    from intentstream.perf.replay import LogCalendar
+
+    events = kettles_then_gifts("london", "United Kingdom") + kettles_then_gifts("lyon", "Lyon")
+    cases, _ = build_cases(events, users=None)
+    scores = await evaluate(
+        cases, events, GiftsInSeasonTaggerDouble(), EXACT, k=1, path=batch_path(), signals=[LEAD_UP]
+    )
+    assert [cases[i].user_id for i in scores.reached] == ["london"]  # Lyon had no signal
+    (effect,) = scores.signal_effects
+    assert effect["tags_with_signals"] == ["gift wrap", "kettle"]
+    assert effect["tags_without_signals"] == ["kettle"]
+    assert effect["cites_signal"]
+    assert effect["names_signal"]  # "christmas" came from the signal, not the kettles
+    assert effect["timeliness_passed"]
+    report = signal_report(scores, LogCalendar([LEAD_UP], users_by_region={"United Kingdom": 1}))
+    assert report["users_reached"] == 1
+    assert report["signals_seen"] == {LEAD_UP.text: 1}
+    assert report["alone"]["llm_tags"]["without_signals"]["hr_at_1"] == 0.0
+    assert report["alone"]["llm_tags"]["with_signals"]["hr_at_1"] == 1.0
+    assert report["plans_using_the_signal"] == 1.0
+    assert report["examples"][0]["user"] == "london"

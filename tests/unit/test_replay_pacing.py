@@ -1,5 +1,6 @@
 """Replay: when each event is due (by rate, by the log's own timing sped up, or at once), and
-what the JSONL fast path sends and skips."""
+what the JSONL fast path sends and skips; the calendar a replay carries and when each of its
+signals goes out."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import orjson
 import pytest
 
 from intentstream.perf.logs import LoadStats
-from intentstream.perf.replay import convert, due_at, jsonl_messages
-from intentstream.schemas.events import BehaviorEvent
+from intentstream.perf.replay import SignalsAlong, convert, due_at, jsonl_messages, log_calendar
+from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from tests.helpers import event_dict
 
 
@@ -79,3 +80,61 @@ def test_convert_writes_the_event_schema_and_loops_with_renamed_ids(tmp_path: Pa
     assert [e.event_id for e in rows] == ["e0", "e60", "e0~1", "e60~1", "e0~2", "e60~2"]
     assert rows[2].ts - rows[0].ts == timedelta(seconds=61)  # one span of the log (60 s) plus 1 s
     assert rows[4].ts > rows[3].ts  # each loop after the one before
+
+
+# -- signals along a replay -------------------------------------------------------------
+
+
+class ProducerDouble:
+    """Test double: records what a replay sends, in order (no broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_encoded(self, messages: list[tuple[bytes, bytes]]) -> int:
+        self.sent += [orjson.loads(v)["event_id"] for _, v in messages]
+        return len(messages)
+
+    async def send_signal(self, signal: EnvSignal) -> None:
+        self.sent.append(signal.signal_id)
+
+
+def december(user: str, region: str, days: range) -> list[tuple[bytes, bytes]]:
+    """One event a day in December 2010 (09:00), as a JSONL replay reads them."""
+    return [
+        (user.encode(), orjson.dumps({"event_id": f"{user}-{d}", "user_id": user, "action": "view",
+                                      "ts": f"2010-12-{d:02d}T09:00:00+00:00", "region": region}))
+        for d in days
+    ]  # fmt: skip
+
+
+def test_a_logs_calendar_holds_its_regions_holidays_over_its_days() -> None:
+    messages = december("london", "United Kingdom", range(1, 15)) + december("madrid", "Spain", range(1, 15))
+    messages += december("jersey", "Channel Islands", range(1, 3))
+    calendar = log_calendar(messages)
+    assert {s.signal_id for s in calendar.signals} == {
+        "leadup-GB-20101225-christmas-day",  # from 4 December
+        "leadup-ES-20101225-christmas-day",
+        "holiday-ES-20101206-constitution-day",
+        "holiday-ES-20101208-immaculate-conception",
+    }
+    assert calendar.users_by_region == {"Channel Islands": 1, "Spain": 1, "United Kingdom": 1}
+    assert calendar.regions_without_calendar == ["Channel Islands"]
+    assert log_calendar([]).signals == []
+    assert log_calendar([(b"u", orjson.dumps({"user_id": "u", "ts": "yesterday"}))]).signals == []
+
+
+async def test_each_signal_goes_out_after_the_chunk_that_reaches_its_moment() -> None:
+    messages = december("madrid", "Spain", range(1, 11))
+    calendar = log_calendar(messages)
+    producer = ProducerDouble()
+    along = SignalsAlong(calendar.signals)
+    assert await along.send(producer, messages, chunk=2) == 10  # type: ignore[arg-type]
+    assert producer.sent == [
+        "madrid-1", "madrid-2", "madrid-3", "madrid-4",
+        "leadup-ES-20101225-christmas-day",  # 4 December: after the chunk that reached it
+        "madrid-5", "madrid-6", "holiday-ES-20101206-constitution-day",
+        "madrid-7", "madrid-8", "holiday-ES-20101208-immaculate-conception",
+        "madrid-9", "madrid-10",
+    ]  # fmt: skip
+    assert along.published == 3

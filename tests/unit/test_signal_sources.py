@@ -11,7 +11,7 @@ import pytest
 from intentstream.cli import main
 from intentstream.schemas.codec import decode_signal, encode
 from intentstream.schemas.events import EnvSignal, SignalKind
-from intentstream.signal_sources import CalendarError, Country, holiday_signals, weather_signal
+from intentstream.signal_sources import CalendarError, Country, countries_of, holiday_signals, weather_signal
 
 UK = Country.parse("GB=United Kingdom")
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -32,9 +32,37 @@ def test_christmas_is_a_day_long_signal_with_three_weeks_of_lead_up_for_the_user
         datetime(2010, 12, 4, tzinfo=UTC),
         christmas.valid_from,
     )
+    assert leadup.text == "lead-up to Christmas Day on 25 December (United Kingdom)"
     assert "holiday-GB-20101226-boxing-day" in by_id  # no lead-up: not a gift holiday
     assert not any(s.signal_id.startswith("leadup-GB-20101226") for s in signals)
     assert [s.valid_from for s in signals] == sorted(s.valid_from for s in signals)
+
+
+def test_a_range_before_christmas_carries_its_lead_up_and_names_are_english() -> None:
+    """Online Retail's shipped extract ends on 14 December 2010: the lead-up is in force then,
+    Christmas itself is not in range. Germany's calendar is asked for in English."""
+    signals = holiday_signals(
+        [UK, Country.parse("DE=Germany")], date(2010, 12, 1), date(2010, 12, 14), now=NOW
+    )
+    assert {s.signal_id for s in signals} == {
+        "leadup-GB-20101225-christmas-day",
+        "leadup-DE-20101225-christmas-day",
+    }
+    assert all(s.valid_from == datetime(2010, 12, 4, tzinfo=UTC) for s in signals)
+    after = holiday_signals([UK], date(2010, 12, 25), date(2010, 12, 25), now=NOW)
+    assert [s.kind for s in after] == [SignalKind.HOLIDAY]  # its lead-up is over by then
+
+
+def test_a_logs_region_names_find_their_countries() -> None:
+    found, unknown = countries_of(["United Kingdom", "EIRE", "Germany", "USA", "RSA", "Channel Islands",
+                                   "European Community", "Hong Kong", "Czech Republic", "JP"])  # fmt: skip
+    assert {c.region: c.code for c in found} == {
+        "United Kingdom": "GB", "EIRE": "IE", "Germany": "DE", "USA": "US", "RSA": "ZA",
+        "Hong Kong": "HK", "Czech Republic": "CZ", "JP": "JP",
+    }  # fmt: skip
+    assert unknown == ["Channel Islands", "European Community"]  # no country's calendar: said, not guessed
+    assert countries_of([]) == ([], [])
+    assert countries_of(["x" * 64, "'; DROP TABLE", ""])[0] == []
 
 
 def test_the_same_calendar_published_twice_is_the_same_signals() -> None:
