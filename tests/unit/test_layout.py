@@ -4,7 +4,7 @@
     L1  kernels, intentstream.kafka / store / reader          (FP8 pool; Kafka and Redis clients)
     L2  stream (the worker's functional core and services)
     L3  agents (the HMAS chain; it embeds entities as the stream does)
-    L4  deploy, intentstream.producer                         (the local stack; publishers)
+    L4  deploy, intentstream.producer / signal_sources        (the local stack; publishers)
     L5  stream.app (the worker: stream and agents composed), perf
     L6  intentstream.cli
 
@@ -41,6 +41,7 @@ LAYERS = {
     "intentstream.agents": 3,
     "intentstream.deploy": 4,
     "intentstream.producer": 4,
+    "intentstream.signal_sources": 4,
     "intentstream.stream.app": 5,
     "intentstream.perf": 5,
     "intentstream.cli": 6,
