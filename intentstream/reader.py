@@ -46,6 +46,11 @@ class Lookup:
     def tags(self) -> list[IntentTag]:
         return list(self.record.tags) if self.record else []
 
+    def items(self, n: int) -> list[str]:
+        """Up to ``n`` item ids for a feed: the tags' catalog items in turn by rank, the
+        strongest tag first (``IntentRecord.items``); none without a record."""
+        return self.record.items(n) if self.record else []
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -122,6 +127,10 @@ class IntentReader(_Layout):
         """One user's intents; an empty :class:`Lookup` when there are none."""
         return _lookup(user_id, await self.client.hget(record_key(self.prefix, user_id), "record"))
 
+    async def items(self, user_id: str, n: int) -> list[str]:
+        """Up to ``n`` item ids to show ``user_id`` (one round trip; ``Lookup.items``)."""
+        return (await self.get(user_id)).items(n)
+
     async def get_many(self, user_ids: Sequence[str]) -> list[Lookup]:
         """Many users in one round trip, in the order asked."""
         async with self.client.pipeline(transaction=False) as pipe:
@@ -189,6 +198,9 @@ class SyncIntentReader(_Layout):
 
     def get(self, user_id: str) -> Lookup:
         return _lookup(user_id, self.client.hget(record_key(self.prefix, user_id), "record"))
+
+    def items(self, user_id: str, n: int) -> list[str]:
+        return self.get(user_id).items(n)
 
     def get_many(self, user_ids: Sequence[str]) -> list[Lookup]:
         with self.client.pipeline(transaction=False) as pipe:

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     # to other users with it; off, every new interest is asked about.
     plan_cache: bool = True
     plan_cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    # The item catalog (stream/catalog.py): each tag of a record carries this many items.
+    catalog: bool = True
+    catalog_items_per_tag: int = Field(10, ge=1, le=20)
+    catalog_half_life_s: float = Field(3 * 24 * 3600.0, gt=0)  # popularity's, in event time
     judge_online: bool = True  # judge every plan before writing; a "bad" one is not written
     agents_embedder: Literal["minilm", "hashed"] = "minilm"  # merges near-duplicate tags
 

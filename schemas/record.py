@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -16,6 +17,7 @@ from intentstream.schemas.text import plain_text, sentence_text
 TAG_MAX_CHARS = 48
 EXPLANATION_MAX_CHARS = 200
 MAX_TAGS = 10
+MAX_ITEMS_PER_TAG = 20
 
 TagText = Annotated[str, AfterValidator(lambda s: plain_text(s, TAG_MAX_CHARS)), Field(min_length=1)]
 Explanation = Annotated[
@@ -105,12 +107,14 @@ class IntentTag(_Frozen):
     another user with the same interest: the shared plan cache, its facts filled in by code
     from this user's events) or ``live`` (code, from the user's own events, so a feed never
     mistakes an echo of behaviour for the model's insight). ``last_seen`` is
-    the event time of the newest behaviour behind it."""
+    the event time of the newest behaviour behind it. ``items``: the catalog's items for the
+    tag, best first (``stream.catalog``; made by code, whatever the tag's source)."""
 
     tag: TagText
     explanation: Explanation
     source: TagSource = "llm"
     last_seen: UtcTime | None = None
+    items: list[Id] = Field(default_factory=list, max_length=MAX_ITEMS_PER_TAG)
 
 
 class PlannedTag(_Frozen):
@@ -154,9 +158,31 @@ class IntentRecord(_Frozen):
     verdict: Verdict = "unjudged"  # the judge's verdict on its llm tags
     llm_context_version: int | None = Field(None, ge=1)  # the context its llm tags were planned from
 
+    def items(self, n: int) -> list[str]:
+        """Up to ``n`` items for a feed: the tags' items in turn by rank (``interleave``)."""
+        return interleave([t.items for t in self.tags], n)
+
     def encode_written(self, written_at: datetime) -> bytes:
         """The record's JSON as the store writes it: stamped with ``written_at``. (A dict
         edit, not a model copy: this runs once per write on the hot path.)"""
         data = self.model_dump(mode="json", exclude_none=True)
+        for tag in data["tags"]:
+            if not tag["items"]:
+                del tag["items"]  # optional in the contract: absent rather than empty
         data["written_at"] = _TIME.dump_python(written_at, mode="json")
         return orjson.dumps(data)
+
+
+def interleave(per_tag: Sequence[Sequence[str]], n: int) -> list[str]:
+    """Items of several tags in turn by rank (each tag's first, then each tag's second, ...),
+    without repeats, at most ``n``: the strongest tag leads, and every tag is shown."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for rank in range(max((len(items) for items in per_tag), default=0)):
+        for items in per_tag:
+            if rank < len(items) and items[rank] not in seen:
+                seen.add(items[rank])
+                out.append(items[rank])
+                if len(out) == n:
+                    return out
+    return out

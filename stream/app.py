@@ -38,6 +38,7 @@ from intentstream.schemas.record import Trigger
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect_with
 from intentstream.stream.batch import APPLY_FAILED, dead_letter_headers, shape_of
+from intentstream.stream.catalog import Catalog
 from intentstream.stream.ingest import ContextService
 from intentstream.stream.metrics import PlannerCounters
 from intentstream.stream.metrics import serve as serve_metrics
@@ -96,8 +97,10 @@ def build_app(
             else None
         )
         records = RecordWriter(
-            store, shape_of(settings), live_tags=settings.live_tags, cache=cache, vet=ExplainerVet()
-        )
+            store, shape_of(settings), live_tags=settings.live_tags, cache=cache, vet=ExplainerVet(),
+            catalog=Catalog(half_life_s=settings.catalog_half_life_s) if settings.catalog else None,
+            items_per_tag=settings.catalog_items_per_tag,
+        )  # fmt: skip
     elif with_contexts:
         log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")
     contexts = ContextService(

@@ -101,6 +101,7 @@ class BatchOutcome:
     dead: list[DeadLetter] = field(default_factory=list)
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
     produced_ms: list[float] = field(default_factory=list)  # of each applied event
+    events: list[BehaviorEvent] = field(default_factory=list)  # applied, for the item catalog
     applied: int = 0
     duplicates: int = 0
     seconds_decide: float = 0.0  # finding what is new and deciding
@@ -177,6 +178,7 @@ class BatchPath:
         for mine in users.values():
             out.applied += len(mine.applied)
             out.produced_ms += [produced for _, _, produced in mine.applied]
+            out.events += [event for event, _, _ in mine.applied]
         started = time.perf_counter()
         out.decisions = self.decide([ctx for _, ctx in out.changed.values()], now.timestamp())
         out.seconds_decide = time.perf_counter() - started

@@ -48,6 +48,7 @@ from intentstream.schemas.events import EnvSignal
 from intentstream.schemas.record import Trigger
 from intentstream.settings import Settings
 from intentstream.stream.batch import BatchPath, DeadLetter, dead_letter_headers, source_of
+from intentstream.stream.catalog import CatalogFeed, Sighting, sightings
 from intentstream.stream.changelog import BrokerUnavailable, Changelog, Staged, signals_changelog
 from intentstream.stream.context import (
     UserContext,
@@ -110,6 +111,12 @@ class ContextService:
         self._requested_keys: set[str] = set()  # interests of requested re-plans (a sizing measure)
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
+        catalog = records.catalog if records is not None else None
+        self.catalog_feed = (
+            CatalogFeed(records.store.client, settings.redis_key_prefix)
+            if records is not None and catalog is not None
+            else None
+        )
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -155,6 +162,10 @@ class ContextService:
                 self._producer, self.bootstrap, self.settings.broker_outage_s, self.health
             ),
         }
+        feed, records = self.catalog_feed, self.records
+        if feed is not None and records is not None and records.catalog is not None:
+            catalog = records.catalog
+            loops["catalog"] = lambda: feed.follow(catalog)  # the planner's records carry items too
         if consume:
             self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
             await start_client(self._consumer, self.bootstrap, self.security)
@@ -245,7 +256,7 @@ class ContextService:
         live = None
         if self.records is not None and outcome.changed:
             changed = [ctx for _, ctx in outcome.changed.values()]
-            live = asyncio.create_task(self._write_live(changed, now))
+            live = asyncio.create_task(self._write_live(changed, now, sightings(outcome.events)))
         await self._dead_letter(outcome.dead)
         staged = Staged(
             records=list(outcome.changed.values()),
@@ -257,10 +268,13 @@ class ContextService:
         await self.changelog.send(staged)
         return staged
 
-    async def _write_live(self, ctxs: list[UserContext], now: datetime) -> None:
-        """The batch's live records (``RecordWriter.write_live``), counted."""
+    async def _write_live(self, ctxs: list[UserContext], now: datetime, seen: list[Sighting]) -> None:
+        """The batch's items to the shared catalog, then its live records
+        (``RecordWriter.write_live``), counted."""
         assert self.records is not None
         started = time.perf_counter()
+        if self.catalog_feed is not None:
+            await self.catalog_feed.publish(seen)
         done = await self.records.write_live(ctxs, now)
         c = self.counters
         c.records_written += done.written

@@ -7,6 +7,9 @@
 * The planner (``land_plan``): when an LLM plan is made, the plan is kept in the hash and
   merged into the record there (``stream.live.merge_plan``).
 
+With a catalog (``stream.catalog``), each tag of what either writes carries the catalog's
+items for it (``with_items``), the user's recent purchases left out.
+
 Both write version = the stored version + 1 through the store's atomic only-if-newer
 script, which makes it a compare-and-set: when the other writer got there first, the write
 is refused and made again from what is stored now (a bounded number of times). A context
@@ -17,12 +20,14 @@ restart); a plan not newer than the stored plan is dropped.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from intentstream.schemas.record import IntentRecord, LLMPlan
 from intentstream.store import CorruptRecord, IntentStore, parse_record
+from intentstream.stream.catalog import ITEMS_PER_TAG, Catalog
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.live import compose, facets, merge_plan
@@ -31,6 +36,7 @@ from intentstream.stream.plancache import CachedTag, PlanCache, Vet, interest_ke
 log = logging.getLogger("intentstream.records")
 
 ATTEMPTS = 4  # compare-and-set rounds before a write is left to the user's next change
+ITEMS_MEMO_S = 30.0  # how long a tag's catalog items are reused before they are looked up again
 
 
 @dataclass
@@ -52,9 +58,12 @@ class RecordWriter:
         live_tags: int,
         cache: PlanCache | None = None,
         vet: Vet | None = None,
+        catalog: Catalog | None = None,
+        items_per_tag: int = ITEMS_PER_TAG,
     ) -> None:
         """``cache``: the shared plan cache whose tags fill the entries no LLM tag of the
-        user covers, each checked by ``vet`` (None: live entries only)."""
+        user covers, each checked by ``vet`` (None: live entries only). ``catalog``: the
+        items each tag carries (None: tags alone)."""
         if cache is not None and vet is None:
             raise ValueError("a plan cache needs a vet: what it serves is checked before a record carries it")
         self.store = store
@@ -63,6 +72,36 @@ class RecordWriter:
         self.cache = cache
         self.vet = vet
         self.entities = EntityCache(capacity=50_000)  # text vectors of tags and facets
+        self.catalog = catalog
+        self.items_per_tag = items_per_tag
+        self._items: dict[str, tuple[float, list[str]]] = {}  # tag -> (until, items): ITEMS_MEMO_S
+
+    def with_items(self, record: IntentRecord, ctx: UserContext | None = None) -> IntentRecord:
+        """``record`` with the catalog's items on each tag, as of its newest event; the items
+        ``ctx``'s recent behaviours bought are left out (a feed should not offer them again
+        at once). A tag's items are remembered for ``ITEMS_MEMO_S`` (many users share tags)."""
+        if self.catalog is None or not len(self.catalog):
+            return record
+        bought = (
+            {b["item"] for b in ctx.recent if b.get("item") and b["action"] == "purchase"} if ctx else set()
+        )
+        now = time.monotonic()
+        missing = [t.tag for t in record.tags if (memo := self._items.get(t.tag)) is None or memo[0] < now]
+        if missing:
+            if len(self._items) > 100_000:
+                self._items.clear()
+            found = self.catalog.candidates(
+                missing, record.event_time.timestamp(), n=self.items_per_tag + len(bought)
+            )
+            for tag, items in zip(missing, found, strict=True):
+                self._items[tag] = (now + ITEMS_MEMO_S, items)
+        tags = [
+            t.model_copy(
+                update={"items": [i for i in self._items[t.tag][1] if i not in bought][: self.items_per_tag]}
+            )
+            for t in record.tags
+        ]
+        return record.model_copy(update={"tags": tags})
 
     async def cached(self, ctxs: Sequence[UserContext]) -> dict[str, CachedTag]:
         """The plan cache's entries for the heaviest facets of ``ctxs`` (those an entry
@@ -92,7 +131,7 @@ class RecordWriter:
                 if record is None:
                     out.unchanged += 1
                 else:
-                    records.append(record)
+                    records.append(self.with_items(record, ctx))
             flags = await self.store.write_many(records, now) if records else []
             refused = [r.user_id for r, ok in zip(records, flags, strict=True) if not ok]
             out.written += len(records) - len(refused)
@@ -123,6 +162,7 @@ class RecordWriter:
                 current, plan, version=stored.version + 1, entities=self.entities,
                 similarity=self.shape.join_similarity, live_tags=self.live_tags,
             )  # fmt: skip
+            record = self.with_items(record)
             if await self.store.write(record, now, plan=plan):
                 return record
         log.warning("plan for user %r refused %d times by newer writes; dropped", plan.user_id, ATTEMPTS)

@@ -118,7 +118,13 @@ def intent_record(version: int, user: str = "u1") -> IntentRecord:
         trigger="live",
         tags=[
             IntentTag(tag=f"tag v{version}", explanation=f"From context version {version}."),
-            IntentTag(tag="live entry", explanation="Viewed twice.", source="live", last_seen=NOW),
+            IntentTag(
+                tag="live entry",
+                explanation="Viewed twice.",
+                source="live",
+                last_seen=NOW,
+                items=["i7", "i3"],
+            ),
         ],
         event_time=NOW,
         planned_at=NOW,

@@ -47,6 +47,11 @@ function problemOf(user, record) {
     // Optional: absent in records written before it existed (read as "llm").
     if (t.source !== undefined && !SOURCES.has(t.source)) return "a tag's source is unknown";
     if (t.last_seen !== undefined && !RFC3339.test(String(t.last_seen))) return "a tag's last_seen is malformed";
+    if (t.items !== undefined) {
+      const ok = Array.isArray(t.items) && t.items.length <= 20 &&
+        t.items.every((i) => typeof i === "string" && codePoints(i) >= 1 && codePoints(i) <= 128);
+      if (!ok) return "a tag's items are malformed";
+    }
   }
   for (const name of ["event_time", "planned_at"]) {
     if (typeof record[name] !== "string" || !RFC3339.test(record[name])) return `${name} is not an RFC 3339 time`;

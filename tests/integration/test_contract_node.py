@@ -120,6 +120,7 @@ async def test_node_reads_what_python_wrote_with_the_reader_acl(
                     "explanation": "Viewed twice.",
                     "source": "live",
                     "last_seen": NOW_TEXT,
+                    "items": ["i7", "i3"],
                 },
             ]
         assert got[-1] == {"user": "nobody", "record": None}
@@ -158,6 +159,19 @@ def corrupt_cases() -> dict[str, tuple[dict[str, Any] | bytes, str, str]]:
             record("bad-seen", tags=[{"tag": "t", "explanation": "e.", "last_seen": "now"}]),
             "2",
             "last_seen",
+        ),
+        "bad-items": (
+            record("bad-items", tags=[{"tag": "t", "explanation": "e.", "items": ["ok", 7]}]),
+            "2",
+            "items",
+        ),
+        "too-many-items": (
+            record(
+                "too-many-items",
+                tags=[{"tag": "t", "explanation": "e.", "items": [f"i{n}" for n in range(21)]}],
+            ),
+            "2",
+            "items",
         ),
         "bad-llm-version": (record("bad-llm-version", llm_context_version=0), "2", "llm_context_version"),
         "bad-time": (record("bad-time", planned_at="yesterday"), "2", "planned_at"),

@@ -1,0 +1,135 @@
+"""The item catalog (``stream.catalog``): sightings from events, the index, popularity decayed
+in event time, the items a tag gets, and what a record carries of them."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import IntentRecord, IntentTag, interleave
+from intentstream.stream.catalog import Catalog, Sighting, sightings
+
+T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+DAY = 86_400.0
+
+
+def seen(item: str, text: str, *, category: str | None = None, brand: str | None = None, at: float = 0.0,
+         weight: float = 1.0) -> Sighting:  # fmt: skip
+    return Sighting(item, text, category, brand, T0.timestamp() + at, weight)
+
+
+def event(
+    n: int, item: str | None, text: str | None, action: str = "view", minutes: int = 0
+) -> BehaviorEvent:
+    at = T0 + timedelta(minutes=minutes)
+    if action == "search":
+        return BehaviorEvent(event_id=f"e{n}", user_id="u", action=action, ts=at, query=text)
+    return BehaviorEvent(event_id=f"e{n}", user_id="u", action=action, ts=at, item_id=item, item_text=text)
+
+
+def test_a_batch_sees_each_described_item_once_with_its_attention_summed() -> None:
+    found = sightings(
+        [
+            event(1, "k1", "bosch kettle"),
+            event(2, "k1", "bosch kettle", "cart", minutes=5),
+            event(3, "x9", None),
+            event(4, None, "a query", action="search"),
+        ]
+    )
+    assert [(s.item_id, s.weight, s.ts) for s in found] == [
+        ("k1", 4.0, (T0 + timedelta(minutes=5)).timestamp())
+    ]
+
+
+def test_the_items_that_fit_a_tag_come_first_and_the_popular_among_them() -> None:
+    catalog = Catalog()
+    added = catalog.add(
+        [
+            seen("k1", "bosch electric kettle", category="appliances.kitchen.kettle", weight=1.0),
+            seen("k2", "tefal electric kettle", category="appliances.kitchen.kettle", weight=40.0),
+            seen("s1", "samsung galaxy smartphone", category="electronics.smartphone", weight=100.0),
+            seen("t1", "lego city fire truck", category="kids.toys", weight=100.0),
+        ]
+    )
+    assert added == 4
+    assert catalog.add([seen("k1", "bosch electric kettle", weight=1.0)]) == 0  # known: popularity only
+    [kettles, phones, nothing] = catalog.candidates(
+        ["electric kettle", "smartphone", "zzz qqq"], T0.timestamp()
+    )
+    assert kettles[:2] == ["k2", "k1"]  # both fit; the popular one first
+    assert phones[0] == "s1"
+    assert "t1" not in kettles
+    assert nothing == []  # shares nothing with any item
+    assert catalog.candidates(["electric kettle"], T0.timestamp(), exclude=["k2"])[0][0] == "k1"
+    assert catalog.candidates([], T0.timestamp()) == []
+    assert Catalog().candidates(["kettle"], T0.timestamp()) == [[]]
+
+
+def test_popularity_halves_every_half_life_of_event_time() -> None:
+    catalog = Catalog(half_life_s=DAY)
+    catalog.add([seen("old", "teapot", weight=8.0), seen("new", "teacup", at=3 * DAY, weight=2.0)])
+    pop = catalog.popularity([0, 1], T0.timestamp() + 3 * DAY)
+    assert pop[0] == pytest.approx(1.0)  # 8 halved three times
+    assert pop[1] == pytest.approx(2.0)
+    assert catalog.popular(T0.timestamp() + 3 * DAY, 2) == ["new", "old"]
+    assert catalog.popular(T0.timestamp() + 3 * DAY, 2, exclude=["new"]) == ["old"]
+    catalog.add([seen("old", "teapot", at=3 * DAY, weight=1.0)])  # seen again: decayed, then added
+    assert catalog.popularity([0], T0.timestamp() + 3 * DAY)[0] == pytest.approx(2.0)
+
+
+def test_a_catalog_grows_past_its_first_arrays() -> None:
+    catalog = Catalog()
+    catalog.add(seen(f"i{n}", f"item number {n}", weight=float(n)) for n in range(3000))
+    assert len(catalog) == 3000
+    assert catalog.popular(T0.timestamp(), 1) == ["i2999"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"1.0"},  # no weight
+        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"nan", b"w": b"1"},
+        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"1.0", b"w": b"-3"},
+        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"soon", b"w": b"1"},
+        {b"i": b"\xff\xfe", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"1.0", b"w": b"1"},
+    ],
+)
+def test_a_feed_entry_that_is_not_a_sighting_is_refused(fields: dict[bytes, bytes]) -> None:
+    with pytest.raises((KeyError, ValueError, UnicodeDecodeError)):
+        Sighting.from_fields(fields)
+
+
+def test_a_sighting_survives_the_feed_and_oversized_text_is_cut() -> None:
+    s = seen("k1", "bosch kettle", category="home.kettle", brand="bosch", weight=3.0)
+    back = Sighting.from_fields({k.encode(): v.encode() for k, v in s.fields().items()})
+    assert back == s
+    long = Sighting.from_fields(
+        {b"i": b"k" * 500, b"t": b"t" * 5000, b"c": b"", b"b": b"", b"ts": b"1", b"w": b"1"}
+    )
+    assert (len(long.item_id), len(long.text), long.category) == (128, 512, None)
+    assert math.isfinite(long.ts)
+
+
+def test_tags_items_are_interleaved_by_rank_without_repeats() -> None:
+    assert interleave([["a1", "a2", "a3"], ["b1", "a1"], []], 10) == ["a1", "b1", "a2", "a3"]
+    assert interleave([["a1", "a2"], ["b1", "b2"]], 3) == ["a1", "b1", "a2"]
+    assert interleave([], 5) == []
+
+
+def test_a_record_carries_items_only_where_a_tag_has_some() -> None:
+    record = IntentRecord(
+        user_id="u", version=1, context_version=1, trigger="live", event_time=T0, planned_at=T0, model="none",
+        tags=[IntentTag(tag="kettles", explanation="You viewed kettles.", source="live", items=["k2", "k1"]),
+              IntentTag(tag="teapots", explanation="You viewed teapots.", source="live")],
+    )  # fmt: skip
+    data = orjson.loads(record.encode_written(T0))
+    assert data["tags"][0]["items"] == ["k2", "k1"]
+    assert "items" not in data["tags"][1]  # optional: absent, not empty
+    assert record.items(5) == ["k2", "k1"]
+    with pytest.raises(ValueError, match="at most 20"):
+        IntentTag(tag="kettles", explanation="You viewed kettles.", items=[f"i{n}" for n in range(21)])
