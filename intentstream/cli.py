@@ -346,6 +346,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
             seed=seed,
             plot_dir=plot_dir,
             signals=args.signals,
+            level=args.level,
         )
     except (NothingToEvaluate, EvaluationFailed) as exc:
         say(f"error: {exc}")
@@ -498,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=None, help="the sample's seed (20261122)")
     evaluate.add_argument("--plot", default=None, metavar="DIR", help="write eval-<log>.png here")
     evaluate.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+    evaluate.add_argument(
+        "--level",
+        choices=("category", "item"),
+        default="category",
+        help="item: score each tag's catalog items on the items users touched next, against item "
+        "baselines (popular, co-viewed, the last category's popular); the category report is kept inside",
+    )
     evaluate.add_argument(
         "--signals",
         choices=SIGNAL_SOURCES,

@@ -60,8 +60,9 @@ from intentstream.agents.explainer import Explained
 from intentstream.agents.judge import check_timeliness
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
-from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest
+from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest, interleave
 from intentstream.stream.batch import BatchPath, Message
+from intentstream.stream.catalog import Catalog, sightings
 from intentstream.stream.context import ContextShape, UserContext, concerns, replan_request, signals_for
 from intentstream.stream.live import compose
 from intentstream.stream.plancache import CachedTag
@@ -369,6 +370,7 @@ class Scores:
     ranks: dict[str, list[int | None]] = field(default_factory=dict)
     tag_ranks: dict[str, list[int | None]] = field(default_factory=dict)  # tags alone, no fill
     users_with_tags: dict[str, int] = field(default_factory=dict)
+    served: dict[str, list[list[str]]] = field(default_factory=dict)  # per mode, per case: the tags
     plans: int = 0
     plans_failed: int = 0
     # Per case: what real time served and what came next (to show why it hit or missed).
@@ -433,6 +435,7 @@ async def evaluate(
 
     def score(mode: str, tags: list[str], case: Case, fill: list[str]) -> None:
         scores.users_with_tags[mode] = scores.users_with_tags.get(mode, 0) + bool(tags)
+        scores.served.setdefault(mode, []).append(list(tags))
         scores.ranks.setdefault(mode, []).append(matcher.first_hit(ranked(tags, fill, k), case.targets))
         scores.tag_ranks.setdefault(mode, []).append(matcher.first_hit(ranked(tags, [], k), case.targets))
 
@@ -513,6 +516,101 @@ def signal_effect(request: ReplanRequest, tagged: Sequence[Tagged], without: Seq
         "names_signal": bool(named),
         "timeliness_passed": check_timeliness(explained, view).passed if tagged else False,
     }
+
+
+# -- the item level ----------------------------------------------------------------------
+
+CO_VIEW_WINDOW = 3  # an item counts as co-viewed with each of the user's previous 3 items
+ITEM_CUTOFFS = (10, 30)
+CO_VIEWED, LAST_CATEGORY_POPULAR = "co_viewed", "last_category_popular"
+RECORD_WITH_CO_VIEWED = "record_with_co_viewed"  # the record's items and co-viewed ones in turn
+
+
+@dataclass
+class ItemScores:
+    """First-hit ranks on the items users touched next, per method, two ways: excluding the
+    items a user had seen before the cut (from candidates and hits), and including them."""
+
+    k: int
+    new: dict[str, list[int | None]] = field(default_factory=dict)
+    seen_too: dict[str, list[int | None]] = field(default_factory=dict)
+    users_with_new_items: int = 0
+    catalog_items: int = 0
+
+
+def item_level(
+    cases: Sequence[Case],
+    events: Sequence[BehaviorEvent],
+    served: dict[str, list[list[str]]],
+    *,
+    k: int,
+    items_per_tag: int,
+    half_life_s: float,
+) -> ItemScores:
+    """Score the tags each mode served (``Scores.served``) on the items the users touched
+    next. The catalog is the worker's (``stream.catalog.Catalog``), fed with every event
+    before each cut in time order; a mode's predictions are its tags' items
+    (``Catalog.candidates``, ``items_per_tag`` each, as the worker writes them) in turn by
+    rank (``interleave``, as the reader serves them), then the most popular items up to
+    ``k``, as a feed fills its slots. Baselines from the same catalog at the same moment:
+    ``popular``; ``co_viewed`` (items that followed the user's last items in other users'
+    sessions, before the cut); ``last_category_popular``."""
+    catalog = Catalog(half_life_s=half_life_s)
+    co: dict[str, Counter[str]] = defaultdict(Counter)
+    last: dict[str, list[str]] = defaultdict(list)  # user -> their latest items, newest last
+    by_category: dict[str, list[int]] = defaultdict(list)
+    ordered = sorted((e for e in events if e.item_id and e.item_text), key=lambda e: e.ts)
+    out = ItemScores(k)
+    i = 0
+    for index in sorted(range(len(cases)), key=lambda j: cases[j].cut):
+        case = cases[index]
+        while i < len(ordered) and ordered[i].ts < case.cut:
+            e = ordered[i]
+            item = e.item_id or ""
+            if catalog.add(sightings([e])):
+                by_category[e.category or ""].append(len(catalog) - 1)
+            for before in last[e.user_id][-CO_VIEW_WINDOW:]:
+                if before != item:
+                    co[before][item] += 1
+                    co[item][before] += 1
+            if item not in last[e.user_id][-1:]:
+                last[e.user_id].append(item)
+                del last[e.user_id][:-CO_VIEW_WINDOW]
+            i += 1
+        now_s = case.cut.timestamp()
+        seen = {e.item_id for e in case.history if e.item_id}
+        targets = {t.item_id for t in case.targets if t.item_id}
+        mine = [e.item_id for e in reversed(case.history) if e.item_id and e.item_text]
+        recent_items = list(dict.fromkeys(mine))[:CO_VIEW_WINDOW]
+        category = next((e.category for e in reversed(case.history) if e.item_text and e.category), None)
+        new = targets - seen
+        out.users_with_new_items += bool(new)
+        for exclude, ranks in ((seen, out.new), (set(), out.seen_too)):
+            wanted = new if exclude else targets
+            if not wanted:
+                continue  # every next item was one they had seen: not a case for new items
+            fill = catalog.popular(now_s, k, exclude=exclude)
+            picks: dict[str, list[str]] = {}
+            for mode, per_case in served.items():
+                found = catalog.candidates(per_case[index], now_s, n=items_per_tag, exclude=exclude)
+                picks[mode] = interleave(found, k)
+            co_viewed = [
+                c for c, _ in sum((co[m] for m in recent_items), Counter()).most_common() if c not in exclude
+            ]
+            rows = by_category.get(category or "", []) if category else []
+            picks[POPULAR] = []
+            picks[CO_VIEWED] = co_viewed[:k]
+            picks[LAST_CATEGORY_POPULAR] = (
+                catalog.popular(now_s, k, exclude=exclude, rows=rows) if rows else []
+            )
+            if RECORD in picks:
+                picks[RECORD_WITH_CO_VIEWED] = interleave([picks[RECORD], picks[CO_VIEWED]], k)
+            for mode, items in picks.items():
+                predictions = list(dict.fromkeys([*items, *fill]))[:k]  # personal first, then popular
+                rank = next((r for r, item in enumerate(predictions, 1) if item in wanted), None)
+                ranks.setdefault(mode, []).append(rank)
+    out.catalog_items = len(catalog)
+    return out
 
 
 class PlanUnavailable(RuntimeError):

@@ -8,23 +8,31 @@ stream, from its beginning, into its own ``Catalog`` (``CatalogFeed.follow``). S
 worker holds the same items with the same popularity, whichever partitions it owns, and a
 restarted worker rebuilds its catalog from Redis (kept as long as Redis keeps its data).
 
-The index is faiss's HNSW graph over the entity embedding the contexts already use
-(``stream.entities.embed``: 64 dimensions, category path, brand and words): items are added
-as they are first seen (about 5,000 items/s on one core) and a nearest-neighbour search
-takes well under a millisecond at a million items, where an exact scan takes about 30 ms.
-The nearest ``POOL`` items are then ranked by similarity times ``1 + log(1 + popularity)``,
-popularity decaying with a half-life of ``half_life_s`` since each sighting, so fresh and
-popular items go first among those that fit the tag. At hundreds of millions of items, or
-to spare each worker the memory (about 0.7 KB an item), the same calls can go to a vector
-search service shared by the workers (Redis's own vector sets or a vector database).
+An item is embedded once, as a bag of its words: the words of its text, of its category path
+and of its brand, singular ("kettles" is "kettle"), signed-hashed into ``DIMS`` dimensions
+(``item_vector``); a tag is embedded the same way (``tag_vector``), so "electric kettles"
+meets every item whose text, category or brand says kettle. (The contexts' own embedding,
+``stream.entities.embed``, weighs category paths as features of their own, which a tag's
+words cannot name.) The index is faiss's HNSW graph over those vectors: items are added as
+they are first seen and a nearest-neighbour search takes well under a millisecond at a
+million items, where an exact scan takes tens of milliseconds. The nearest ``POOL`` items
+that fit at least ``FIT`` times as well as the best are then ranked by similarity times
+``1 + log(1 + popularity)``, popularity decaying with a half-life of ``half_life_s`` since
+each sighting, so fresh and popular items go first among those that fit the tag.
+
+At hundreds of millions of items, or to spare each worker the memory (``bench items`` measures
+it), the same calls can go to a vector search service shared by the workers (Redis's own
+vector sets or a vector database).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Any
 
 import faiss
@@ -33,11 +41,14 @@ import numpy.typing as npt
 
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.store import RedisClient
-from intentstream.stream.entities import DIMS, embed
 
 log = logging.getLogger("intentstream.catalog")
 
 POOL = 200  # nearest items ranked by popularity for each tag
+FIT = 0.5  # an item fits a tag when its similarity is at least this share of the best one's
+DIMS = 128
+Vector = npt.NDArray[np.float32]
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 HALF_LIFE_S = 3 * 86_400.0  # popularity's half-life, in event time
 ACTION_WEIGHT = {"view": 1.0, "click": 1.0, "search": 0.0, "favourite": 2.0, "cart": 3.0, "purchase": 5.0}
 ITEMS_PER_TAG = 10
@@ -72,6 +83,45 @@ class Sighting:
             ts,
             weight,
         )
+
+
+def singular(word: str) -> str:
+    """English plural to singular, for matching only ("boxes" "box", "berries" "berry")."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("ses", "xes", "zes", "ches", "shes")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def words_of(*texts: str | None) -> list[str]:
+    """The distinct singular words of ``texts`` (no single letters, no bare numbers)."""
+    found: dict[str, None] = {}
+    for text in texts:
+        for word in _WORD.findall((text or "").casefold()):
+            if len(word) > 1 and not word.isdigit():
+                found[singular(word)] = None
+    return list(found)
+
+
+def _hashed(words: Sequence[str]) -> Vector:
+    vector = np.zeros(DIMS, dtype=np.float32)
+    for word in words:
+        digest = int.from_bytes(blake2b(word.encode(), digest_size=8).digest(), "little")
+        vector[digest % DIMS] += 1.0 if digest >> 63 else -1.0
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
+
+
+def item_vector(text: str, category: str | None, brand: str | None) -> Vector:
+    """An item as the words of its text, its category path and its brand."""
+    return _hashed(words_of(text, (category or "").replace(".", " "), brand))
+
+
+def tag_vector(tag: str) -> Vector:
+    return _hashed(words_of(tag))
 
 
 def sightings(events: Iterable[BehaviorEvent]) -> list[Sighting]:
@@ -118,7 +168,7 @@ class Catalog:
                 self.ids.append(s.item_id)
                 self.categories.append(s.category)
                 self._grow(row + 1)
-                fresh.append(embed(s.text, s.category, s.brand))
+                fresh.append(item_vector(s.text, s.category, s.brand))
             at = max(self._pop_at[row], s.ts)
             self._pop[row] = self._pop[row] * self._decay(at - self._pop_at[row]) + s.weight
             self._pop_at[row] = at
@@ -149,12 +199,13 @@ class Catalog:
         if not texts or not self.ids:
             return [[] for _ in texts]
         skip = {self.rows[i] for i in exclude if i in self.rows}
-        vectors = np.stack([embed(t) for t in texts])
+        vectors = np.stack([tag_vector(t) for t in texts])
         sims, found = self.index.search(vectors, min(len(self.ids), POOL + len(skip)))
         out: list[list[str]] = []
         for row_sims, rows in zip(sims, found, strict=True):
+            best = max((float(s) for s, r in zip(row_sims, rows, strict=True) if r >= 0), default=0.0)
             keep = [(float(s), int(r)) for s, r in zip(row_sims, rows, strict=True)
-                    if r >= 0 and s > 0 and int(r) not in skip]  # fmt: skip
+                    if r >= 0 and s > 0 and s >= FIT * best and int(r) not in skip]  # fmt: skip
             if not keep:
                 out.append([])
                 continue

@@ -398,3 +398,37 @@ async def test_the_signals_effect_is_measured_on_the_users_it_reached_in_one_run
     assert report["alone"]["llm_tags"]["with_signals"]["hr_at_1"] == 1.0
     assert report["plans_using_the_signal"] == 1.0
     assert report["examples"][0]["user"] == "london"
+
+
+# -- the item level ------------------------------------------------------------------------
+
+
+def crowd_before(minutes: float) -> list[BehaviorEvent]:
+    """Other shoppers before a cut: one browses the sofa the switcher will take, then a
+    lamp, many times; many look at one phone (the popular item)."""
+    sofa_then_lamp = []
+    for n in range(4):
+        sofa_then_lamp += [ev("crowd-a", minutes - 30 + 2 * n, "sofa", 40, text="velvet sofa model 40"),
+                           ev("crowd-a", minutes - 29 + 2 * n, "lamp", 90 + n)]  # fmt: skip
+    phones = [ev(f"crowd-p{n}", minutes - 20 + n / 10, "phone", 7, text="samsung phone") for n in range(30)]
+    return [
+        e.model_copy(update={"event_id": f"{e.user_id}-{i}"}) for i, e in enumerate(sofa_then_lamp + phones)
+    ]
+
+
+async def test_items_for_the_tags_hit_the_next_item_that_popular_misses() -> None:
+    from intentstream.perf.quality import CO_VIEWED, LAST_CATEGORY_POPULAR, POPULAR, item_level
+
+    mine = switcher()
+    events = mine + crowd_before(100)
+    cases, _ = build_cases(events, users=None)
+    cases = [c for c in cases if c.user_id == "switcher"]
+    scores = await evaluate(cases, events, LatestCategoryTagger(), EXACT, k=3, path=batch_path())
+    found = item_level(cases, events, scores.served, k=1, items_per_tag=3, half_life_s=86_400.0)
+    assert found.users_with_new_items == 1  # the next sofas are items the switcher never saw
+    assert found.new[REALTIME] == [1]  # "sofa" finds the crowd's sofa 40: the switcher's next item
+    assert found.new[POPULAR] == [None]  # the phone everyone looks at goes first: not it
+    assert found.new["daily"] == [None]  # nothing a day before: popular only
+    assert found.new[LAST_CATEGORY_POPULAR][0] is not None  # sofa is their last category too
+    assert CO_VIEWED in found.new
+    assert found.catalog_items > 0
