@@ -272,6 +272,12 @@ def cmd_bench_redis(settings: Settings, args: argparse.Namespace) -> int:
     return _print_result(bench_redis(args.users, args.redis_url), args)
 
 
+def cmd_bench_items(settings: Settings, args: argparse.Namespace) -> int:
+    from intentstream.perf.bench_items import bench_items
+
+    return _print_result(bench_items(args.items, args.users), args)
+
+
 def cmd_bench_context(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.perf.bench_context import bench_context
 
@@ -462,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     redis_bench.add_argument("--users", type=_positive_int, default=100_000, help="users written and read")
     redis_bench.add_argument("--redis-url", default=None, help="an existing server (default: start one)")
     benchmark("context", cmd_bench_context, "prompt tokens the compressed context saves")
+    items_bench = benchmark(
+        "items", cmd_bench_items, "the item catalog: build, memory, candidates, reader lookups"
+    )
+    items_bench.add_argument("--items", type=_positive_int, default=1_000_000, help="synthetic catalog size")
+    items_bench.add_argument("--users", type=_positive_int, default=1000, help="users looked up")
     ingest = benchmark("ingest", cmd_bench_ingest, "one worker's context throughput and freshness")
     ingest.add_argument("--events", type=_positive_int, default=100_000, help="events replayed")
     benchmark("kernels", cmd_bench_kernels, "FP8 attention kernels: error and speed")

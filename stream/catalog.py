@@ -144,8 +144,9 @@ def sightings(events: Iterable[BehaviorEvent]) -> list[Sighting]:
 class Catalog:
     """Items, their vectors in an HNSW index and their decayed popularity (one worker's copy)."""
 
-    def __init__(self, *, half_life_s: float = HALF_LIFE_S, links: int = 32, ef_search: int = 64) -> None:
+    def __init__(self, *, half_life_s: float = HALF_LIFE_S, links: int = 16, ef_search: int = 64) -> None:
         self.half_life_s = half_life_s
+        faiss.omp_set_num_threads(1)  # the worker is one event loop; spinning threads only steal its core
         self.index = faiss.IndexHNSWFlat(DIMS, links, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efSearch = ef_search
         self.ids: list[str] = []
@@ -160,21 +161,41 @@ class Catalog:
     def add(self, seen: Iterable[Sighting]) -> int:
         """Fold sightings in: new items embedded and indexed, popularity updated. Returns
         how many items were new."""
-        fresh: list[npt.NDArray[np.float32]] = []
+        fresh: list[Vector] = []
+        rows: list[int] = []
+        stamps: list[float] = []
+        weights: list[float] = []
         for s in seen:
             row = self.rows.get(s.item_id)
             if row is None:
                 row = self.rows[s.item_id] = len(self.ids)
                 self.ids.append(s.item_id)
                 self.categories.append(s.category)
-                self._grow(row + 1)
                 fresh.append(item_vector(s.text, s.category, s.brand))
-            at = max(self._pop_at[row], s.ts)
-            self._pop[row] = self._pop[row] * self._decay(at - self._pop_at[row]) + s.weight
-            self._pop_at[row] = at
+            rows.append(row)
+            stamps.append(s.ts)
+            weights.append(s.weight)
+        self._grow(len(self.ids))
+        self._fold(np.array(rows, dtype=np.int64), np.array(stamps), np.array(weights))
         if fresh:
             self.index.add(np.stack(fresh))
         return len(fresh)
+
+    def _fold(
+        self, rows: npt.NDArray[np.int64], stamps: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
+    ) -> None:
+        """Add ``weights`` seen at ``stamps`` to the rows' popularity, decayed to the newer
+        of the row's time and the sighting's (an item twice in one call: in turn)."""
+        if not len(rows):
+            return
+        _, first = np.unique(rows, return_index=True)
+        once = np.zeros(len(rows), dtype=bool)
+        once[first] = True
+        r = rows[once]
+        at = np.maximum(self._pop_at[r], stamps[once])
+        self._pop[r] = self._pop[r] * self._decay(at - self._pop_at[r]) + weights[once]
+        self._pop_at[r] = at
+        self._fold(rows[~once], stamps[~once], weights[~once])
 
     def _grow(self, size: int) -> None:
         if size > len(self._pop):

@@ -78,3 +78,15 @@ async def test_a_live_record_carries_each_tags_items_and_a_reader_gets_them_in_o
     assert record is not None
     assert all(len(t.items) <= 3 for t in record.tags)
     assert await reader.items("nobody", 5) == []
+
+
+def test_bench_items_reports_build_memory_search_and_lookups_against_their_baselines() -> None:
+    from intentstream.perf.bench_items import bench_items
+
+    result = bench_items(items=3000, users=40)
+    assert result["catalog"]["items"] == 3000
+    assert result["catalog"]["build_items_per_s"] > 0
+    assert result["candidates"]["tags_with_items"] > 0.9 * result["candidates"]["tags"]
+    assert result["reader"]["items_per_lookup_mean"] > 0
+    for name in ("lookup_p50_ms", "lookup_p99_ms", "baseline_get_without_items_p99_ms"):
+        assert result["reader"][name] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 from intentstream.deploy.stack import resolve_endpoints
 from intentstream.perf.demo import start_worker, stop_worker
 from intentstream.producer import IntentProducer
+from intentstream.reader import IntentReader
 from intentstream.schemas.record import IntentRecord
 from intentstream.settings import Settings
 from intentstream.store import IntentStore, connect
@@ -364,4 +366,39 @@ async def test_every_active_user_gets_a_live_record_within_seconds_without_the_l
         assert record.tags[0].explanation.startswith(
             f"Viewed {('once', 'twice', '3 times')[users[record.user_id] - 1]}"
         )
+    assert ingest_worker.poll() is None
+
+
+async def test_live_records_carry_the_items_the_stream_has_seen(
+    app_settings: Settings, ingest_worker: Popen[bytes]
+) -> None:
+    """The catalog on real parts: the worker appends its batches' items to the shared feed,
+    folds the feed, and the next records' tags carry those items; a purchase is not offered
+    again to its buyer."""
+    bootstrap = app_settings.kafka_bootstrap
+    assert bootstrap is not None
+    assert app_settings.redis_url is not None
+    client = connect(app_settings.redis_url)
+    store = IntentStore.from_settings(client, app_settings)
+    reader = IntentReader(client, prefix=app_settings.redis_key_prefix)
+    try:
+        async with IntentProducer(bootstrap, app_settings) as producer:
+            await producer.send_events([event_dict(n, user="crowd") for n in range(7)])  # items 0-6
+            await eventually(lambda: store.get("crowd"), timeout_s=30)
+            await asyncio.sleep(1.0)  # the feed is folded within a poll (0.2 s)
+            await producer.send_events(
+                [event_dict(20, user="buyer"), event_dict(21, user="buyer", action="purchase")]
+            )
+
+        async def offered() -> list[str] | None:
+            found = await reader.items("buyer", 10)
+            return found or None
+
+        items = await eventually(offered, timeout_s=30)
+        length = await client.xlen(f"{app_settings.redis_key_prefix}:catalog")
+    finally:
+        await client.aclose()
+    assert set(items) <= {f"item{n}" for n in range(7)}
+    assert "item0" not in items  # event 21 bought item0 (n % 7): not offered again at once
+    assert length >= 7
     assert ingest_worker.poll() is None
