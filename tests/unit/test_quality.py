@@ -432,3 +432,11 @@ async def test_items_for_the_tags_hit_the_next_item_that_popular_misses() -> Non
     assert found.new[LAST_CATEGORY_POPULAR][0] is not None  # sofa is their last category too
     assert CO_VIEWED in found.new
     assert found.catalog_items > 0
+    from intentstream.perf.evaluation import item_report
+
+    report = item_report(found, dataset="switcher", users=1, seed=1)
+    assert (report["level"], report["hr_at_k_realtime"], report["hr_at_k_popular"]) == ("item", 1.0, 0.0)
+    assert {"hr_at_k_daily", "hr_at_k_co_viewed", "hr_at_k_last_category_popular", "hr_at_k_record"} <= set(
+        report
+    )
+    assert report["including_seen"]["users"] == 1
