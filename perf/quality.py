@@ -549,7 +549,8 @@ def item_level(
 ) -> ItemScores:
     """Score the tags each mode served (``Scores.served``) on the items the users touched
     next. The catalog is the worker's (``stream.catalog.Catalog``), fed with every event
-    before each cut in time order; a mode's predictions are its tags' items
+    before each moment in time order; a mode's predictions are its tags' items, looked up
+    when its tags were planned (at the cut; for a delayed mode, that long before)
     (``Catalog.candidates``, ``items_per_tag`` each, as the worker writes them) in turn by
     rank (``interleave``, as the reader serves them), then the most popular items up to
     ``k``, as a feed fills its slots. Baselines from the same catalog at the same moment:
@@ -561,10 +562,17 @@ def item_level(
     by_category: dict[str, list[int]] = defaultdict(list)
     ordered = sorted((e for e in events if e.item_id and e.item_text), key=lambda e: e.ts)
     out = ItemScores(k)
+    delays = {name: delay for name, delay in DELAYS if name in served}
+    # A delayed mode's items are looked up when its plan was made (a batch job writes them
+    # then); everything else at the cut. Moments in time order: (time, kind, case index).
+    moments = sorted(
+        [(c.cut - delay, name, j) for j, c in enumerate(cases) for name, delay in delays.items()]
+        + [(c.cut, "", j) for j, c in enumerate(cases)]
+    )
+    early: dict[tuple[int, str], list[list[str]]] = {}
     i = 0
-    for index in sorted(range(len(cases)), key=lambda j: cases[j].cut):
-        case = cases[index]
-        while i < len(ordered) and ordered[i].ts < case.cut:
+    for moment, delayed, index in moments:
+        while i < len(ordered) and ordered[i].ts < moment:
             e = ordered[i]
             item = e.item_id or ""
             if catalog.add(sightings([e])):
@@ -577,6 +585,13 @@ def item_level(
                 last[e.user_id].append(item)
                 del last[e.user_id][:-CO_VIEW_WINDOW]
             i += 1
+        case = cases[index]
+        if delayed:
+            tags = served[delayed][index]
+            early[index, delayed] = catalog.candidates(
+                tags, moment.timestamp(), n=items_per_tag + len(case.history)
+            )
+            continue
         now_s = case.cut.timestamp()
         seen = {e.item_id for e in case.history if e.item_id}
         targets = {t.item_id for t in case.targets if t.item_id}
@@ -592,7 +607,12 @@ def item_level(
             fill = catalog.popular(now_s, k, exclude=exclude)
             picks: dict[str, list[str]] = {}
             for mode, per_case in served.items():
-                found = catalog.candidates(per_case[index], now_s, n=items_per_tag, exclude=exclude)
+                if mode in delays:
+                    found = [
+                        [x for x in items if x not in exclude][:items_per_tag] for items in early[index, mode]
+                    ]
+                else:
+                    found = catalog.candidates(per_case[index], now_s, n=items_per_tag, exclude=exclude)
                 picks[mode] = interleave(found, k)
             co_viewed = [
                 c for c, _ in sum((co[m] for m in recent_items), Counter()).most_common() if c not in exclude
