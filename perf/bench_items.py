@@ -222,7 +222,7 @@ def bench_items(items: int = 1_000_000, users: int = 1000) -> dict[str, Any]:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "notes": (
             "Synthetic items from fixed vocabularies (seeded); memory is the process's resident growth "
-            "while the catalog was built (faiss HNSW, 32 links, 128-dimension float vectors, and the "
+            "while the catalog was built (faiss HNSW, 16 links, 128-dimension float vectors, and the "
             "Python ids and popularity arrays). The reader's lookup is one HGET of the record and the "
             "interleaving of its tags' items, on a local redis-server over loopback."
         ),
