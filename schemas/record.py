@@ -114,7 +114,9 @@ class IntentTag(_Frozen):
     explanation: Explanation
     source: TagSource = "llm"
     last_seen: UtcTime | None = None
-    items: list[Id] = Field(default_factory=list, max_length=MAX_ITEMS_PER_TAG)
+    # A plain default (pydantic copies it), not a factory: ``model_construct`` on the hot path
+    # inspects a factory's signature on every call.
+    items: list[Id] = Field(default=[], max_length=MAX_ITEMS_PER_TAG)
 
 
 class PlannedTag(_Frozen):
