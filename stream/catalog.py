@@ -2,11 +2,11 @@
 embedded once, in a vector index, with its popularity decayed in event time; and the items a
 feed can show for each tag of a record (``candidates``).
 
-Shared by all workers through Redis: each batch's sightings (``Sighting``) are appended to
-one Redis stream, ``{prefix}:catalog`` (``CatalogFeed.publish``), and every worker folds that
-stream, from its beginning, into its own ``Catalog`` (``CatalogFeed.follow``). So every
-worker holds the same items with the same popularity, whichever partitions it owns, and a
-restarted worker rebuilds its catalog from Redis (kept as long as Redis keeps its data).
+Shared by all workers through Redis (``CatalogFeed``): each item's description in a hash,
+and each worker's popularity counts appended every few seconds to one trimmed Redis stream
+that every worker folds, from its beginning, into its own ``Catalog``. So every worker holds
+the same items with the same popularity, whichever partitions it owns, and a restarted
+worker rebuilds its catalog from Redis.
 
 An item is embedded once, as a bag of its words: the words of its text, of its category path
 and of its brand, singular ("kettles" is "kettle"), signed-hashed into ``DIMS`` dimensions
@@ -27,9 +27,12 @@ vector sets or a vector database).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -38,6 +41,8 @@ from typing import Any
 import faiss
 import numpy as np
 import numpy.typing as npt
+import orjson
+from redis.exceptions import RedisError
 
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.store import RedisClient
@@ -45,6 +50,7 @@ from intentstream.store import RedisClient
 log = logging.getLogger("intentstream.catalog")
 
 POOL = 200  # nearest items ranked by popularity for each tag
+PER_ENTRY = 1000  # popularity rows per feed entry
 FIT = 0.5  # an item fits a tag when its similarity is at least this share of the best one's
 DIMS = 128
 Vector = npt.NDArray[np.float32]
@@ -64,25 +70,6 @@ class Sighting:
     brand: str | None
     ts: float  # the newest event time it was seen at (epoch seconds)
     weight: float  # sum of the actions' weights in the batch
-
-    def fields(self) -> dict[str, str]:
-        return {"i": self.item_id, "t": self.text, "c": self.category or "", "b": self.brand or "",
-                "ts": repr(self.ts), "w": repr(self.weight)}  # fmt: skip
-
-    @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> Sighting:
-        """Raises KeyError or ValueError for an entry that is not a sighting."""
-        ts, weight = float(fields[b"ts"]), float(fields[b"w"])
-        if not (math.isfinite(ts) and math.isfinite(weight)) or weight < 0:
-            raise ValueError("a sighting's time and weight are finite, its weight not negative")
-        return cls(
-            fields[b"i"].decode()[:128],
-            fields[b"t"].decode()[:512],
-            fields[b"c"].decode()[:256] or None,
-            fields[b"b"].decode()[:64] or None,
-            ts,
-            weight,
-        )
 
 
 def singular(word: str) -> str:
@@ -256,41 +243,116 @@ class Catalog:
 
 
 class CatalogFeed:
-    """The catalog's shared log in Redis: sightings appended by every worker, followed by
-    every worker from the beginning."""
+    """The catalog's shared state in Redis, bounded whatever the event rate:
 
-    def __init__(self, client: RedisClient, prefix: str, *, max_entries: int = 5_000_000) -> None:
+    * ``{prefix}:catalog:items``, a hash: item id to its description, ``[text, category,
+      brand]`` as JSON, written by the first worker that sees the item;
+    * ``{prefix}:catalog``, a stream of popularity: each worker adds up what its batches saw
+      (``observe``) and appends it every ``flush_s`` seconds (``flush``) as ``[id, newest
+      event time, weight]`` rows, ``PER_ENTRY`` to an entry; entries older than ``window_s``
+      (two half-lives by default) are trimmed.
+
+    Every worker folds the stream from its beginning (``follow``); an item it does not know yet
+    is described from the hash. So all workers hold the same catalog, and a restarted worker
+    knows every item seen within the window (older ones had lost three quarters of their
+    popularity; they come back when seen again). A Redis failure delays a flush, never loses
+    what it held, and never stops the worker."""
+
+    def __init__(
+        self, client: RedisClient, prefix: str, *, window_s: float = 2 * HALF_LIFE_S, flush_s: float = 10.0
+    ) -> None:
         self.client = client
         self.stream = f"{prefix}:catalog"
-        self.max_entries = max_entries
+        self.items_key = f"{prefix}:catalog:items"
+        self.window_s = window_s
+        self.flush_s = flush_s
         self.last_id = "0"
-        self.skipped = 0  # entries that were not sightings (someone else's writes)
+        self.skipped = 0  # entries or rows that were not ours, or items with no description
+        self.pending: dict[str, tuple[float, float]] = {}  # item -> (newest event time, weight)
+        self.new: dict[str, bytes] = {}  # descriptions for the hash at the next flush
+        self._described: set[str] = set()  # items this worker described already
 
-    async def publish(self, seen: Sequence[Sighting]) -> None:
-        if not seen:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for s in seen:
-                pipe.xadd(self.stream, s.fields(), maxlen=self.max_entries, approximate=True)  # type: ignore[arg-type]
-            await pipe.execute()
+    def observe(self, seen: Iterable[Sighting], known: Catalog) -> None:
+        """Add a batch's sightings to what the next flush appends (cheap: no I/O)."""
+        for s in seen:
+            ts, weight = self.pending.get(s.item_id, (s.ts, 0.0))
+            self.pending[s.item_id] = (max(ts, s.ts), weight + s.weight)
+            if s.item_id not in known.rows and s.item_id not in self._described:
+                if len(self._described) > 1_000_000:
+                    self._described.clear()
+                self._described.add(s.item_id)
+                self.new[s.item_id] = orjson.dumps([s.text, s.category, s.brand])
 
-    async def read(self, catalog: Catalog, block_ms: int | None = None, count: int = 10_000) -> int:
+    async def flush(self) -> int:
+        """Append what was observed since the last flush; returns how many items. On a Redis
+        error what was observed is kept for the next flush, and the error raised."""
+        if not self.pending:
+            return 0
+        pending, new = self.pending, self.new
+        self.pending, self.new = {}, {}
+        rows = [[item, ts, weight] for item, (ts, weight) in pending.items()]
+        oldest = f"{max(0, int((time.time() - self.window_s) * 1000))}-0"
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                if new:
+                    pipe.hset(self.items_key, mapping=new)  # type: ignore[arg-type]
+                for first in range(0, len(rows), PER_ENTRY):
+                    chunk = orjson.dumps(rows[first : first + PER_ENTRY])
+                    pipe.xadd(self.stream, {"s": chunk}, minid=oldest, approximate=True)
+                await pipe.execute()
+        except Exception:
+            for item, (ts, weight) in pending.items():  # put back, merged with what came since
+                before = self.pending.get(item, (ts, 0.0))
+                self.pending[item] = (max(ts, before[0]), weight + before[1])
+            self.new = new | self.new
+            raise
+        return len(rows)
+
+    async def read(self, catalog: Catalog, block_ms: int | None = None, count: int = 1000) -> int:
         """Fold the entries after the last one read into ``catalog``; returns how many
         entries were read."""
         reply: Any = await self.client.xread({self.stream: self.last_id}, block=block_ms, count=count)
-        folded: list[Sighting] = []
+        increments: list[tuple[str, float, float]] = []
         read = 0
         for _stream, entries in reply or []:
             read += len(entries)
             for entry_id, fields in entries:
                 self.last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 try:
-                    folded.append(Sighting.from_fields(fields))
-                except (KeyError, ValueError, UnicodeDecodeError):
-                    self.skipped += 1
-        if folded:
-            catalog.add(folded)
+                    rows = orjson.loads(fields[b"s"])
+                except (KeyError, orjson.JSONDecodeError):
+                    self.skipped += 1  # not ours: someone else's entry
+                    continue
+                for row in rows if isinstance(rows, list) else [rows]:
+                    try:
+                        increments.append(increment(row))
+                    except ValueError:
+                        self.skipped += 1
+        if increments:
+            catalog.add(await self._described_sightings(catalog, increments))
         return read
+
+    async def _described_sightings(
+        self, catalog: Catalog, increments: list[tuple[str, float, float]]
+    ) -> list[Sighting]:
+        """The increments as sightings; items new to ``catalog`` described from the hash
+        (an item with no readable description is skipped and counted)."""
+        unknown = list(dict.fromkeys(i for i, _, _ in increments if i not in catalog.rows))
+        described: dict[str, tuple[str, str | None, str | None]] = {}
+        if unknown:
+            raws: list[bytes | str | None] = await self.client.hmget(self.items_key, unknown)
+            for item, raw in zip(unknown, raws, strict=True):
+                with contextlib.suppress(ValueError):
+                    described[item] = description(raw)
+        out = []
+        for item, ts, weight in increments:
+            if item in catalog.rows:
+                out.append(Sighting(item, "", None, None, ts, weight))  # known: popularity only
+            elif (found := described.get(item)) is not None:
+                out.append(Sighting(item, found[0], found[1], found[2], ts, weight))
+            else:
+                self.skipped += 1
+        return out
 
     async def follow(self, catalog: Catalog, poll_ms: int = 200) -> None:
         """Fold the feed into ``catalog`` for ever (the existing entries first)."""
@@ -300,3 +362,43 @@ class CatalogFeed:
         log.info("catalog: %d items from %s", len(catalog), self.stream)
         while True:
             await self.read(catalog, block_ms=poll_ms)
+
+    async def flush_every(self) -> None:
+        """``flush`` every ``flush_s`` seconds, for ever; a Redis error is logged and the
+        next flush carries what this one held."""
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+            except (RedisError, OSError) as exc:
+                log.warning("catalog flush failed (%s); kept for the next one", exc)
+
+
+def increment(row: object) -> tuple[str, float, float]:
+    """A popularity row of the feed, ``[item id, event time, weight]``; ValueError if not."""
+    if not isinstance(row, list) or len(row) != 3:
+        raise ValueError("a popularity row is [item id, event time, weight]")
+    item, ts, weight = row
+    if not isinstance(item, str) or not item or len(item) > 128:
+        raise ValueError("an item id is a string of 1-128 characters")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (ts, weight)):
+        raise ValueError("an event time and a weight are numbers")
+    if not (math.isfinite(ts) and math.isfinite(weight)) or weight < 0:
+        raise ValueError("an event time and a weight are finite, the weight not negative")
+    return item, float(ts), float(weight)
+
+
+def description(raw: bytes | str | None) -> tuple[str, str | None, str | None]:
+    """An item's description from the hash, ``[text, category, brand]``; ValueError if not."""
+    if raw is None:
+        raise ValueError("no description")
+    try:
+        found = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError("a description is JSON") from exc
+    if not isinstance(found, list) or len(found) != 3:
+        raise ValueError("a description is [text, category, brand]")
+    text, category, brand = found
+    if not isinstance(text, str) or not all(v is None or isinstance(v, str) for v in (category, brand)):
+        raise ValueError("a description's parts are strings (category and brand may be null)")
+    return text[:512], (category or "")[:256] or None, (brand or "")[:64] or None

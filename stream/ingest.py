@@ -113,7 +113,12 @@ class ContextService:
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
         catalog = records.catalog if records is not None else None
         self.catalog_feed = (
-            CatalogFeed(records.store.client, settings.redis_key_prefix)
+            CatalogFeed(
+                records.store.client,
+                settings.redis_key_prefix,
+                window_s=2 * settings.catalog_half_life_s,
+                flush_s=settings.catalog_flush_s,
+            )
             if records is not None and catalog is not None
             else None
         )
@@ -166,6 +171,8 @@ class ContextService:
         if feed is not None and records is not None and records.catalog is not None:
             catalog = records.catalog
             loops["catalog"] = lambda: feed.follow(catalog)  # the planner's records carry items too
+            if consume:
+                loops["catalog-flush"] = feed.flush_every
         if consume:
             self._consumer.subscribe([self.settings.topic_behaviors], listener=_Rebalance(self))
             await start_client(self._consumer, self.bootstrap, self.security)
@@ -273,8 +280,8 @@ class ContextService:
         (``RecordWriter.write_live``), counted."""
         assert self.records is not None
         started = time.perf_counter()
-        if self.catalog_feed is not None:
-            await self.catalog_feed.publish(seen)
+        if self.catalog_feed is not None and self.records.catalog is not None:
+            self.catalog_feed.observe(seen, self.records.catalog)
         done = await self.records.write_live(ctxs, now)
         c = self.counters
         c.records_written += done.written

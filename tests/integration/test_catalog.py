@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from intentstream.reader import IntentReader
@@ -37,21 +38,42 @@ def events(user: str, *items: dict, action: str = "view") -> list[BehaviorEvent]
 
 async def test_every_worker_folds_the_same_catalog_from_the_shared_feed(redis_client: aioredis.Redis) -> None:
     prefix = "catalog-test-a"
-    first = CatalogFeed(redis_client, prefix)
-    await first.publish(sightings(events("shopper", *KETTLES, PHONE)))
-    await first.publish(sightings(events("other", KETTLES[1], KETTLES[1], action="purchase")))
-    await redis_client.xadd(f"{prefix}:catalog", {"not": "a sighting"})  # someone else's entry
-    mine, theirs = Catalog(), Catalog()
+    first, mine = CatalogFeed(redis_client, prefix), Catalog()
+    first.observe(sightings(events("shopper", *KETTLES, PHONE)), mine)
+    first.observe(sightings(events("other", KETTLES[1], KETTLES[1], action="purchase")), mine)
+    assert await first.flush() == 5  # one row per item, however often it was seen
+    assert await first.flush() == 0
+    await redis_client.xadd(f"{prefix}:catalog", {"not": "ours"})  # someone else's entries
+    await redis_client.xadd(f"{prefix}:catalog", {"s": b'[["ghost", 1.0, 1.0], ["k0", "x", 1]]'})
     while await first.read(mine):
         pass
+    theirs = Catalog()
     restarted = CatalogFeed(redis_client, prefix)  # another worker, or this one after a restart
     while await restarted.read(theirs):
         pass
     assert len(mine) == len(theirs) == 5
-    assert restarted.skipped == 1
+    assert restarted.skipped == 3  # the foreign entry, the undescribed item, the malformed row
     now = NOW.timestamp()
     assert mine.candidates(["electric kettle"], now)[0][0] == "k1"  # the one people bought
     assert mine.candidates(["electric kettle"], now) == theirs.candidates(["electric kettle"], now)
+    assert await redis_client.hlen(f"{prefix}:catalog:items") == 5
+
+
+async def test_a_flush_that_fails_keeps_what_it_held(redis_client: aioredis.Redis) -> None:
+    feed, catalog = CatalogFeed(redis_client, "catalog-test-c"), Catalog()
+    feed.observe(sightings(events("shopper", *KETTLES)), catalog)
+    await redis_client.set("catalog-test-c:catalog", "not a stream")  # XADD will fail
+    with pytest.raises(redis.exceptions.ResponseError):
+        await feed.flush()
+    feed.observe(sightings(events("shopper", KETTLES[0])), catalog)
+    await redis_client.delete("catalog-test-c:catalog")
+    assert await feed.flush() == 4  # nothing was lost; k0 counted twice
+    while await feed.read(catalog):
+        pass
+    assert (
+        catalog.popularity([catalog.rows["k0"]], NOW.timestamp())[0]
+        > catalog.popularity([catalog.rows["k1"]], NOW.timestamp())[0]
+    )
 
 
 async def test_a_live_record_carries_each_tags_items_and_a_reader_gets_them_in_one_round_trip(

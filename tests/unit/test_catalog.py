@@ -3,7 +3,6 @@ in event time, the items a tag gets, and what a record carries of them."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -11,7 +10,7 @@ import pytest
 
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import IntentRecord, IntentTag, interleave
-from intentstream.stream.catalog import Catalog, Sighting, sightings
+from intentstream.stream.catalog import Catalog, Sighting, description, increment, sightings
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 DAY = 86_400.0
@@ -89,30 +88,46 @@ def test_a_catalog_grows_past_its_first_arrays() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields",
+    "row",
     [
         {},
-        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"1.0"},  # no weight
-        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"nan", b"w": b"1"},
-        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"1.0", b"w": b"-3"},
-        {b"i": b"x", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"soon", b"w": b"1"},
-        {b"i": b"\xff\xfe", b"t": b"kettle", b"c": b"", b"b": b"", b"ts": b"1.0", b"w": b"1"},
+        [],
+        ["x", 1.0],  # no weight
+        ["x", float("nan"), 1.0],
+        ["x", 1.0, -3.0],
+        ["x", "soon", 1.0],
+        ["x", True, 1.0],
+        ["", 1.0, 1.0],
+        ["k" * 129, 1.0, 1.0],
+        [7, 1.0, 1.0],
     ],
 )
-def test_a_feed_entry_that_is_not_a_sighting_is_refused(fields: dict[bytes, bytes]) -> None:
-    with pytest.raises((KeyError, ValueError, UnicodeDecodeError)):
-        Sighting.from_fields(fields)
+def test_a_feed_row_that_is_not_a_popularity_count_is_refused(row: object) -> None:
+    with pytest.raises(ValueError, match=r"row|item id|event time"):
+        increment(row)
 
 
-def test_a_sighting_survives_the_feed_and_oversized_text_is_cut() -> None:
-    s = seen("k1", "bosch kettle", category="home.kettle", brand="bosch", weight=3.0)
-    back = Sighting.from_fields({k.encode(): v.encode() for k, v in s.fields().items()})
-    assert back == s
-    long = Sighting.from_fields(
-        {b"i": b"k" * 500, b"t": b"t" * 5000, b"c": b"", b"b": b"", b"ts": b"1", b"w": b"1"}
-    )
-    assert (len(long.item_id), len(long.text), long.category) == (128, 512, None)
-    assert math.isfinite(long.ts)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        b"{oops",
+        b'{"text": "kettle"}',
+        b'["kettle", "home"]',
+        b"[7, null, null]",
+        b'["kettle", 3, null]',
+    ],
+)
+def test_a_description_that_is_not_one_is_refused(raw: bytes | None) -> None:
+    with pytest.raises(ValueError, match="description"):
+        description(raw)
+
+
+def test_a_description_is_read_back_and_oversized_parts_are_cut() -> None:
+    assert increment(["k1", 5, 2.5]) == ("k1", 5.0, 2.5)
+    assert description(b'["bosch kettle", "home.kettle", null]') == ("bosch kettle", "home.kettle", None)
+    long = description(orjson.dumps(["t" * 5000, "c" * 900, "b" * 300]))
+    assert tuple(len(x or "") for x in long) == (512, 256, 64)
 
 
 def test_tags_items_are_interleaved_by_rank_without_repeats() -> None:
