@@ -70,6 +70,7 @@ class Sighting:
     brand: str | None
     ts: float  # the newest event time it was seen at (epoch seconds)
     weight: float  # sum of the actions' weights in the batch
+    price: float | None = None  # the newest price seen
 
 
 def singular(word: str) -> str:
@@ -124,6 +125,7 @@ def sightings(events: Iterable[BehaviorEvent]) -> list[Sighting]:
             e.item_id, e.item_text, e.category, e.brand,
             max(e.ts.timestamp(), before.ts if before else -math.inf),
             weight + (before.weight if before else 0.0),
+            e.price if e.price is not None else (before.price if before else None),
         )  # fmt: skip
     return list(seen.values())
 
@@ -139,6 +141,7 @@ class Catalog:
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self.categories: list[str | None] = []
+        self.prices: dict[int, float] = {}  # row -> the price it was described with (when it had one)
         self._pop = np.zeros(1024, dtype=np.float64)  # popularity as of _pop_at
         self._pop_at = np.zeros(1024, dtype=np.float64)
 
@@ -158,6 +161,8 @@ class Catalog:
                 row = self.rows[s.item_id] = len(self.ids)
                 self.ids.append(s.item_id)
                 self.categories.append(s.category)
+                if s.price is not None:
+                    self.prices[row] = s.price
                 fresh.append(item_vector(s.text, s.category, s.brand))
             rows.append(row)
             stamps.append(s.ts)
@@ -246,7 +251,7 @@ class CatalogFeed:
     """The catalog's shared state in Redis, bounded whatever the event rate:
 
     * ``{prefix}:catalog:items``, a hash: item id to its description, ``[text, category,
-      brand]`` as JSON, written by the first worker that sees the item;
+      brand, price]`` as JSON, written by the first worker that sees the item;
     * ``{prefix}:catalog``, a stream of popularity: each worker adds up what its batches saw
       (``observe``) and appends it every ``flush_s`` seconds (``flush``) as ``[id, newest
       event time, weight]`` rows, ``PER_ENTRY`` to an entry; entries older than ``window_s``
@@ -281,7 +286,7 @@ class CatalogFeed:
                 if len(self._described) > 1_000_000:
                     self._described.clear()
                 self._described.add(s.item_id)
-                self.new[s.item_id] = orjson.dumps([s.text, s.category, s.brand])
+                self.new[s.item_id] = orjson.dumps([s.text, s.category, s.brand, s.price])
 
     async def flush(self) -> int:
         """Append what was observed since the last flush; returns how many items. On a Redis
@@ -338,7 +343,7 @@ class CatalogFeed:
         """The increments as sightings; items new to ``catalog`` described from the hash
         (an item with no readable description is skipped and counted)."""
         unknown = list(dict.fromkeys(i for i, _, _ in increments if i not in catalog.rows))
-        described: dict[str, tuple[str, str | None, str | None]] = {}
+        described: dict[str, tuple[str, str | None, str | None, float | None]] = {}
         if unknown:
             raws: list[bytes | str | None] = await self.client.hmget(self.items_key, unknown)
             for item, raw in zip(unknown, raws, strict=True):
@@ -349,7 +354,7 @@ class CatalogFeed:
             if item in catalog.rows:
                 out.append(Sighting(item, "", None, None, ts, weight))  # known: popularity only
             elif (found := described.get(item)) is not None:
-                out.append(Sighting(item, found[0], found[1], found[2], ts, weight))
+                out.append(Sighting(item, found[0], found[1], found[2], ts, weight, found[3]))
             else:
                 self.skipped += 1
         return out
@@ -388,17 +393,22 @@ def increment(row: object) -> tuple[str, float, float]:
     return item, float(ts), float(weight)
 
 
-def description(raw: bytes | str | None) -> tuple[str, str | None, str | None]:
-    """An item's description from the hash, ``[text, category, brand]``; ValueError if not."""
+def description(raw: bytes | str | None) -> tuple[str, str | None, str | None, float | None]:
+    """An item's description from the hash, ``[text, category, brand, price]``; ValueError
+    if not."""
     if raw is None:
         raise ValueError("no description")
     try:
         found = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValueError("a description is JSON") from exc
-    if not isinstance(found, list) or len(found) != 3:
-        raise ValueError("a description is [text, category, brand]")
-    text, category, brand = found
+    if not isinstance(found, list) or len(found) != 4:
+        raise ValueError("a description is [text, category, brand, price]")
+    text, category, brand, price = found
     if not isinstance(text, str) or not all(v is None or isinstance(v, str) for v in (category, brand)):
         raise ValueError("a description's parts are strings (category and brand may be null)")
-    return text[:512], (category or "")[:256] or None, (brand or "")[:64] or None
+    if price is not None and (
+        isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price) or price < 0
+    ):
+        raise ValueError("a description's price is a finite number of at least 0, or null")
+    return text[:512], (category or "")[:256] or None, (brand or "")[:64] or None, price

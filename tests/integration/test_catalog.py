@@ -57,6 +57,7 @@ async def test_every_worker_folds_the_same_catalog_from_the_shared_feed(redis_cl
     assert mine.candidates(["electric kettle"], now)[0][0] == "k1"  # the one people bought
     assert mine.candidates(["electric kettle"], now) == theirs.candidates(["electric kettle"], now)
     assert await redis_client.hlen(f"{prefix}:catalog:items") == 5
+    assert theirs.prices[theirs.rows["k0"]] == mine.prices[mine.rows["k0"]]  # described with its price
 
 
 async def test_a_flush_that_fails_keeps_what_it_held(redis_client: aioredis.Redis) -> None:

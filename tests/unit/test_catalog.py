@@ -114,8 +114,12 @@ def test_a_feed_row_that_is_not_a_popularity_count_is_refused(row: object) -> No
         b"{oops",
         b'{"text": "kettle"}',
         b'["kettle", "home"]',
-        b"[7, null, null]",
-        b'["kettle", 3, null]',
+        b'["kettle", "home", null]',  # no price
+        b"[7, null, null, null]",
+        b'["kettle", 3, null, null]',
+        b'["kettle", null, null, -4]',
+        b'["kettle", null, null, "cheap"]',
+        b'["kettle", null, null, true]',
     ],
 )
 def test_a_description_that_is_not_one_is_refused(raw: bytes | None) -> None:
@@ -125,9 +129,11 @@ def test_a_description_that_is_not_one_is_refused(raw: bytes | None) -> None:
 
 def test_a_description_is_read_back_and_oversized_parts_are_cut() -> None:
     assert increment(["k1", 5, 2.5]) == ("k1", 5.0, 2.5)
-    assert description(b'["bosch kettle", "home.kettle", null]') == ("bosch kettle", "home.kettle", None)
-    long = description(orjson.dumps(["t" * 5000, "c" * 900, "b" * 300]))
-    assert tuple(len(x or "") for x in long) == (512, 256, 64)
+    assert description(b'["bosch kettle", "home.kettle", null, 39.5]') == (
+        "bosch kettle", "home.kettle", None, 39.5
+    )  # fmt: skip
+    text, category, brand, price = description(orjson.dumps(["t" * 5000, "c" * 900, "b" * 300, None]))
+    assert (len(text), len(category or ""), len(brand or ""), price) == (512, 256, 64, None)
 
 
 def test_tags_items_are_interleaved_by_rank_without_repeats() -> None:
@@ -148,3 +154,11 @@ def test_a_record_carries_items_only_where_a_tag_has_some() -> None:
     assert record.items(5) == ["k2", "k1"]
     with pytest.raises(ValueError, match="at most 20"):
         IntentTag(tag="kettles", explanation="You viewed kettles.", items=[f"i{n}" for n in range(21)])
+
+
+def test_an_item_keeps_the_price_it_was_described_with() -> None:
+    catalog = Catalog()
+    catalog.add(
+        [Sighting("k1", "bosch kettle", None, "bosch", T0.timestamp(), 1.0, 39.5), seen("k2", "teapot")]
+    )
+    assert catalog.prices == {catalog.rows["k1"]: 39.5}
