@@ -549,6 +549,13 @@ class ContextService:
             "plan_cache": asdict(self.records.cache.counters)
             if self.records is not None and self.records.cache is not None
             else None,
+            "catalog": {
+                "items": len(self.records.catalog),
+                "pending_items": len(self.catalog_feed.pending),
+                "skipped": self.catalog_feed.skipped,
+            }
+            if self.records is not None and self.records.catalog is not None and self.catalog_feed is not None
+            else None,
             "entity_cache": {
                 "size": len(self.path.entities),
                 "hits": self.path.entities.hits,
