@@ -451,10 +451,10 @@ class ContextService:
     async def on_signal(self, signal: EnvSignal) -> None:
         """Keep a signal until it expires by the stream clock; fan it out once in force."""
         self.counters.signals_applied += 1
-        async with self._lock:
-            if self.clock.started and signal.valid_until <= self.clock.now():
-                return  # over before it reached us: nothing to do
-            self.signals[signal.signal_id] = signal
+        if self.clock.started and signal.valid_until <= self.clock.now():
+            return  # over before it reached us: nothing to do
+        self.signals[signal.signal_id] = signal  # in every request built from now on, at once
+        async with self._lock:  # the fan-out waits for the batch being applied
             await self._signals_due()
 
     async def _signals_due(self) -> None:

@@ -122,8 +122,10 @@ async def test_signals_reach_the_users_of_their_region(
     async with IntentProducer(bootstrap, app_settings) as producer:
         await producer.send_signal(signal_dict(1, region="Lyon", **window))
         await producer.send_signal(signal_dict(2, region="Oslo", text="snow storm", **window))
-    # Give the worker a moment to fold the signals into its global table.
+    # The signals are validated into the table's changelog; the context service reads that
+    # changelog on its own (polling every 0.5 s): give it a moment after they are there.
     await consume(bootstrap, f"{app_settings.app_id}-signals-changelog", until=lambda r: len(r) >= 2)
+    await asyncio.sleep(3.0)
     async with IntentProducer(bootstrap, app_settings) as producer:
         await producer.send_events(
             [event_dict(n, user="lyon-user", action="cart", region="Lyon") for n in (1, 2)]
