@@ -540,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from intentstream.deploy.stack import StackError
     from intentstream.kafka import KafkaSecurityError
+    from intentstream.signal_sources import CalendarError
 
     args = build_parser().parse_args(argv)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
@@ -552,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         say(f"error: invalid settings: {problems}")
         return 2
-    except (StackError, FileNotFoundError, KafkaSecurityError) as exc:
+    except (StackError, FileNotFoundError, KafkaSecurityError, CalendarError) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

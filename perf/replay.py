@@ -33,7 +33,7 @@ from intentstream.progress import Meter
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.settings import Settings
-from intentstream.signal_sources import SignalSource, countries_of, holiday_signals
+from intentstream.signal_sources import CalendarError, SignalSource, countries_of, holiday_signals
 
 
 def due_at(
@@ -227,7 +227,10 @@ def calendar_for(
     """The calendar a replay of ``log`` carries (None for ``"none"``)."""
     if source == "none":
         return None
-    return log_calendar(itertools.islice(messages_of(log, fmt, LoadStats(), max_bytes), limit))
+    try:
+        return log_calendar(itertools.islice(messages_of(log, fmt, LoadStats(), max_bytes), limit))
+    except CalendarError as exc:
+        raise CalendarError(f"{log}: the log's holiday calendar: {exc}") from exc
 
 
 async def replay(

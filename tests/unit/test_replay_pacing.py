@@ -138,3 +138,19 @@ async def test_each_signal_goes_out_after_the_chunk_that_reaches_its_moment() ->
         "madrid-9", "madrid-10",
     ]  # fmt: skip
     assert along.published == 3
+
+
+def test_a_log_whose_calendar_cannot_be_built_is_refused_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from intentstream.cli import main
+
+    log = tmp_path / "odd.jsonl"
+    odd = [
+        {"event_id": f"e{y}", "user_id": "u", "action": "view", "item_id": "i",
+         "ts": f"{y}-06-01T00:00:00+00:00", "region": "United Kingdom"}
+        for y in (1990, 2010)
+    ]  # fmt: skip
+    log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in odd))
+    assert main(["replay", "--log", str(log), "--format", "jsonl", "--signals", "holidays"]) == 2
+    assert "holiday calendar" in capsys.readouterr().err  # 20 years: not a calendar to publish
