@@ -107,6 +107,9 @@ class ContextService:
         self._inflight: Staged | None = None
         self._consuming = False
         self._fanned_out: set[str] = set()  # signal ids already fanned out to this worker's users
+        # Signal id -> (when it was fanned out, users then cooling down from a request that
+        # may have left without it): re-planned for it once their cooldown ends.
+        self._owed: dict[str, tuple[float, set[str]]] = {}
         self.health = Health()
         self._requested_keys: set[str] = set()  # interests of requested re-plans (a sizing measure)
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
@@ -467,9 +470,12 @@ class ContextService:
         for signal_id in [i for i, s in self.signals.items() if s.valid_until <= now]:
             del self.signals[signal_id]
             self._fanned_out.discard(signal_id)
+            self._owed.pop(signal_id, None)
         for signal in [s for s in self.signals.values() if s.signal_id not in self._fanned_out]:
             if signal.active_at(now):
                 await self._fan_out(signal)
+        if self._owed:
+            await self._repay()
 
     async def _fan_out(self, signal: EnvSignal) -> None:
         """Re-plan (through the budget) the owned users the signal concerns, once each
@@ -477,16 +483,50 @@ class ContextService:
         self._fanned_out.add(signal.signal_id)
         now_s = time.time()
         changed = []
+        cooling: set[str] = set()
+        policy = self.path.policy
         for partition, owned in self.contexts.items():
             for ctx in owned.values():
                 if not concerns(signal, ctx):
                     continue
-                decision = self.path.policy.decide(ctx, now_s, signal=signal)
+                if policy.cooling(ctx, now_s) and signal.signal_id not in ctx.signals_seen:
+                    cooling.add(ctx.user_id)
+                    continue
+                decision = policy.decide(ctx, now_s, signal=signal)
                 if decision is not None:
                     self._request(ctx, decision, signal)
                     changed.append((partition, ctx))
+        if cooling:
+            self._owed[signal.signal_id] = (now_s, cooling)
         self.counters.signal_replanned(signal.signal_id, len(changed))
         await self._write(changed)
+
+    async def _repay(self) -> None:
+        """Re-plan for a signal the users who were cooling down when it was fanned out, once
+        their cooldown ends, unless they were asked about again since (that request carries
+        it). The lock held."""
+        now_s = time.time()
+        policy = self.path.policy
+        for signal_id, (at, users) in list(self._owed.items()):
+            signal = self.signals.get(signal_id)
+            changed = []
+            for partition, owned in self.contexts.items():
+                for user in [u for u in users if u in owned] if signal is not None else []:
+                    ctx = owned[user]
+                    if policy.cooling(ctx, now_s):
+                        continue
+                    users.discard(user)
+                    if ctx.last_replan_at > at:
+                        continue
+                    decision = policy.decide(ctx, now_s, signal=signal)
+                    if decision is not None:
+                        self._request(ctx, decision, signal)
+                        changed.append((partition, ctx))
+            if signal is None or not any(u in owned for owned in self.contexts.values() for u in users):
+                del self._owed[signal_id]  # over, or every user served (or now owned elsewhere)
+            if changed:
+                self.counters.signal_replanned(signal_id, len(changed))
+                await self._write(changed)
 
     # -- partitions -------------------------------------------------------------------
 

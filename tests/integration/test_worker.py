@@ -122,17 +122,22 @@ async def test_signals_reach_the_users_of_their_region(
     async with IntentProducer(bootstrap, app_settings) as producer:
         await producer.send_signal(signal_dict(1, region="Lyon", **window))
         await producer.send_signal(signal_dict(2, region="Oslo", text="snow storm", **window))
-    # The signals are validated into the table's changelog; the context service reads that
-    # changelog on its own (polling every 0.5 s): give it a moment after they are there.
     await consume(bootstrap, f"{app_settings.app_id}-signals-changelog", until=lambda r: len(r) >= 2)
-    await asyncio.sleep(3.0)
     async with IntentProducer(bootstrap, app_settings) as producer:
         await producer.send_events(
             [event_dict(n, user="lyon-user", action="cart", region="Lyon") for n in (1, 2)]
         )
-    replans = await consume(bootstrap, app_settings.topic_replans, until=lambda r: len(r) >= 1)
-    request = orjson.loads(replans[0].value)
-    assert [s["text"] for s in request["signals"]] == ["heavy rain all weekend"]
+
+    def carried(records: list) -> bool:  # type: ignore[type-arg]
+        return any(orjson.loads(r.value)["signals"] for r in records)
+
+    # The context service reads the signals' changelog on its own: the user's first request
+    # carries the signal if it was there by then, else a re-plan for it follows the cooldown.
+    replans = await consume(bootstrap, app_settings.topic_replans, until=carried, timeout_s=60)
+    requests = [orjson.loads(r.value) for r in replans]
+    assert {r["user_id"] for r in requests} == {"lyon-user"}
+    assert [s["text"] for s in requests[-1]["signals"]] == ["heavy rain all weekend"]
+    assert all(s["text"] != "snow storm" for r in requests for s in r["signals"])  # Oslo's, not theirs
 
 
 async def test_a_signal_replans_the_users_it_concerns_within_the_budget(
@@ -225,6 +230,37 @@ async def test_a_signal_that_comes_into_force_later_replans_its_users_then(
     requests = [orjson.loads(r.value) for r in replans]
     assert {r["trigger"] for r in requests} == {"signal:weather"}
     assert all([s["text"] for s in r["signals"]] == ["snow storm"] for r in requests)
+
+
+async def test_a_signal_that_arrives_during_a_users_cooldown_replans_them_after_it(
+    app_settings: Settings, tmp_path: Path
+) -> None:
+    """Users whose first plan just left (within the cooldown) when a signal comes: the request
+    that left could not carry it, so they are re-planned for it once the cooldown ends."""
+    from tests.helpers import signal_dict
+
+    settings = app_settings.model_copy(update={"replan_cooldown_s": 4.0, "replan_sweep_interval_s": 1.0})
+    bootstrap = settings.kafka_bootstrap
+    assert bootstrap is not None
+    users = [f"oslo{i}" for i in range(3)]
+    worker = start_worker(settings, resolve_endpoints(settings), tmp_path / "worker.log", planner=False)
+    try:
+        async with IntentProducer(bootstrap, settings) as producer:
+            await producer.send_events([event_dict(n, user=u, action="cart", region="Oslo")
+                                        for u in users for n in (1, 2)])  # fmt: skip
+            first = await consume(bootstrap, settings.topic_replans, until=lambda r: len(r) >= len(users))
+            await producer.send_signal(signal_dict(6, region="Oslo", text="snow storm"))
+        replans = await consume(
+            bootstrap, settings.topic_replans, until=lambda r: len(r) >= 2 * len(users), timeout_s=60
+        )
+    finally:
+        stop_worker(worker)
+        print((tmp_path / "worker.log").read_text()[-3000:])
+    assert all(orjson.loads(r.value)["signals"] == [] for r in first)
+    later = [orjson.loads(r.value) for r in replans[len(users) :]]
+    assert sorted(r["user_id"] for r in later) == users  # each once
+    assert all([s["text"] for s in r["signals"]] == ["snow storm"] for r in later)
+    assert min(r.timestamp for r in replans[len(users) :]) - max(r.timestamp for r in first) >= 3000
 
 
 async def test_a_replayed_log_meets_its_signals_in_its_own_time(
