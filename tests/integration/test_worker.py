@@ -113,11 +113,12 @@ async def test_signals_reach_the_users_of_their_region(
 
     bootstrap = app_settings.kafka_bootstrap
     assert bootstrap is not None
-    now = NOW.now(NOW.tzinfo)
+    # In force is judged in event time: around the events' time (an hour before NOW), not the
+    # time this test happens to run at.
     window = {
-        "valid_from": (now - timedelta(hours=1)).isoformat(),
-        "valid_until": (now + timedelta(days=1)).isoformat(),
-        "ts": (now - timedelta(minutes=1)).isoformat(),
+        "valid_from": (NOW - timedelta(hours=2)).isoformat(),
+        "valid_until": (NOW + timedelta(days=1)).isoformat(),
+        "ts": (NOW - timedelta(minutes=1)).isoformat(),
     }
     async with IntentProducer(bootstrap, app_settings) as producer:
         await producer.send_signal(signal_dict(1, region="Lyon", **window))
