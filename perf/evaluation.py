@@ -56,7 +56,7 @@ from intentstream.perf.quality import (
     item_level,
     ndcg,
 )
-from intentstream.perf.replay import LogCalendar
+from intentstream.perf.replay import LogCalendar, encoded, log_calendar
 from intentstream.progress import say
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.schemas.record import ReplanRequest
@@ -385,15 +385,9 @@ def item_report(found: ItemScores, *, dataset: str, users: int, seed: int) -> di
 
 
 def events_calendar(events: Sequence[BehaviorEvent]) -> LogCalendar:
-    """The holiday calendar of a log held in memory (``perf.replay.LogCalendar``)."""
-    users: dict[str, set[bytes]] = {}
-    for e in events:
-        if e.region:
-            users.setdefault(e.region, set()).add(e.user_id.encode())
-    if not events:
-        return LogCalendar([])
-    stamps = [e.ts.timestamp() for e in events]
-    return LogCalendar.of(users, min(stamps), max(stamps))
+    """The holiday calendar of a log held in memory: the one ``replay --signals holidays``
+    publishes for it (``perf.replay.log_calendar``)."""
+    return log_calendar(encoded(events))
 
 
 def signal_report(scores: Scores, calendar: LogCalendar) -> dict[str, Any]:

@@ -190,11 +190,15 @@ class SignalsAlong:
         self.due: list[EnvSignal] = []
         self.published = 0
 
+    def reach(self, at_s: float) -> None:
+        """The replay has reached event time ``at_s``: the signals started by then are due."""
+        while self.pending and at_s >= self.pending[0].valid_from.timestamp():
+            self.due.append(self.pending.popleft())
+
     def passing(self, messages: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
         for key, value in messages:
             if self.pending and (at := event_time(value)) is not None:
-                while self.pending and at >= self.pending[0].valid_from.timestamp():
-                    self.due.append(self.pending.popleft())
+                self.reach(at)
             yield key, value
 
     async def send(
@@ -272,8 +276,7 @@ async def signalled(
 ) -> AsyncIterator[BehaviorEvent]:
     """Paced events, with each signal published before the first event past its start."""
     async for event in events:
-        while along.pending and event.ts >= along.pending[0].valid_from:
-            along.due.append(along.pending.popleft())
+        along.reach(event.ts.timestamp())
         await along.publish_due(producer)
         yield event
 

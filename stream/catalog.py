@@ -140,7 +140,6 @@ class Catalog:
         self.index.hnsw.efSearch = ef_search
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
-        self.categories: list[str | None] = []
         self.prices: dict[int, float] = {}  # row -> the price it was described with (when it had one)
         self._pop = np.zeros(1024, dtype=np.float64)  # popularity as of _pop_at
         self._pop_at = np.zeros(1024, dtype=np.float64)
@@ -160,7 +159,6 @@ class Catalog:
             if row is None:
                 row = self.rows[s.item_id] = len(self.ids)
                 self.ids.append(s.item_id)
-                self.categories.append(s.category)
                 if s.price is not None:
                     self.prices[row] = s.price
                 fresh.append(item_vector(s.text, s.category, s.brand))

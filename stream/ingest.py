@@ -114,7 +114,6 @@ class ContextService:
         self._requested_keys: set[str] = set()  # interests of requested re-plans (a sizing measure)
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
-        catalog = records.catalog if records is not None else None
         self.catalog_feed = (
             CatalogFeed(
                 records.store.client,
@@ -122,7 +121,7 @@ class ContextService:
                 window_s=2 * settings.catalog_half_life_s,
                 flush_s=settings.catalog_flush_s,
             )
-            if records is not None and catalog is not None
+            if records is not None and records.catalog is not None
             else None
         )
 

@@ -154,3 +154,13 @@ def test_a_log_whose_calendar_cannot_be_built_is_refused_in_words(
     log.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in odd))
     assert main(["replay", "--log", str(log), "--format", "jsonl", "--signals", "holidays"]) == 2
     assert "holiday calendar" in capsys.readouterr().err  # 20 years: not a calendar to publish
+
+
+def test_the_eval_builds_the_calendar_a_replay_of_the_same_log_publishes() -> None:
+    from intentstream.perf.evaluation import events_calendar
+
+    messages = december("london", "United Kingdom", range(1, 15)) + december("madrid", "Spain", range(1, 15))
+    events = [BehaviorEvent.model_validate({**orjson.loads(v), "item_id": "i"}) for _, v in messages]
+    replayed, evaluated = log_calendar(messages), events_calendar(events)
+    assert [s.signal_id for s in evaluated.signals] == [s.signal_id for s in replayed.signals]
+    assert evaluated.users_by_region == replayed.users_by_region == {"Spain": 1, "United Kingdom": 1}
