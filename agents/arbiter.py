@@ -1,7 +1,9 @@
 """The decision arbiter: joint reasoning over the whole candidate pool.
 
-In code (pure, tested): tags cleaned to plain text; candidates with no word in the user's
-data dropped (ungrounded); ranked by their relevance to the user's behaviour (attention of
+In code (pure, tested): tags cleaned to plain text; candidates with a word that none of the
+user's items holds dropped (ungrounded at the level of entities: "moulinex watch" for a
+shopper who saw no watch), each kept one backed by the items that hold its words; ranked by
+their relevance to the user's behaviour (attention of
 each tag over the user's evidence in the FP8 entity pool, ``relevance``); near-duplicates
 merged (embedding similarity, or one tag's words containing the other's). Then one LLM call
 sees the pool and the profile together and decides which tags stay; the ranking stays the
@@ -19,7 +21,7 @@ import numpy as np
 import orjson
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import UserView, grounding, words
+from intentstream.agents.evidence import UserView, grounding, holding, words
 from intentstream.agents.experts import Candidate
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
@@ -129,16 +131,21 @@ def pool_candidates(
     """Clean, ground, rank (most relevant first) and merge the experts' candidates."""
     vocabulary = view.vocabulary()
     weights = {e.id: e.weight for e in view.evidence}
+    items = [e for e in view.evidence if e.kind != "signal"]
     kept: list[Pooled] = []
     for c in candidates:
         tag = clean_tag(c.tag)
         if tag is None:
             continue
+        held = {e.id for e in holding(tag, items)}
+        if not held:
+            continue  # some word of it is in none of the user's items: not their interest
+        # The tag is backed by the items that hold its words, whatever the expert cited.
+        cited = tuple(i for i in c.evidence if i in held or i.startswith("s"))
+        evidence = cited if any(i in held for i in cited) else tuple(sorted(held, key=lambda i: -weights[i]))
+        strength = sum(weights.get(i, 0.0) for i in evidence)
         share = grounding(tag, vocabulary)
-        if share == 0.0:
-            continue  # nothing of it is in the user's data
-        strength = sum(weights.get(i, 0.0) for i in c.evidence)
-        kept.append(Pooled("", tag, plain_text(c.rationale, 200), c.evidence, share, strength))
+        kept.append(Pooled("", tag, plain_text(c.rationale, 200), evidence, share, strength))
     if not kept:
         return []
     scored = relevance([p.tag for p in kept], view, embedder, scorer)
@@ -160,7 +167,12 @@ def pool_candidates(
     for n, j in enumerate(merged):
         head = kept[j]
         others = [kept[i] for i in folded.get(j, [])]
-        evidence = tuple(dict.fromkeys([*head.evidence, *(e for o in others for e in o.evidence)]))
+        # A folded tag's items join only where they hold the head's words: "apple smartphone"
+        # must not be explained by the Samsung one folded into it.
+        held = {e.id for e in holding(head.tag, items)}
+        evidence = tuple(
+            dict.fromkeys([*head.evidence, *(e for o in others for e in o.evidence if e in held)])
+        )
         strength = sum(weights.get(i, 0.0) for i in evidence)
         pool.append(
             Pooled(f"c{n + 1}", head.tag, head.rationale, evidence, head.grounded, strength,
@@ -232,7 +244,7 @@ class Arbiter:
         data = data_block(arbiter_data(pool, view))
         try:
             stage = replace(arbiter_stage(len(pool)), retries=self.retries)
-            return await ask(
+            kept = await ask(
                 self.llm,
                 stage,
                 data,
@@ -242,4 +254,22 @@ class Arbiter:
             )
         except StageFailed as exc:
             cost.repairs.append(f"arbiter: the pool's ranking kept as it is ({exc})")
-            return pool[: self.max_tags]
+            kept = pool[: self.max_tags]
+        return with_heaviest(kept, pool, view, self.max_tags)
+
+
+def with_heaviest(kept: list[Pooled], pool: Sequence[Pooled], view: UserView, max_tags: int) -> list[Pooled]:
+    """``kept``, with the pool's best tag for the user's heaviest item put back when the
+    arbiter dropped every tag of it: a one-off view must not push out what the shopper
+    does most. The ranking stays the pool's."""
+    items = [e for e in view.evidence if e.kind != "signal"]
+    if not items:
+        return kept
+    heaviest = max(items, key=lambda e: e.weight).id
+    if any(heaviest in p.evidence for p in kept):
+        return kept
+    backing = next((p for p in pool if heaviest in p.evidence), None)
+    if backing is None:
+        return kept
+    chosen = {p.id for p in kept[: max_tags - 1]} | {backing.id}
+    return [p for p in pool if p.id in chosen]

@@ -114,7 +114,7 @@ class IntentChain:
             facets, kept = found
             cost.delta = True
         else:
-            facets, kept = await self.planner.plan(view, cost), []
+            facets, kept = with_heaviest_facet(view, await self.planner.plan(view, cost)), []
         proposals = await asyncio.gather(
             *(self.expert.propose(view, facet, cost) for facet in facets), return_exceptions=True
         )
@@ -190,6 +190,23 @@ class IntentChain:
             )
         )
         return Plan(record, planned, judgement, cost, cacheable)
+
+
+def with_heaviest_facet(view: UserView, facets: list[Facet]) -> list[Facet]:
+    """The planner's facets, and one more for the user's heaviest item when the planner gave
+    it to none: the interest the shopper shows most always gets an expert."""
+    items = [e for e in view.evidence if e.kind != "signal"]
+    if not items:
+        return facets
+    heaviest = max(items, key=lambda e: e.weight)
+    if any(heaviest.id in f.evidence for f in facets):
+        return facets
+    key = interest_key(heaviest.text)
+    ids = tuple(e.id for e in items if interest_key(e.text) == key)[:8]
+    return [
+        *facets,
+        Facet(heaviest.text[:64], "What the shopper does most: name the interest it shows.", ids),
+    ]
 
 
 DELTA_EXPERTS = 3  # new interests given an expert each in a delta plan, heaviest first

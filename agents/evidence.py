@@ -114,6 +114,16 @@ def grounding(text: str, vocabulary: frozenset[str]) -> float:
     return sum(stem(w) in vocabulary for w in content) / len(content)
 
 
+def holding(tag: str, evidence: Iterable[Evidence]) -> list[Evidence]:
+    """The evidence whose own words hold every content word of ``tag`` (by stem): the items a
+    tag names at the level of entities. "apple smartphone" is held by "apple smartphone",
+    not by "samsung smartphone"; "smartphones" by both."""
+    mine = {stem(w) for w in words(tag)}
+    if not mine:
+        return []
+    return [e for e in evidence if mine <= {stem(w) for w in words(e.text)}]
+
+
 def season(moment: datetime) -> str:
     """Meteorological season, northern hemisphere (both shared logs are European stores)."""
     return ("winter", "spring", "summer", "autumn")[(moment.month % 12) // 3]

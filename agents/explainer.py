@@ -1,10 +1,13 @@
 """Explanations by meta-prompting: first a style guide written for this user, these tags and
-this moment (season, weather, holidays), then one sentence per tag written under that guide
-from the tag's own evidence only.
+this moment (season, weather, holidays), then one sentence per tag written under that guide.
 
-Every sentence is checked in code: plain text, length-limited, and every number in it must
-be a number the data holds (no invented prices or counts). A sentence that fails is asked for
-again; after the retries it is replaced by one built from the evidence (a repair, counted).
+Facts are filled by code. The model writes the phrasing around two slots: ``{did}`` (what
+the shopper did with the tag's items, how often: built by code from the tag's own evidence)
+and ``{price}`` (its price or price band). Guided decoding makes every sentence hold
+``{did}``. The phrasing is then checked in code: no number of its own, no action the
+evidence does not show, no word naming the user's *other* items or the prompts' example
+products, no markup, link or instruction. A sentence that fails is asked for again; after the
+retries it is built from the evidence alone (a repair, counted).
 """
 
 from __future__ import annotations
@@ -52,19 +55,26 @@ _GUIDE_ANSWER = {
 
 _EXPLAIN_TASK = f"""\
 Your task: for each tag write one plain sentence (at most 20 words, {SENTENCE_MAX_CHARS} \
-characters) in the guide's style, saying what the shopper did with the tag's items, in the \
-words of "did" (viewed is not bought). Use only the items, actions, counts and prices given; \
-never invent facts. No markup, no links.
+characters) in the guide's style telling the shopper why the tag was chosen. The store writes \
+the facts: put {{did}} where the sentence says what the shopper did, and {{price}} where it \
+mentions the price (only when a price is given). Never write a number, a brand or an item \
+yourself. No markup, no links.
 """
 _EXPLAIN_EXAMPLE = {
     "guide": {"tone": "warm", "moment": "autumn", "focus": "The item and what they did."},
     "tags": [
-        {"id": "t1", "tag": "nike sport shoes",
-         "evidence": [{"item": "nike sport shoes", "did": "viewed 3 times"}]},
+        {"id": "t1", "tag": "nike sport shoes", "did": "viewed the nike sport shoes 3 times", "price": 59.99},
     ],
 }  # fmt: skip
 # One tag only: a small model copies an example's sentences by position onto other tags.
-_EXPLAIN_ANSWER = {"explanations": [{"id": "t1", "text": "You viewed the Nike sport shoes 3 times."}]}
+_EXPLAIN_ANSWER = {"explanations": [{"id": "t1", "text": "You {did}, worth a second look this autumn."}]}
+# Products named in the agents' worked examples: a small model copies them into sentences.
+EXAMPLE_WORDS = frozenset(
+    {"nike", "garmin", "philips", "kettle", "watch", "shoe", "perfume", "luxury", "running", "lyon"}
+)
+# A sentence with one {did}, and {price} at most once after it: the model cannot skip the facts.
+TEMPLATE_PATTERN = r"^[^{}]*\{did\}[^{}]*(\{price\}[^{}]*)?$"
+SLOT = re.compile(r"\{(did|price)\}")
 
 
 def guide_stage() -> Stage:
@@ -86,7 +96,10 @@ def explain_stage(max_tags: int) -> Stage:
         system=system_prompt(_EXPLAIN_TASK, _EXPLAIN_EXAMPLE, _EXPLAIN_ANSWER),
         schema=object_schema(
             explanations=array_of(
-                object_schema(id={"type": "string", "pattern": "^t[0-9]{1,2}$"}, text=sentence_property(200)),
+                object_schema(
+                    id={"type": "string", "pattern": "^t[0-9]{1,2}$"},
+                    text={**sentence_property(200), "pattern": TEMPLATE_PATTERN},
+                ),
                 max_tags,
             )
         ),
@@ -150,8 +163,10 @@ def data_numbers(evidence: Sequence[Evidence]) -> set[str]:
     return found
 
 
-def check_sentence(text: str, evidence: Sequence[Evidence]) -> str:
-    """The sentence cleaned to plain text, or ValueError saying what is wrong with it."""
+def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[str] = frozenset()) -> str:
+    """The sentence cleaned to plain text, or ValueError saying what is wrong with it.
+    ``foreign``: stems of words that name things outside ``evidence`` (the user's other items,
+    the prompts' example products); the sentence may not use them."""
     sentence = sentence_text(text, EXPLANATION_MAX_CHARS)
     if len(sentence.split()) < 3:
         raise ValueError(f"explanation too short: {sentence!r}")
@@ -172,25 +187,93 @@ def check_sentence(text: str, evidence: Sequence[Evidence]) -> str:
     vocabulary = frozenset(stem(w) for e in evidence for w in words(e.text))
     if vocabulary and grounding(sentence, vocabulary) == 0.0:
         raise ValueError(f"explanation names nothing from its evidence: {sentence!r}")
+    named = sorted({w for w in words(sentence) if stem(w) in foreign and stem(w) not in vocabulary})
+    if named:
+        raise ValueError(f"explanation names {named}, which its evidence does not show")
     return sentence
 
 
-_DID = {"view": "viewed {}", "click": "clicked {}", "favourite": "saved {}", "cart": "put {} in your cart",
-        "purchase": "bought {}", "search": "searched for {}"}  # fmt: skip
+def foreign_words(view: UserView, evidence: Sequence[Evidence]) -> frozenset[str]:
+    """Stems an explanation of ``evidence`` may not use: the words of the user's other items
+    and of the prompts' example products, unless ``evidence`` holds them too."""
+    own = frozenset(stem(w) for e in evidence for w in words(e.text))
+    others = frozenset(stem(w) for e in view.evidence if e.kind != "signal" for w in words(e.text))
+    return (others | {stem(w) for w in EXAMPLE_WORDS}) - own
+
+
+# What the shopper did with an item, as a phrase holding the item; every ``Action`` has one.
+_DOING = {
+    Action.VIEW: "viewed the {}", Action.CLICK: "clicked the {}", Action.FAVOURITE: "saved the {}",
+    Action.CART: "put the {} in your cart", Action.PURCHASE: "bought the {}",
+    Action.SEARCH: "searched for {}",
+}  # fmt: skip
+if _missing := set(Action) - set(_DOING):
+    raise ImportError(f"agents.explainer._DOING has no phrase for {sorted(_missing)}")
+DID_MAX_CHARS = 120
+
+
+def _times(n: int) -> str:
+    return {1: "", 2: " twice"}.get(n, f" {n} times")
+
+
+def doing(e: Evidence) -> str:
+    """What the shopper did with one item, as code says it: its strongest action and how
+    often ("put the garmin watch in your cart twice")."""
+    action = max(e.counts, key=lambda a: (ACTION_WEIGHT.get(a, 1.0), e.counts[a]), default=Action.VIEW.value)
+    try:
+        phrase = _DOING[Action(action)]
+    except ValueError:  # an action this version does not know reads as a view
+        phrase = _DOING[Action.VIEW]
+    return phrase.format(e.text) + _times(e.counts.get(action, 1))
+
+
+def did_slot(evidence: Sequence[Evidence]) -> str | None:
+    """The ``{did}`` fact of a tag: what was done with its heaviest item (and its second,
+    when both fit), or None when the tag has no described item."""
+    items = sorted(
+        (e for e in evidence if e.kind != "signal" and not INSTRUCTION_LIKE.search(e.text)),
+        key=lambda e: -e.weight,
+    )
+    if not items:
+        return None
+    said = doing(items[0])
+    if len(items) > 1 and len(said) + len(second := doing(items[1])) + 5 <= DID_MAX_CHARS:
+        said += " and " + second
+    return said
+
+
+def price_slot(evidence: Sequence[Evidence]) -> str | None:
+    """The ``{price}`` fact of a tag: its heaviest priced item's price or price band."""
+    priced = [e for e in evidence if e.kind != "signal" and e.price is not None]
+    if not priced:
+        return None
+    price = max(priced, key=lambda e: e.weight).price
+    return f"{price:g}" if isinstance(price, float | int) else str(price)
+
+
+def fill(template: str, evidence: Sequence[Evidence], foreign: frozenset[str]) -> str:
+    """The sentence from the model's ``template``: its slots filled by code from ``evidence``
+    and the result checked (``check_sentence``). ValueError when the phrasing states a
+    number, names a foreign word, uses a slot without its fact or the sentence fails."""
+    if "{did}" not in template:
+        raise ValueError(f"sentence without the {{did}} slot: {template[:80]!r}")
+    phrasing = SLOT.sub(" ", template)
+    if NUMBER.search(phrasing) or any(w in NUMBER_WORDS for w in _WORD_RE.findall(phrasing.casefold())):
+        raise ValueError(f"the phrasing states a number itself: {template[:80]!r}")
+    facts = {"did": did_slot(evidence), "price": price_slot(evidence)}
+    missing = [name for name in SLOT.findall(template) if facts[name] is None]
+    if missing:
+        raise ValueError(f"slots with no fact for this tag: {missing}")
+    text = SLOT.sub(lambda m: str(facts[m.group(1)]), template).strip()
+    return check_sentence(text[:1].upper() + text[1:], evidence, foreign)
 
 
 def evidence_sentence(evidence: Sequence[Evidence]) -> str:
     """A plain sentence built from the evidence alone: the repair when the model's fails."""
-    items = [e for e in evidence if e.kind != "signal" and not INSTRUCTION_LIKE.search(e.text)][:2]
-    if not items:
+    said = did_slot(evidence)
+    if said is None:
         return "Chosen from your recent activity."
-    parts = []
-    for e in items:
-        action = max(
-            e.counts, key=lambda a: (a in ("purchase", "cart", "search"), e.counts[a]), default="view"
-        )
-        parts.append(_DID.get(action, "viewed {}").format(e.text))
-    return sentence_text("You " + " and ".join(parts) + ".", EXPLANATION_MAX_CHARS)
+    return sentence_text(f"You {said}.", EXPLANATION_MAX_CHARS)
 
 
 # What a shopper did, in words; every ``Action`` has its phrase (a test checks the enum).
@@ -203,25 +286,16 @@ def did(e: Evidence) -> str:
     return ", ".join(done)
 
 
-def told(e: Evidence) -> dict[str, Any]:
-    """Evidence as the explainer sees it: the item, what was done with it, its price."""
-    if e.kind == "signal":
-        return {"signal": e.text}
-    entry: dict[str, Any] = {"item": e.text, "did": did(e)}
-    if e.price is not None:
-        entry["price"] = e.price
-    return entry
-
-
 def explainer_data(tags: Sequence[Pooled], view: UserView, guide: StyleGuide) -> dict[str, Any]:
-    return {
-        "guide": guide.model_dump(),
-        "tags": [
-            {"id": f"t{n + 1}", "tag": p.tag,
-             "evidence": [told(e) for e in view.pick(p.evidence)]}
-            for n, p in enumerate(tags)
-        ],
-    }  # fmt: skip
+    """Each tag with the facts its slots will hold (the model sees them to phrase around)."""
+    shown = []
+    for n, p in enumerate(tags):
+        evidence = view.pick(p.evidence)
+        entry: dict[str, Any] = {"id": f"t{n + 1}", "tag": p.tag, "did": did_slot(evidence) or ""}
+        if (price := price_slot(evidence)) is not None:
+            entry["price"] = price
+        shown.append(entry)
+    return {"guide": guide.model_dump(), "tags": shown}
 
 
 class Explainer:
@@ -258,6 +332,7 @@ class Explainer:
         """One checked sentence per tag, in the tags' order."""
         guide = await self.guide(tags, view, cost)
         evidence = {f"t{n + 1}": view.pick(p.evidence) for n, p in enumerate(tags)}
+        foreign = {tid: foreign_words(view, cited) for tid, cited in evidence.items()}
         written: dict[str, str] = {}
 
         def parse(text: str) -> dict[str, str]:
@@ -266,7 +341,7 @@ class Explainer:
             for item in answer.explanations:
                 if item.id in evidence and item.id not in written:
                     try:
-                        written[item.id] = check_sentence(item.text, evidence[item.id])
+                        written[item.id] = fill(item.text, evidence[item.id], foreign[item.id])
                     except ValueError as exc:
                         problems.append(f"{item.id}: {exc}")
             if len(written) < len(tags):

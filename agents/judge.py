@@ -4,11 +4,13 @@ Sub-judges: relevance is an LLM agent (does each tag follow from what the shoppe
 grounding, timeliness, diversity and safety/format are checks in code, because code judges
 them exactly and for free. The senior judge (an LLM agent) reads the tags and every
 sub-judge's findings, lists defects first and strengths second, and gives the verdict:
-good, average or bad. Hard floors it cannot talk its way past: a failed safety check is bad;
-any other failed check caps the verdict at average.
+good, average or bad. Hard floors it cannot talk its way past: a failed safety or grounding
+check is bad (and then no LLM judge is asked); any other failed check caps the verdict at
+average.
 
 The judge never trusts the generator's own evidence links: it finds each tag's evidence by
-the words they share, so it judges HMAS and the V1 baseline alike.
+the words they share (the items holding all of the tag's words first), so it judges HMAS and
+the V1 baseline alike.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import orjson
 from pydantic import BaseModel
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import Evidence, UserView, grounding, words
-from intentstream.agents.explainer import Explained, check_sentence
+from intentstream.agents.evidence import Evidence, UserView, grounding, holding, stem, words
+from intentstream.agents.explainer import Explained, check_sentence, foreign_words
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import (
     INSTRUCTION_LIKE,
@@ -132,7 +134,11 @@ class Judgement:
 
 
 def tag_evidence(tag: str, view: UserView) -> list[Evidence]:
-    """The evidence sharing content words with the tag (the judge's own link)."""
+    """The judge's own link from a tag to the evidence behind it: the items holding every
+    word of the tag (``holding``), else the evidence sharing a word with it."""
+    held = holding(tag, view.evidence)
+    if held:
+        return held
     mine = set(words(tag))
     return [e for e in view.evidence if mine & set(words(e.text))]
 
@@ -145,17 +151,25 @@ def shown(e: Evidence) -> dict[str, Any]:
 # ---- checks in code -------------------------------------------------------------------
 
 
-def check_grounding(tags: Sequence[Explained], view: UserView) -> SubVerdict:
-    """Each tag's words in the user's data; each explanation's numbers in its evidence."""
+def check_grounding(
+    tags: Sequence[Explained], view: UserView, entities: frozenset[str] = frozenset()
+) -> SubVerdict:
+    """Each tag held by one of the user's items (every word of it); each explanation true of
+    the tag's items: numbers they hold, actions done on them, no word naming the user's other
+    items, the prompts' example products or a known entity (``entities``: stems of brand and
+    category words the deployment knows) that the items do not show."""
     vocabulary = view.vocabulary()
+    items = [e for e in view.evidence if e.kind != "signal"]
     findings, scores = [], []
     for t in tags:
-        share = grounding(t.tag, vocabulary)
-        scores.append(share)
-        if share == 0.0:
-            findings.append(f"tag {t.tag!r} has no word in the shopper's data")
+        held = holding(t.tag, items)
+        scores.append(1.0 if held else grounding(t.tag, vocabulary) / 2)
+        if not held:
+            findings.append(f"tag {t.tag!r} has a word that none of the shopper's items holds")
+        cited = held or tag_evidence(t.tag, view) or view.evidence
+        own = frozenset(stem(w) for e in cited for w in words(e.text))
         try:
-            check_sentence(t.explanation, tag_evidence(t.tag, view) or view.evidence)
+            check_sentence(t.explanation, cited, foreign_words(view, cited) | (entities - own))
         except ValueError as exc:
             findings.append(f"explanation of {t.tag!r}: {exc}")
     score = sum(scores) / len(scores) if scores else 0.0
@@ -203,10 +217,20 @@ def check_safety_format(tags: Sequence[Explained]) -> SubVerdict:
     return SubVerdict("safety_format", 0.0 if findings else 1.0, not findings, tuple(findings))
 
 
+def hard_floor(sub: dict[str, SubVerdict]) -> str | None:
+    """Why the plan is bad whatever any LLM judge says, or None: unsafe, or untrue (a tag no
+    item holds, an explanation stating what the data does not show)."""
+    if not sub["safety_format"].passed:
+        return "safety/format check failed"
+    if not sub["grounding"].passed:
+        return "grounding check failed: " + "; ".join(sub["grounding"].findings)[:300]
+    return None
+
+
 def apply_floors(senior: Verdict, sub: dict[str, SubVerdict]) -> tuple[Verdict, str | None]:
     """The hard rules over the senior judge's verdict."""
-    if not sub["safety_format"].passed:
-        return "bad", "safety/format check failed"
+    if (floor := hard_floor(sub)) is not None:
+        return "bad", floor
     if "relevance" in sub and sub["relevance"].score == 0.0:
         return "bad", "no tag is relevant"
     failed = [name for name, s in sub.items() if not s.passed]
@@ -244,10 +268,20 @@ def parse_ratings(text: str, n_tags: int) -> SubVerdict:
 class Judge:
     """The sub-judges and the senior judge."""
 
-    def __init__(self, llm: LLM, embedder: TextEmbedder, max_tags: int, retries: int = 2) -> None:
+    def __init__(
+        self,
+        llm: LLM,
+        embedder: TextEmbedder,
+        max_tags: int,
+        retries: int = 2,
+        entities: frozenset[str] = frozenset(),
+    ) -> None:
+        """``entities``: stems of brand and category words known beyond this user (a log's
+        or a catalog's), which an explanation may name only where the tag's items do."""
         self.llm = llm
         self.embedder = embedder
         self.retries = retries
+        self.entities = entities
         self.senior = replace(senior_stage(), retries=retries)
 
     async def judge(self, tags: Sequence[Explained], view: UserView, cost: PlanCost) -> Judgement:
@@ -255,11 +289,13 @@ class Judge:
         if not tags:
             return Judgement("bad", ("no tags",), ())
         sub = {
-            "grounding": check_grounding(tags, view),
+            "grounding": check_grounding(tags, view, self.entities),
             "timeliness": check_timeliness(tags, view),
             "diversity": check_diversity(tags, self.embedder),
             "safety_format": check_safety_format(tags),
         }
+        if (floor := hard_floor(sub)) is not None:  # no LLM judge can lift it: none is asked
+            return Judgement("bad", tuple(f for s in sub.values() for f in s.findings)[:3], (), sub, floor)
         relevance_data = {
             "tags": [
                 {"id": f"t{n + 1}", "tag": t.tag, "shown_by": [shown(e) for e in tag_evidence(t.tag, view)]}

@@ -16,7 +16,15 @@ from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected, del
 from intentstream.agents.embedding import HashedEmbedder
 from intentstream.agents.evidence import grounding, user_view
 from intentstream.agents.experts import Candidate, parse_candidates
-from intentstream.agents.explainer import Explained, Explainer, check_sentence, evidence_sentence
+from intentstream.agents.explainer import (
+    Explained,
+    Explainer,
+    check_sentence,
+    did_slot,
+    evidence_sentence,
+    fill,
+    foreign_words,
+)
 from intentstream.agents.judge import (
     apply_floors,
     check_diversity,
@@ -75,22 +83,19 @@ PLANNER_OK = js(
 )  # fmt: skip
 EXPERT_OK = [
     js({"candidates": [
-        {"tag": "garmin sports watch", "rationale": "watch in cart", "evidence": ["r1"]},
-        {"tag": "nike running shoes", "rationale": "viewed shoes", "evidence": ["r3"]},
+        {"tag": "garmin watch", "rationale": "watch in cart", "evidence": ["r1"]},
+        {"tag": "nike sport shoes", "rationale": "viewed shoes", "evidence": ["r3"]},
     ]}),
-    js({"candidates": [{"tag": "philips kitchen kettle", "rationale": "bought", "evidence": ["r2"]}]}),
+    js({"candidates": [{"tag": "philips kettle", "rationale": "bought", "evidence": ["r2"]}]}),
 ]  # fmt: skip
-ARBITER_OK = js({"c1": "keep", "c2": "drop", "c3": "keep"})
+ARBITER_OK = js({"c1": "keep", "c2": "drop", "c3": "keep"})  # c2: the nike shoes
 GUIDE_OK = js({"tone": "practical", "moment": "rainy autumn", "focus": "the items"})
 
 
 def explanations_for(data_text: str) -> str:
-    """Scripted explainer: a grounded sentence per tag, naming the tag's first evidence item."""
+    """Scripted explainer: a sentence per tag around the {did} slot the code fills."""
     data = orjson.loads(data_text.removeprefix("<data>\n").removesuffix("\n</data>"))
-    sentences = [
-        {"id": t["id"], "text": f"You looked at the {t['evidence'][0]['item']} recently."}
-        for t in data["tags"]
-    ]
+    sentences = [{"id": t["id"], "text": "You {did}, just recently."} for t in data["tags"]]
     return js({"explanations": sentences})
 
 
@@ -196,17 +201,25 @@ def candidate(tag: str, *evidence: str) -> Candidate:
 def test_pool_drops_ungrounded_strips_markup_and_merges_near_duplicates() -> None:
     pool = pool_candidates(
         [
-            candidate("garmin sports watch", "r1"),
-            candidate("sports watch", "r1"),  # its words are inside the first: merged
-            candidate("<b>nike shoes</b>", "r3"),
+            candidate("garmin electronics watch", "r1"),
+            candidate("electronics watch", "r1"),  # its words are inside the first: merged
+            candidate("<b>nike shoes</b>", "r2"),  # cites the kettle: backed by the shoes instead
             candidate("luxury perfume", "r2"),  # no word of it in the data
+            candidate("garmin running watch", "r1"),  # "running" is in none of the items
             candidate("watch", "r1"),  # one word: not a tag
         ],
         VIEW,
         EMBEDDER,
         SCORER,
     )
-    assert {p.tag: p.merged for p in pool} == {"garmin sports watch": ("sports watch",), "nike shoes": ()}
+    assert {p.tag: p.merged for p in pool} == {
+        "garmin electronics watch": ("electronics watch",),
+        "nike shoes": (),
+    }
+    assert {p.tag: p.evidence for p in pool} == {
+        "garmin electronics watch": ("r1",),
+        "nike shoes": ("r3",),  # the shoes hold its words, not the kettle it cited
+    }
     assert [p.id for p in pool] == ["c1", "c2"]
     assert pool[0].relevance >= pool[1].relevance  # ranked
 
@@ -238,17 +251,35 @@ def test_relevance_is_the_same_through_the_triton_kernel() -> None:
     assert np.allclose(on_triton, relevance(tags, VIEW, EMBEDDER, SCORER), rtol=2e-3)  # fp16 dots
 
 
+ARBITER_CANDIDATES = [
+    candidate("nike shoes", "r3"),
+    candidate("philips kettle", "r2"),
+    candidate("garmin watch", "r1"),
+]
+
+
 async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
-    llm = ScriptedLLM(arbiter=js({"c1": "keep", "c2": "drop", "c3": "keep"}))
-    candidates = [
-        candidate("nike shoes", "r3"),
-        candidate("philips kettle", "r2"),
-        candidate("garmin watch", "r1"),
-    ]
-    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(candidates, VIEW, PlanCost())
-    pool = pool_candidates(candidates, VIEW, EMBEDDER, SCORER)
-    assert [t.tag for t in tags] == [pool[0].tag, pool[2].tag]
+    pool = pool_candidates(ARBITER_CANDIDATES, VIEW, EMBEDDER, SCORER)
+    dropped = next(p.id for p in pool if "r1" not in p.evidence)  # not the heaviest item's tag
+    llm = ScriptedLLM(arbiter=js({p.id: "drop" if p.id == dropped else "keep" for p in pool}))
+    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(
+        ARBITER_CANDIDATES, VIEW, PlanCost()
+    )
+    assert [t.tag for t in tags] == [p.tag for p in pool if p.id != dropped]
     assert set(llm.calls[0].schema["required"]) == {"c1", "c2", "c3"}  # a decision on every candidate
+
+
+async def test_the_heaviest_items_tag_comes_back_when_the_arbiter_drops_it() -> None:
+    pool = pool_candidates(ARBITER_CANDIDATES, VIEW, EMBEDDER, SCORER)
+    heaviest = next(p for p in pool if "r1" in p.evidence)  # the watch: viewed and carted
+    llm = ScriptedLLM(arbiter=js({p.id: "drop" if p is heaviest else "keep" for p in pool}))
+    tags = await Arbiter(llm, EMBEDDER, max_tags=2, scorer=SCORER).decide(
+        ARBITER_CANDIDATES, VIEW, PlanCost()
+    )
+    assert heaviest.tag in [t.tag for t in tags]
+    assert len(tags) == 2
+    chosen = {t.tag for t in tags}
+    assert [t.tag for t in tags] == [p.tag for p in pool if p.tag in chosen]  # in the pool's order
 
 
 async def test_arbiter_falls_back_to_evidence_ranking_after_bad_answers() -> None:
@@ -304,7 +335,7 @@ def test_markup_is_stripped_and_long_sentences_cut() -> None:
 
 def test_evidence_sentence_states_only_what_the_shopper_did() -> None:
     assert evidence_sentence(VIEW.pick(["r1", "r2"])) == (
-        "You put garmin electronics watch in your cart and bought philips kettle."
+        "You put the garmin electronics watch in your cart and bought the philips kettle."
     )
 
 
@@ -315,10 +346,40 @@ async def test_explanations_that_fail_the_checks_are_retried_then_built_from_evi
     cost = PlanCost()
     out = await Explainer(llm, max_tags=3, retries=1).explain(pooled, VIEW, cost)
     assert out == [
-        Explained("garmin sports watch", "You put garmin electronics watch in your cart.", ("r1",))
+        Explained("garmin sports watch", "You put the garmin electronics watch in your cart.", ("r1",))
     ]
     assert len(llm.calls_of("explainer")) == 2
     assert any("built from evidence" in r for r in cost.repairs)
+
+
+def test_facts_are_filled_by_code_around_the_models_phrasing() -> None:
+    watch = VIEW.pick(["r1"])
+    foreign = foreign_words(VIEW, watch)
+    assert fill("You {did}, priced {price}.", watch, foreign) == (
+        "You put the garmin electronics watch in your cart, priced 199."
+    )
+    assert fill("{did} on a rainy day.", watch, foreign).startswith("Put the garmin")
+    with pytest.raises(ValueError, match="did"):
+        fill("You like watches.", watch, foreign)  # the facts are not optional
+    with pytest.raises(ValueError, match="number"):
+        fill("You {did} 3 times.", watch, foreign)  # a number of its own
+    with pytest.raises(ValueError, match="number"):
+        fill("You {did} three times.", watch, foreign)
+    with pytest.raises(ValueError, match="no fact"):
+        fill("You {did} at {price}.", user_view(request(behaviour("garmin watch")), NOW).evidence, foreign)
+
+
+def test_a_sentence_may_not_name_the_users_other_items_or_the_examples_products() -> None:
+    watch = VIEW.pick(["r1"])
+    foreign = foreign_words(VIEW, watch)
+    with pytest.raises(ValueError, match="kettle"):  # the user's other item
+        fill("You {did}, next to your kettle.", watch, foreign)
+    shoes = VIEW.pick(["r3"])
+    with pytest.raises(ValueError, match="garmin"):
+        check_sentence("You viewed the Garmin sport shoes twice.", shoes, foreign_words(VIEW, shoes))
+    # The prompts' example products, copied by a small model, unless the user has them.
+    assert "perf" in foreign_words(VIEW, watch)  # "perfume"
+    assert "watc" not in foreign_words(VIEW, watch)
 
 
 async def test_style_guide_moment_the_data_does_not_show_becomes_the_season() -> None:
@@ -378,6 +439,43 @@ def test_floors_override_the_senior_judge() -> None:
     assert apply_floors("bad", relevant) == ("average", "judged bad with every check passed")
 
 
+def test_the_judges_grounding_holds_a_tag_to_one_item_and_its_explanation_to_that_item() -> None:
+    from intentstream.agents.judge import check_grounding
+
+    true = [Explained("garmin watch", "You put the garmin electronics watch in your cart.", ())]
+    assert check_grounding(true, VIEW).passed
+    for tag, text in [
+        ("garmin running watch", "You put the garmin electronics watch in your cart."),  # "running": no item
+        ("garmin watch", "You put the philips watch in your cart."),  # the user's other brand
+        ("garmin watch", "You put the garmin electronics watch in your cart 3 times."),  # a false count
+        ("garmin watch", "You bought the garmin electronics watch."),  # only carted
+    ]:
+        assert not check_grounding([Explained(tag, text, ())], VIEW).passed, (tag, text)
+    outside = [Explained("garmin watch", "You put the garmin watch in your cart, unlike a casio.", ())]
+    assert check_grounding(outside, VIEW).passed  # a word the judge cannot know is an entity
+    assert not check_grounding(outside, VIEW, frozenset({"casi"})).passed  # one the deployment knows
+
+
+async def test_an_untrue_plan_is_bad_without_asking_any_llm_judge() -> None:
+    llm = happy_llm(explainer=js({"explanations": [{"id": "t1", "text": "You {did}."}]}))
+    judge = chain(llm).judge
+    assert judge is not None
+    false = [Explained("garmin watch", "You bought the garmin electronics watch twice.", ())]
+    judgement = await judge.judge(false, VIEW, PlanCost())
+    assert judgement.verdict == "bad"
+    assert (judgement.floor or "").startswith("grounding check failed")
+    assert llm.calls == []
+
+
+def test_the_heaviest_item_gets_an_expert_when_the_planner_gave_it_none() -> None:
+    from intentstream.agents.chain import with_heaviest_facet
+
+    shoes_only = [Facet("shoes", "b", ("r3",))]
+    facets = with_heaviest_facet(VIEW, shoes_only)
+    assert [f.evidence for f in facets] == [("r3",), ("r1",)]  # r1: the watch, viewed and carted
+    assert with_heaviest_facet(VIEW, facets) == facets
+
+
 # ---- the chain ----------------------------------------------------------------------------
 
 
@@ -392,12 +490,8 @@ async def test_chain_turns_a_request_into_a_judged_versioned_record() -> None:
     ]
     pool = pool_candidates(candidates, VIEW, EMBEDDER, SCORER)
     assert [t.tag for t in record.tags] == [pool[0].tag, pool[2].tag]  # c2 dropped by the arbiter
-    for tag, pooled in zip(
-        record.tags, (pool[0], pool[2]), strict=True
-    ):  # each explained by its own evidence
-        assert tag.explanation in {
-            f"You looked at the {e.text} recently." for e in VIEW.pick(pooled.evidence)
-        }
+    for tag, pooled in zip(record.tags, (pool[0], pool[2]), strict=True):  # each by its own evidence
+        assert tag.explanation == f"You {did_slot(VIEW.pick(pooled.evidence))}, just recently."
     assert record.version == record.context_version == 7
     assert record.verdict == "good"
     assert record.model == "scripted-test-double"
@@ -414,7 +508,10 @@ async def test_a_plan_made_without_signals_goes_to_the_shared_plan_cache() -> No
     # Each tag under its heaviest cited interest, the explanation's item as a slot.
     assert plan.cacheable
     assert {c.tag for c in plan.cacheable} <= {t.tag for t in plan.record.tags}
-    assert all(c.template == "You looked at the {item} recently." for c in plan.cacheable)
+    assert {c.tag: c.template for c in plan.cacheable} == {
+        "philips kettle": "You bought the {item}, just recently.",
+        "garmin watch": "You put the {item} in your cart, just recently.",
+    }
     assert all(c.model == "scripted-test-double" for c in plan.cacheable)
 
 
@@ -552,7 +649,7 @@ async def test_the_eval_tagger_turns_a_failed_plan_into_no_tags_without_the_llm(
 def current_plan(*cites: str) -> LLMPlan:
     return LLMPlan(
         user_id="u1", context_version=5, trigger="first_plan", event_time=NOW, planned_at=NOW, model="m",
-        tags=[PlannedTag(tag="garmin sports watch", explanation="You carted the watch.", cites=list(cites))],
+        tags=[PlannedTag(tag="garmin watch", explanation="You carted the watch.", cites=list(cites))],
     )  # fmt: skip
 
 
@@ -564,7 +661,7 @@ def test_a_delta_plan_gives_an_expert_to_each_uncovered_interest_and_keeps_the_c
         ("philips kettle", ("r2",)),
         ("nike sport shoes", ("r3",)),
     ]
-    assert [(c.tag, c.evidence) for c in kept] == [("garmin sports watch", ("r1",))]
+    assert [(c.tag, c.evidence) for c in kept] == [("garmin watch", ("r1",))]
     assert delta(VIEW, current_plan("garmin electronics watch", "philips kettle", "nike sport shoes")) is None
     assert (
         delta(VIEW, current_plan("a sofa the context no longer holds")) is None
@@ -574,10 +671,8 @@ def test_a_delta_plan_gives_an_expert_to_each_uncovered_interest_and_keeps_the_c
 async def test_a_user_with_a_plan_gets_a_delta_plan_without_the_global_planner() -> None:
     llm = happy_llm(
         expert=[
-            js(
-                {"candidates": [{"tag": "philips kitchen kettle", "rationale": "bought", "evidence": ["r2"]}]}
-            ),
-            js({"candidates": [{"tag": "nike running shoes", "rationale": "viewed", "evidence": ["r3"]}]}),
+            js({"candidates": [{"tag": "philips kettle", "rationale": "bought", "evidence": ["r2"]}]}),
+            js({"candidates": [{"tag": "nike sport shoes", "rationale": "viewed", "evidence": ["r3"]}]}),
         ],
         arbiter=js({"c1": "keep", "c2": "keep", "c3": "keep"}),
     )
@@ -586,7 +681,7 @@ async def test_a_user_with_a_plan_gets_a_delta_plan_without_the_global_planner()
     assert plan.cost.delta
     assert "planner" not in plan.cost.stages
     assert plan.cost.stages["expert"].calls == 2
-    assert {"garmin sports watch", "philips kitchen kettle"} <= {t.tag for t in plan.record.tags}
+    assert {"garmin watch", "philips kettle"} <= {t.tag for t in plan.record.tags}
     full = await chain(happy_llm()).plan(shopper, NOW)
     assert not full.cost.delta
     assert plan.cost.prompt_tokens < full.cost.prompt_tokens

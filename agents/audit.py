@@ -1,0 +1,242 @@
+"""The fact audit: every written tag and explanation checked against the user's *raw* events,
+independently of generation. It never sees the compressed view the agents read, the evidence
+they cited or the judge's links; it groups the events into interests itself and checks:
+
+- **tag grounded**: every content word of the tag is a word of one of the user's interests
+  (the item's text, category path or brand). "moulinex watch" for a shopper who never saw a
+  watch is not; "smartphone" for one who viewed Apple and Samsung smartphones is.
+- **explanation factual**: every number it states is a count, price or price band of the
+  tag's own interests; every action it claims ("bought", "cart", "searched") was done on
+  them; it names no item word of the user's *other* interests, no known brand or category
+  outside the tag's interests ("the Samsung smartphone" explaining an Apple tag is false).
+- **heaviest interest covered**: some tag covers the interest the events weigh most, and
+  ``coverage``: the share of interests with real weight (up to the record's tag limit) that a
+  tag covers.
+
+The checks are written here on purpose, not imported from the explainer or the judge: an
+audit that shared their code would share their blind spots.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from intentstream.schemas.events import ACTION_WEIGHT, Action, BehaviorEvent
+
+REAL_WEIGHT_SHARE = 0.25  # an interest weighing this share of the heaviest one has real weight
+
+_WORD = re.compile(r"[^\W_]+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+_NUMBER_WORDS = {
+    "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "twice": "2", "dozen": "12",
+}  # fmt: skip
+# Words that say nothing about what an item is: they never make or break a fact.
+_FILLER = frozenset(
+    {
+        "the", "and", "for", "you", "your", "with", "this", "that", "these", "those", "from", "have",
+        "has", "had", "are", "was", "were", "its", "their", "our", "new", "set", "pack", "item",
+        "items", "product", "products", "things", "stuff", "interest", "interests", "related",
+        "other", "times", "time", "once", "more", "some", "recently", "again", "just", "all",
+    }
+)  # fmt: skip
+_CLAIMS = {
+    Action.PURCHASE: re.compile(r"\b(bought|buy|buying|purchas\w*|order\w*)\b", re.IGNORECASE),
+    Action.CART: re.compile(r"\bcart", re.IGNORECASE),
+    Action.SEARCH: re.compile(r"\bsearch", re.IGNORECASE),
+    Action.FAVOURITE: re.compile(r"\b(saved|favou?rite\w*|wish ?list)", re.IGNORECASE),
+}
+
+
+def stems(text: str) -> set[str]:
+    """Content words of ``text`` by 4-letter prefix ("shoes"/"shoe", "kitchenware"/"kitchen")."""
+    return {w[:4] if len(w) > 4 else w for w in _WORD.findall(text.casefold()) if len(w) >= 3} - {
+        w[:4] if len(w) > 4 else w for w in _FILLER
+    }
+
+
+def event_words(event: BehaviorEvent) -> set[str]:
+    """The stems of everything that describes the event's item: text, category path, brand
+    (and the query of a search)."""
+    parts = [event.item_text, event.brand, event.query, (event.category or "").replace(".", " ")]
+    return stems(" ".join(p for p in parts if p).replace("_", " "))
+
+
+@dataclass
+class AuditInterest:
+    """The events of one item description, weighed by what was done with them."""
+
+    key: str
+    weight: float = 0.0
+    words: set[str] = field(default_factory=set)
+    events: list[BehaviorEvent] = field(default_factory=list)
+
+
+def interests(events: Iterable[BehaviorEvent]) -> list[AuditInterest]:
+    """The user's interests, heaviest first (ties: the most recently touched first): one per
+    item description (lower case, words only), weighed by the actions' weights."""
+    groups: dict[str, AuditInterest] = {}
+    order: dict[str, int] = {}
+    for n, e in enumerate(events):
+        text = e.item_text or e.query
+        if not text:
+            continue
+        key = " ".join(_WORD.findall(text.casefold()))
+        group = groups.setdefault(key, AuditInterest(key))
+        group.weight += ACTION_WEIGHT[e.action.value]
+        group.words |= event_words(e)
+        group.events.append(e)
+        order[key] = n
+    return sorted(groups.values(), key=lambda g: (-g.weight, -order[g.key]))
+
+
+def covers(tag: str, interest: AuditInterest) -> bool:
+    """Whether every content word of ``tag`` is a word of ``interest``."""
+    mine = stems(tag)
+    return bool(mine) and mine <= interest.words
+
+
+def _numbers(text: str) -> list[str]:
+    found = _NUMBER.findall(text)
+    found += [_NUMBER_WORDS[w] for w in _WORD.findall(text.casefold()) if w in _NUMBER_WORDS]
+    return [n.replace(",", ".") for n in found]
+
+
+def _number_forms(value: float) -> set[str]:
+    forms = {f"{value:.2f}", f"{value:.1f}", str(round(value)), f"{value:g}"}
+    return forms | {f.rstrip("0").rstrip(".") for f in forms if "." in f}
+
+
+def true_numbers(chosen: Sequence[AuditInterest]) -> set[str]:
+    """Every number that is a fact of ``chosen``: counts per action of each interest and of
+    all together, how many interests, prices and price bands, numbers in item texts."""
+    found: set[str] = {str(len(chosen))}
+    totals: dict[str, int] = {}
+    prices: list[float] = []
+    for g in chosen:
+        counts: dict[str, int] = {}
+        for e in g.events:
+            counts[e.action.value] = counts.get(e.action.value, 0) + 1
+            if e.price is not None:
+                prices.append(e.price)
+                found |= _number_forms(e.price)
+        for action, n in counts.items():
+            found.add(str(n))
+            totals[action] = totals.get(action, 0) + n
+        found.add(str(len(g.events)))
+        found |= set(_numbers(g.key))
+    found |= {str(n) for n in totals.values()}
+    found.add(str(sum(totals.values())))
+    if prices:
+        found |= _number_forms(min(prices)) | _number_forms(max(prices))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class TagAudit:
+    """One written tag's verdict."""
+
+    tag: str
+    grounded: bool
+    factual: bool
+    problems: tuple[str, ...]
+    covered: tuple[str, ...]  # keys of the interests the tag covers
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAudit:
+    """One user's written tags against their raw events."""
+
+    tags: tuple[TagAudit, ...]
+    heaviest: str | None  # the heaviest interest's key
+    heaviest_covered: bool
+    with_weight: int  # interests with real weight, up to the tag limit
+    covered_with_weight: int
+
+    @property
+    def coverage(self) -> float:
+        return self.covered_with_weight / self.with_weight if self.with_weight else 1.0
+
+    @property
+    def passed(self) -> bool:
+        """Every tag grounded and every explanation factual."""
+        return all(t.grounded and t.factual for t in self.tags)
+
+
+def audit_tag(
+    tag: str,
+    explanation: str,
+    user: Sequence[AuditInterest],
+    known: frozenset[str] = frozenset(),
+    moment: str = "",
+) -> TagAudit:
+    """Audit one tag and its explanation against the user's interests. ``known``: stems of
+    entity words of the whole log (brands, category words): one outside the tag's interests is
+    a false fact even when the user never saw it. ``moment``: words of the season and signals
+    in force, which an explanation may name."""
+    problems: list[str] = []
+    covered = [g for g in user if covers(tag, g)]
+    if not covered:
+        missing = stems(tag) - set().union(*(g.words for g in user)) if user else stems(tag)
+        problems.append(
+            f"tag {tag!r}: no interest holds all its words"
+            + (f" ({sorted(missing)} in none)" if missing else "")
+        )
+    # An ungrounded tag's explanation is audited against the interests sharing a word with it.
+    mine = covered or [g for g in user if stems(tag) & g.words]
+    mine_words = set().union(*(g.words for g in mine)) if mine else set()
+    allowed = true_numbers(mine)
+    false_numbers = [n for n in _numbers(explanation) if n not in allowed]
+    if false_numbers:
+        problems.append(f"states {false_numbers}, no count or price of the tag's items")
+    done = {e.action for g in mine for e in g.events}
+    claimed = [a.value for a, pattern in _CLAIMS.items() if pattern.search(explanation) and a not in done]
+    if claimed:
+        problems.append(f"claims {claimed}, not done on the tag's items")
+    others = set().union(*(g.words for g in user if g not in mine)) if user else set()
+    foreign = (stems(explanation) & (others | known)) - mine_words - stems(tag) - stems(moment)
+    if foreign:
+        problems.append(f"names {sorted(foreign)}, which the tag's items do not show")
+    factual = not any(p.startswith(("states", "claims", "names")) for p in problems)
+    return TagAudit(tag, bool(covered), factual, tuple(problems), tuple(g.key for g in covered))
+
+
+def audit_plan(
+    tags: Sequence[tuple[str, str]],
+    events: Sequence[BehaviorEvent],
+    *,
+    max_tags: int,
+    known: frozenset[str] = frozenset(),
+    moment: str = "",
+) -> PlanAudit:
+    """Audit the written ``(tag, explanation)`` pairs of one user against ``events``, the raw
+    behaviour the plan was made from."""
+    user = interests(events)
+    audited = tuple(audit_tag(t, x, user, known, moment) for t, x in tags)
+    covered = {key for a in audited for key in a.covered}
+    heaviest = user[0] if user else None
+    top = user[0].weight if user else 0.0
+    # Ties at the top weigh the same: covering any of them covers the heaviest interest.
+    heaviest_keys = {g.key for g in user if g.weight == top}
+    weighty = [g for g in user if g.weight >= REAL_WEIGHT_SHARE * top][:max_tags]
+    return PlanAudit(
+        audited,
+        heaviest.key if heaviest else None,
+        bool(heaviest_keys & covered),
+        len(weighty),
+        sum(g.key in covered for g in weighty),
+    )
+
+
+def entity_words(events: Iterable[BehaviorEvent]) -> frozenset[str]:
+    """Stems of the brands and category-path words of a whole log: the words that name what
+    an item *is* (a title-only log has none; its users' own items still count)."""
+    found: set[str] = set()
+    for e in events:
+        if e.brand:
+            found |= stems(e.brand)
+        if e.category:
+            found |= stems(e.category.replace(".", " ").replace("_", " "))
+    return frozenset(found)
