@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from intentstream.agents.arbiter import scorer_for
+from intentstream.agents.audit import PlanAudit, audit_plan, entity_words
 from intentstream.agents.chain import JUDGE_STAGES, IntentChain, PlanFailed, PlanRejected
 from intentstream.agents.embedding import MiniLMEmbedder
-from intentstream.agents.evidence import user_view
+from intentstream.agents.evidence import season, user_view
 from intentstream.agents.explainer import Explained
 from intentstream.agents.judge import Judge, Judgement
 from intentstream.agents.llm import OpenAICompatibleLLM, wait_until_ready
@@ -36,6 +37,7 @@ from intentstream.agents.v1 import V1Baseline, raw_line
 from intentstream.deploy import stack
 from intentstream.deploy.model import ensure_model
 from intentstream.perf.bench_context import LOGS, load_tokenizer
+from intentstream.perf.diversity import distinct_n, self_bleu
 from intentstream.perf.logs import load_events
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.schemas.record import IntentRecord, ReplanRequest
@@ -47,7 +49,8 @@ from intentstream.stream.entities import EntityCache
 HISTORY_CAP = 100  # events per user: V1's raw history must fit the served 4,096-token window
 V1_PROMPT_TOKEN_BUDGET = 3_200  # raw history lines beyond this are dropped, oldest first
 MIN_EVENTS = 20
-SEED = 20_261_122
+SEED = 20_261_201  # the prompts were shaped on users of seed 20_261_122, never on these
+SHAPED_ON_SEED = 20_261_122
 DELTA_NEW_SHARE = 0.3  # the newest events a delta plan is made for (``--delta``)
 
 
@@ -65,21 +68,43 @@ class Outcome:
     latency_s: float = 0.0
     repaired: bool = False
     reasons: list[str] = field(default_factory=list)  # the judge's defects, and any floor applied
+    audit: PlanAudit | None = None  # the fact audit of its tags against the raw events
 
 
-def pick_users(settings: Settings, per_log: int) -> list[tuple[str, list[BehaviorEvent]]]:
+@dataclass(frozen=True)
+class Chosen:
+    """One benchmark user: their log, their last HISTORY_CAP events, and the entity words
+    (brands, category words) of their whole log, for the audit."""
+
+    dataset: str
+    events: list[BehaviorEvent]
+    known: frozenset[str]
+
+
+def pick_users(settings: Settings, per_log: int, seed: int = SEED) -> list[Chosen]:
     """``per_log`` users of each shared log with at least MIN_EVENTS described events,
     sampled with a fixed seed; each with their last HISTORY_CAP events."""
-    rng = random.Random(SEED)
-    chosen: list[tuple[str, list[BehaviorEvent]]] = []
+    rng = random.Random(seed)
+    chosen: list[Chosen] = []
     for name, (path, fmt) in LOGS.items():
         by_user: dict[str, list[BehaviorEvent]] = defaultdict(list)
-        for e in load_events(settings.datasets_dir / path, fmt):
+        events = list(load_events(settings.datasets_dir / path, fmt))
+        for e in events:
             by_user[e.user_id].append(e)
+        known = entity_words(events)
         eligible = sorted(u for u, es in by_user.items() if sum(1 for e in es if e.item_text) >= MIN_EVENTS)
         for user in rng.sample(eligible, min(per_log, len(eligible))):
-            chosen.append((name, by_user[user][-HISTORY_CAP:]))
+            chosen.append(Chosen(name, by_user[user][-HISTORY_CAP:], known))
     return chosen
+
+
+def audited(
+    tags: list[Explained], events: list[BehaviorEvent], known: frozenset[str], max_tags: int
+) -> PlanAudit:
+    """The fact audit of ``tags`` against the raw ``events`` they were planned from (the
+    moment an explanation may name: the season of the newest event)."""
+    pairs = [(t.tag, t.explanation) for t in tags]
+    return audit_plan(pairs, events, max_tags=max_tags, known=known, moment=season(events[-1].ts))
 
 
 def v1_history(events: list[BehaviorEvent], count_tokens: Any) -> list[BehaviorEvent]:
@@ -114,7 +139,7 @@ def llm_endpoint(settings: Settings) -> Iterator[tuple[str, bool]]:
 
 
 async def _run(
-    settings: Settings, base_url: str, users: list[tuple[str, list[BehaviorEvent]]], with_delta: bool = False
+    settings: Settings, base_url: str, users: list[Chosen], with_delta: bool = False, seed: int = SEED
 ) -> dict[str, Any]:
     await wait_until_ready(base_url, 60)
     llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
@@ -136,7 +161,8 @@ async def _run(
         done += 1
         print(f"  {done}/{2 * len(users)} plans ({system})", file=sys.stderr)
 
-    async def hmas(dataset: str, events: list[BehaviorEvent]) -> Outcome:
+    async def hmas(user: Chosen) -> Outcome:
+        dataset, events = user.dataset, user.events
         request, now = _request(events, shape)
         out = Outcome(request.user_id, dataset, valid=False)
         async with in_flight:
@@ -155,10 +181,12 @@ async def _run(
         out.judge_cost = PlanCost({k: v for k, v in out.cost.stages.items() if k in JUDGE_STAGES})
         out.repaired = bool(out.cost.repairs)
         out.cost = out.cost.without(*JUDGE_STAGES)
+        out.audit = audited(out.tags, events, user.known, tags)
         progress("hmas")
         return out
 
-    async def baseline(dataset: str, events: list[BehaviorEvent]) -> Outcome:
+    async def baseline(user: Chosen) -> Outcome:
+        dataset, events = user.dataset, user.events
         request, now = _request(events, shape)
         view = user_view(request, now)
         history = v1_history(events, lambda text: len(tokenizer.encode(text).ids))
@@ -178,12 +206,14 @@ async def _run(
                     out.verdict, out.reasons = judgement.verdict, _reasons(judgement)
                 except StageFailed:
                     out.verdict = "unjudged"
+        out.audit = audited(out.tags, events, user.known, tags)
         progress("v1")
         return out
 
-    async def delta_cost(dataset: str, events: list[BehaviorEvent]) -> dict[str, Any]:
+    async def delta_cost(user: Chosen) -> dict[str, Any]:
         """A delta plan for the user (``agents.chain.delta``): their plan of the history
         without its newest ``DELTA_NEW_SHARE``, then a plan of the whole history over it."""
+        dataset, events = user.dataset, user.events
         cut = max(1, int(len(events) * (1 - DELTA_NEW_SHARE)))
         earlier, now_earlier = _request(events[:cut], shape)
         request, now = _request(events, shape)
@@ -203,14 +233,14 @@ async def _run(
         }
 
     started = time.perf_counter()
-    hmas_out = await asyncio.gather(*(hmas(d, es) for d, es in users))
+    hmas_out = await asyncio.gather(*(hmas(u) for u in users))
     hmas_wall = time.perf_counter() - started
-    deltas = await asyncio.gather(*(delta_cost(d, es) for d, es in users)) if with_delta else []
+    deltas = await asyncio.gather(*(delta_cost(u) for u in users)) if with_delta else []
     started = time.perf_counter()
-    v1_out = await asyncio.gather(*(baseline(d, es) for d, es in users))
+    v1_out = await asyncio.gather(*(baseline(u) for u in users))
     v1_wall = time.perf_counter() - started
     await llm.aclose()
-    report = _report(settings, users, hmas_out, v1_out, hmas_wall, v1_wall, embedder.name)
+    report = _report(settings, users, hmas_out, v1_out, hmas_wall, v1_wall, embedder.name, seed)
     if with_delta:
         report["delta_plans"] = _delta_summary(deltas, report["hmas"]["prompt_tokens_per_user"])
     return report
@@ -276,7 +306,12 @@ def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
             ),
         }
     latencies = [o.latency_s for o in outcomes]
+    explanations = [t.explanation for o in outcomes for t in o.tags]
     return {
+        **_audit_summary(outcomes),
+        "gate_passed": _audit_summary([o for o in outcomes if o.verdict != "bad"]),
+        "explanation_distinct_2": round(distinct_n(explanations, 2), 3),
+        "explanation_self_bleu": round(self_bleu(explanations), 3),
         "prompt_tokens_per_user": _mean([o.cost.prompt_tokens for o in outcomes]),
         "uncached_prompt_tokens_per_user": _mean(
             [o.cost.prompt_tokens - o.cost.cached_prompt_tokens for o in outcomes]
@@ -298,14 +333,34 @@ def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
+def _audit_summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The fact audit's rates: over tags (grounded, factual) and over users (heaviest
+    interest covered, share of interests with real weight covered, every tag true)."""
+    audits = [o.audit for o in outcomes if o.audit is not None]
+    tags = [t for a in audits for t in a.tags]
+
+    def rate(hits: int, total: int) -> float | None:
+        return round(hits / total, 3) if total else None
+
+    return {
+        "users_audited": len(audits),
+        "tag_grounded_rate": rate(sum(t.grounded for t in tags), len(tags)),
+        "explanation_factual_rate": rate(sum(t.factual for t in tags), len(tags)),
+        "heaviest_interest_covered_rate": rate(sum(a.heaviest_covered for a in audits), len(audits)),
+        "interest_coverage": round(statistics.fmean(a.coverage for a in audits), 3) if audits else None,
+        "audit_passed_rate": rate(sum(a.passed and bool(a.tags) for a in audits), len(audits)),
+    }
+
+
 def _report(
     settings: Settings,
-    users: list[tuple[str, list[BehaviorEvent]]],
+    users: list[Chosen],
     hmas: list[Outcome],
     v1: list[Outcome],
     hmas_wall: float,
     v1_wall: float,
     embedder: str,
+    seed: int = SEED,
 ) -> dict[str, Any]:
     h, b = _summary(hmas), _summary(v1)
     by_dataset = {}
@@ -324,7 +379,7 @@ def _report(
     return {
         "benchmark": "agents",
         "users": len(users),
-        "history_events_per_user": _mean([len(events) for _, events in users]),
+        "history_events_per_user": _mean([len(u.events) for u in users]),
         "hmas_prompt_tokens_per_user": h["prompt_tokens_per_user"],
         "v1_prompt_tokens_per_user": b["prompt_tokens_per_user"],
         "prompt_token_ratio": round(h["prompt_tokens_per_user"] / max(1.0, b["prompt_tokens_per_user"]), 3),
@@ -355,28 +410,48 @@ def _report(
                 "verdict": o.verdict,
                 "judge_reasons": o.reasons,
                 "tags": [{"tag": t.tag, "explanation": t.explanation} for t in o.tags],
+                "audit": _audit_of(o),
             }
             for o in hmas[:2] + [o for o in hmas if o.dataset != hmas[0].dataset][:2]
         ],
+        "audit_failures": [
+            {"user": o.user_id, "dataset": o.dataset, "system": system, **_audit_of(o)}
+            for system, outcomes in (("hmas", hmas), ("v1", v1))
+            for o in outcomes
+            if o.audit is not None and not (o.audit.passed and o.audit.heaviest_covered)
+        ][:12],
         "model": settings.llm_model_name,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPU vLLM",
         "embedder": embedder,
         "notes": (
-            f"users sampled with seed {SEED} from users with >= {MIN_EVENTS} described events, half per log; "
+            f"users sampled with seed {seed} (the prompts were shaped on seed {SHAPED_ON_SEED}) "
+            f"from users with >= {MIN_EVENTS} described events, half per log; "
             f"last {HISTORY_CAP} events each; V1 reads the raw lines of that history (newest within "
             f"{V1_PROMPT_TOKEN_BUDGET} tokens) on each of its 3 paths; HMAS reads the compressed context. "
             "Token counts are the server's usage (judge excluded from generation cost, reported beside it); "
-            f"{settings.llm_concurrency} requests in flight; latency is per user, judge included."
+            f"{settings.llm_concurrency} requests in flight; latency is per user, judge included. "
+            "The fact audit (agents/audit.py) checks every tag and explanation against the user's raw "
+            "events, apart from generation; `gate_passed` repeats it over the plans the judge let through."
         ),
     }
 
 
-def bench_agents(settings: Settings, users: int, *, delta: bool = False) -> dict[str, Any]:
+def _audit_of(o: Outcome) -> dict[str, Any]:
+    if o.audit is None:
+        return {}
+    return {
+        "heaviest": o.audit.heaviest,
+        "heaviest_covered": o.audit.heaviest_covered,
+        "problems": [p for t in o.audit.tags for p in t.problems],
+    }
+
+
+def bench_agents(settings: Settings, users: int, *, delta: bool = False, seed: int = SEED) -> dict[str, Any]:
     """Run both systems on ``users`` real users (half from each shared log); with ``delta``,
     also a delta plan for each (``delta_plans`` in the report)."""
-    chosen = pick_users(settings, max(1, users // 2))
+    chosen = pick_users(settings, max(1, users // 2), seed)
     with llm_endpoint(settings) as (base_url, fresh):
-        result = asyncio.run(_run(settings, base_url, chosen, delta))
+        result = asyncio.run(_run(settings, base_url, chosen, delta, seed))
     if not fresh:  # earlier runs' prompts may sit in the server's prefix cache
         result["uncached_prompt_token_ratio"] = None
         result["notes"] += (

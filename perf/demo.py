@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from intentstream.agents.audit import audit_plan, entity_words
+from intentstream.agents.evidence import season
 from intentstream.deploy import stack
 from intentstream.deploy.model import ensure_model
 from intentstream.perf.logs import load_events
@@ -144,9 +146,14 @@ def turned_down(log: Path, user: str) -> str | None:
 
 
 def describe(
-    user: str, events: list[BehaviorEvent], record: IntentRecord | None, why_not: str | None = None
+    user: str,
+    events: list[BehaviorEvent],
+    record: IntentRecord | None,
+    why_not: str | None = None,
+    known: frozenset[str] = frozenset(),
 ) -> str:
-    """A user's behaviour and intents, for people."""
+    """A user's behaviour and intents, for people, with the fact audit's verdict on the
+    agents' tags (``agents.audit``: against the user's raw events up to the record's)."""
     mine = [e for e in events if e.user_id == user]
     actions = Counter(e.action.value for e in mine)
     lines = [f"user {user}: {len(mine)} events ({', '.join(f'{n} {a}' for a, n in actions.items())})"]
@@ -159,8 +166,27 @@ def describe(
         f"    plan v{record.version} ({record.trigger}) by {record.model}, judged {record.verdict}, "
         f"from behaviour up to {record.event_time:%Y-%m-%d %H:%M:%S} UTC"
     )
+    planned = [t for t in record.tags if t.source != "live"]
+    seen = [e for e in mine if e.ts <= record.event_time]
+    audit = audit_plan(
+        [(t.tag, t.explanation) for t in planned],
+        seen,
+        max_tags=max(1, len(planned)),
+        known=known,
+        moment=season(record.event_time),
+    )
+    verdicts = dict(zip((id(t) for t in planned), audit.tags, strict=True))
     for tag in record.tags:  # who made each: the LLM, or code from the user's own events
         lines.append(f"    • [{tag.source}] {tag.tag} — {tag.explanation}")
+        if (checked := verdicts.get(id(tag))) is not None:
+            lines.append(
+                "        audit: true"
+                if not checked.problems
+                else f"        audit: {'; '.join(checked.problems)}"
+            )
+    if planned:
+        covered = "covered" if audit.heaviest_covered else "NOT covered"
+        lines.append(f"    audit: heaviest interest {audit.heaviest!r} {covered}")
     return "\n".join(lines)
 
 
@@ -188,6 +214,7 @@ def run_demo(
         worker = start_worker(settings, endpoints, worker_log)
 
         replayed = list(itertools.islice(load_events(log, "rees46"), events))
+        known = entity_words(replayed)
         # Users with the most described items among those the worker will ask the LLM about
         # (decided by the worker's own batch path): the others get live records only.
         described = Counter(e.user_id for e in replayed if e.item_text)
@@ -218,7 +245,7 @@ def run_demo(
             return 1
         print()
         for user in followed:
-            print(describe(user, replayed, records.get(user), turned_down(worker_log, user)))
+            print(describe(user, replayed, records.get(user), turned_down(worker_log, user), known))
             print()
         # Done when every followed user was planned or turned down (the judge gate is working
         # as meant), and at least one plan reached Redis.

@@ -69,3 +69,40 @@ def test_delta_plans_are_set_against_full_ones_and_fallbacks_counted() -> None:
     assert summary["prompt_tokens_per_delta_plan"] == 1500
     assert summary["delta_over_full"] == 0.6
     assert _delta_summary([], 2500.0)["delta_over_full"] is None
+
+
+def test_the_audit_summary_rates_tags_and_users_and_repeats_over_what_the_gate_passed() -> None:
+    from intentstream.agents.audit import audit_plan
+
+    events = [
+        BehaviorEvent(
+            event_id=f"e{n}", user_id="u", action="view", ts=NOW + timedelta(seconds=n), item_id="k",
+            item_text="bosch kettle", brand="bosch",
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    true = outcome("good", ["bosch kettle"], 100)
+    true.tags = [Explained("bosch kettle", "You viewed the bosch kettle 3 times.", ())]
+    false = outcome("bad", ["bosch toaster"], 100)
+    false.tags = [Explained("bosch toaster", "You bought the bosch toaster.", ())]
+    for o in (true, false):
+        o.audit = audit_plan([(t.tag, t.explanation) for t in o.tags], events, max_tags=3)
+    summary = _summary([true, false])
+    assert summary["tag_grounded_rate"] == 0.5
+    assert summary["explanation_factual_rate"] == 0.5
+    assert summary["heaviest_interest_covered_rate"] == 0.5
+    assert summary["audit_passed_rate"] == 0.5
+    assert summary["gate_passed"]["audit_passed_rate"] == 1.0  # the judge turned the false one down
+    assert 0.0 < summary["explanation_distinct_2"] <= 1.0
+
+
+def test_distinct_n_and_self_bleu_see_repetition() -> None:
+    from intentstream.perf.diversity import distinct_n, self_bleu
+
+    same = ["You viewed the kettle three times."] * 3
+    varied = ["You viewed the kettle.", "Rain boots for a wet week.", "A watch you carted twice."]
+    assert distinct_n(same) < distinct_n(varied)
+    assert self_bleu(same) > 0.99
+    assert self_bleu(varied) < 0.3  # add-one smoothing keeps unrelated texts above 0
+    assert self_bleu(["one text only"]) == 0.0
+    assert distinct_n([]) == 0.0

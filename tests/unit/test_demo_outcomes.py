@@ -22,3 +22,36 @@ def test_turned_down_reads_the_workers_reason_for_that_user_only(tmp_path: Path)
     assert (turned_down(log, "u2") or "").startswith("no valid plan for user u2:")
     assert turned_down(log, "u10") is None  # planned, not turned down
     assert turned_down(log, "u3") is None
+
+
+def test_each_planned_tag_is_printed_with_the_audits_verdict() -> None:
+    from datetime import timedelta
+
+    from intentstream.perf.demo import describe
+    from intentstream.schemas.events import BehaviorEvent
+    from intentstream.schemas.record import IntentRecord, IntentTag
+    from tests.helpers import NOW
+
+    events = [
+        BehaviorEvent(
+            event_id=f"e{n}", user_id="u1", action="view", ts=NOW - timedelta(minutes=n), item_id=f"i{n % 2}",
+            item_text=("apple smartphone", "samsung smartphone")[n % 2], brand=("apple", "samsung")[n % 2],
+        )
+        for n in range(6)
+    ]  # fmt: skip
+    record = IntentRecord(
+        user_id="u1", version=3, context_version=3, trigger="first_plan", event_time=NOW, planned_at=NOW,
+        model="m", verdict="good", llm_context_version=3,
+        tags=[
+            IntentTag(tag="apple smartphone", explanation="You viewed the samsung smartphone 3 times."),
+            IntentTag(tag="samsung smartphone", explanation="You viewed the samsung smartphone 3 times."),
+            IntentTag(tag="smartphones", explanation="Viewed 6 times.", source="live"),
+        ],
+    )  # fmt: skip
+    text = describe("u1", events, record)
+    lines = text.splitlines()
+    apple = lines.index("    • [llm] apple smartphone — You viewed the samsung smartphone 3 times.")
+    assert "names ['sams']" in lines[apple + 1]
+    assert lines[apple + 3] == "        audit: true"  # the samsung tag
+    assert "audit:" not in lines[apple + 4] or "heaviest" in lines[apple + 4]  # live entries: code's
+    assert "heaviest interest" in lines[-1]
