@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -87,16 +88,18 @@ class IntentChain:
         retries: int = 2,
         judge: bool = True,
         scorer: Scorer,
+        entities: Collection[str] = (),
     ) -> None:
         """``scorer`` ranks the arbiter's candidates (``agents.arbiter.scorer_for``, made
-        from the settings' sharpness and backend by whoever builds the chain)."""
+        from the settings' sharpness and backend by whoever builds the chain); ``entities``:
+        the brand and category words the judge knows beyond the user (``Catalog.entities``)."""
         self.llm = llm
         self.max_tags = max_tags
         self.planner = Planner(llm, replace(PLANNER_STAGE, retries=retries))
         self.expert = Expert(llm, replace(EXPERT_STAGE, retries=retries))
         self.arbiter = Arbiter(llm, embedder, max_tags, scorer, retries)
         self.explainer = Explainer(llm, max_tags, retries)
-        self.judge = Judge(llm, embedder, max_tags, retries) if judge else None
+        self.judge = Judge(llm, embedder, max_tags, retries, entities) if judge else None
 
     async def draft(self, view: UserView, cost: PlanCost, current: LLMPlan | None = None) -> list[Explained]:
         """Tags with explanations, before judging. Raises :class:`StageFailed` or

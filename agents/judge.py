@@ -16,7 +16,7 @@ the V1 baseline alike.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -274,10 +274,11 @@ class Judge:
         embedder: TextEmbedder,
         max_tags: int,
         retries: int = 2,
-        entities: frozenset[str] = frozenset(),
+        entities: Collection[str] = (),
     ) -> None:
-        """``entities``: stems of brand and category words known beyond this user (a log's
-        or a catalog's), which an explanation may name only where the tag's items do."""
+        """``entities``: brand and category words known beyond this user (a catalog's, which
+        may grow while the judge works), which an explanation may name only where the tag's
+        items do."""
         self.llm = llm
         self.embedder = embedder
         self.retries = retries
@@ -289,7 +290,7 @@ class Judge:
         if not tags:
             return Judgement("bad", ("no tags",), ())
         sub = {
-            "grounding": check_grounding(tags, view, self.entities),
+            "grounding": check_grounding(tags, view, frozenset(stem(w) for w in self.entities)),
             "timeliness": check_timeliness(tags, view),
             "diversity": check_diversity(tags, self.embedder),
             "safety_format": check_safety_format(tags),

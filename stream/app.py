@@ -89,6 +89,7 @@ def build_app(
     # A planner writes its plans to Redis (Endpoints.redis raises, saying what to set, when
     # there is none); a contexts-only worker runs without one.
     redis_url = endpoints.redis if with_planner else endpoints.redis_url
+    catalog = Catalog(half_life_s=settings.catalog_half_life_s) if settings.catalog else None
     if redis_url is not None:
         store = IntentStore.from_settings(connect_with(settings, redis_url), settings)
         cache = (
@@ -98,7 +99,7 @@ def build_app(
         )
         records = RecordWriter(
             store, shape_of(settings), live_tags=settings.live_tags, cache=cache, vet=ExplainerVet(),
-            catalog=Catalog(half_life_s=settings.catalog_half_life_s) if settings.catalog else None,
+            catalog=catalog,
             items_per_tag=settings.catalog_items_per_tag,
         )  # fmt: skip
     elif with_contexts:
@@ -182,6 +183,8 @@ def build_app(
             retries=settings.llm_max_retries,
             judge=settings.judge_online,
             scorer=scorer,
+            # The catalog this worker follows names the brands and categories the judge knows.
+            entities=catalog.entities if catalog is not None and records is not None else (),
         )
         assert records is not None  # made above for every planner
         store = records.store

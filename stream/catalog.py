@@ -141,6 +141,9 @@ class Catalog:
         self.ids: list[str] = []
         self.rows: dict[str, int] = {}
         self.prices: dict[int, float] = {}  # row -> the price it was described with (when it had one)
+        # Words that name what items are (brands, category paths): an explanation may name
+        # one only where its tag's items do (the judge's check, ``agents.judge``).
+        self.entities: set[str] = set()
         self._pop = np.zeros(1024, dtype=np.float64)  # popularity as of _pop_at
         self._pop_at = np.zeros(1024, dtype=np.float64)
 
@@ -161,6 +164,7 @@ class Catalog:
                 self.ids.append(s.item_id)
                 if s.price is not None:
                     self.prices[row] = s.price
+                self.entities.update(words_of((s.category or "").replace(".", " "), s.brand))
                 fresh.append(item_vector(s.text, s.category, s.brand))
             rows.append(row)
             stamps.append(s.ts)

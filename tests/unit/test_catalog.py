@@ -162,3 +162,14 @@ def test_an_item_keeps_the_price_it_was_described_with() -> None:
         [Sighting("k1", "bosch kettle", None, "bosch", T0.timestamp(), 1.0, 39.5), seen("k2", "teapot")]
     )
     assert catalog.prices == {catalog.rows["k1"]: 39.5}
+
+
+def test_the_catalog_knows_the_brand_and_category_words_of_its_items() -> None:
+    catalog = Catalog()
+    catalog.add(
+        [
+            seen("k1", "bosch kettle", category="appliances.kitchen.kettle", brand="bosch"),
+            seen("t1", "teapot"),
+        ]
+    )
+    assert catalog.entities == {"appliance", "kitchen", "kettle", "bosch"}  # titles alone name none
