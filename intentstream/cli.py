@@ -302,6 +302,12 @@ def cmd_bench_agents(settings: Settings, args: argparse.Namespace) -> int:
     return _print_result(bench_agents(settings, args.users, delta=args.delta, seed=args.seed), args)
 
 
+def cmd_bench_judge(settings: Settings, args: argparse.Namespace) -> int:
+    from intentstream.perf.bench_judge import bench_judge
+
+    return _print_result(bench_judge(settings, args.users, seed=args.seed), args)
+
+
 def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
     from intentstream.perf.bench_replay import bench_replay
 
@@ -480,6 +486,14 @@ def build_parser() -> argparse.ArgumentParser:
     agents.add_argument("--users", type=_positive_int, default=20, help="users planned")
     agents.add_argument("--delta", action="store_true", help="also a delta plan per user, against full plans")
     agents.add_argument(
+        "--seed",
+        type=int,
+        default=20_261_201,
+        help="seed of the users sampled (the prompts were shaped on 20261122)",
+    )
+    judge = benchmark("judge", cmd_bench_judge, "the judge against true plans and code-made false ones")
+    judge.add_argument("--users", type=_positive_int, default=40, help="users planned (half per shared log)")
+    judge.add_argument(
         "--seed",
         type=int,
         default=20_261_201,

@@ -163,7 +163,7 @@ async def _run(
 
     async def hmas(user: Chosen) -> Outcome:
         dataset, events = user.dataset, user.events
-        request, now = _request(events, shape)
+        request, now = request_of(events, shape)
         out = Outcome(request.user_id, dataset, valid=False)
         async with in_flight:
             started = time.perf_counter()
@@ -187,7 +187,7 @@ async def _run(
 
     async def baseline(user: Chosen) -> Outcome:
         dataset, events = user.dataset, user.events
-        request, now = _request(events, shape)
+        request, now = request_of(events, shape)
         view = user_view(request, now)
         history = v1_history(events, lambda text: len(tokenizer.encode(text).ids))
         out = Outcome(request.user_id, dataset, valid=False)
@@ -215,8 +215,8 @@ async def _run(
         without its newest ``DELTA_NEW_SHARE``, then a plan of the whole history over it."""
         dataset, events = user.dataset, user.events
         cut = max(1, int(len(events) * (1 - DELTA_NEW_SHARE)))
-        earlier, now_earlier = _request(events[:cut], shape)
-        request, now = _request(events, shape)
+        earlier, now_earlier = request_of(events[:cut], shape)
+        request, now = request_of(events, shape)
         async with in_flight:
             try:
                 first = await chain.plan(earlier, now_earlier)
@@ -266,7 +266,7 @@ def _delta_summary(deltas: list[dict[str, Any]], full_prompt: float) -> dict[str
     }
 
 
-def _request(events: list[BehaviorEvent], shape: ContextShape) -> tuple[ReplanRequest, datetime]:
+def request_of(events: list[BehaviorEvent], shape: ContextShape) -> tuple[ReplanRequest, datetime]:
     ctx = UserContext(events[0].user_id)
     cache = EntityCache()
     for e in events:
