@@ -20,8 +20,8 @@ def events(user: str, *items: tuple[str, str, int]) -> list[BehaviorEvent]:
         for n in range(times):
             out.append(
                 BehaviorEvent(
-                    event_id=f"{user}-{brand}-{n}", user_id=user, action="view", ts=NOW + timedelta(minutes=n),
-                    item_id=f"{brand}-{kind}", item_text=f"{brand} {kind}", brand=brand,
+                    event_id=f"{user}-{brand}-{n}", user_id=user, action="view",
+                    ts=NOW + timedelta(minutes=n), item_id=f"{brand}-{kind}", item_text=f"{brand} {kind}", brand=brand,
                     category=f"electronics.{kind}",
                 )
             )  # fmt: skip
