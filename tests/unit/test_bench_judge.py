@@ -21,8 +21,8 @@ def events(user: str, *items: tuple[str, str, int]) -> list[BehaviorEvent]:
             out.append(
                 BehaviorEvent(
                     event_id=f"{user}-{brand}-{n}", user_id=user, action="view",
-                    ts=NOW + timedelta(minutes=n), item_id=f"{brand}-{kind}", item_text=f"{brand} {kind}", brand=brand,
-                    category=f"electronics.{kind}",
+                    ts=NOW + timedelta(minutes=n), item_id=f"{brand}-{kind}", item_text=f"{brand} {kind}",
+                    brand=brand, category=f"electronics.{kind}",
                 )
             )  # fmt: skip
     return out
