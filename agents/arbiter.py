@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import UserView, grounding, holding, words
+from intentstream.agents.evidence import UserView, grounding, heaviest, holding, words
 from intentstream.agents.experts import Candidate
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
@@ -259,16 +259,13 @@ class Arbiter:
 
 
 def with_heaviest(kept: list[Pooled], pool: Sequence[Pooled], view: UserView, max_tags: int) -> list[Pooled]:
-    """``kept``, with the pool's best tag for the user's heaviest item put back when the
-    arbiter dropped every tag of it: a one-off view must not push out what the shopper
-    does most. The ranking stays the pool's."""
-    items = [e for e in view.evidence if e.kind != "signal"]
-    if not items:
+    """``kept``, with the pool's best tag for the user's heaviest interest (``heaviest``) put
+    back when the arbiter dropped every tag of it: a one-off view must not push out what the
+    shopper does most. The ranking stays the pool's."""
+    group = {e.id for e in heaviest(view)}
+    if not group or any(group & set(p.evidence) for p in kept):
         return kept
-    heaviest = max(items, key=lambda e: e.weight).id
-    if any(heaviest in p.evidence for p in kept):
-        return kept
-    backing = next((p for p in pool if heaviest in p.evidence), None)
+    backing = next((p for p in pool if group & set(p.evidence)), None)
     if backing is None:
         return kept
     chosen = {p.id for p in kept[: max_tags - 1]} | {backing.id}

@@ -57,11 +57,22 @@ def stems(text: str) -> set[str]:
     }
 
 
+def names(text: str) -> set[str]:
+    """Whole content words of ``text``, a plural's final "s" dropped: what the entity checks
+    compare ("viewed" must not match the brand "viewsonic", as a 4-letter stem would)."""
+    found = {w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in _FILLER}
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in found}
+
+
+def _described(event: BehaviorEvent) -> str:
+    parts = [event.item_text, event.brand, event.query, (event.category or "").replace(".", " ")]
+    return " ".join(p for p in parts if p).replace("_", " ")
+
+
 def event_words(event: BehaviorEvent) -> set[str]:
     """The stems of everything that describes the event's item: text, category path, brand
     (and the query of a search)."""
-    parts = [event.item_text, event.brand, event.query, (event.category or "").replace(".", " ")]
-    return stems(" ".join(p for p in parts if p).replace("_", " "))
+    return stems(_described(event))
 
 
 @dataclass
@@ -70,7 +81,8 @@ class AuditInterest:
 
     key: str
     weight: float = 0.0
-    words: set[str] = field(default_factory=set)
+    words: set[str] = field(default_factory=set)  # stems, for grounding
+    names: set[str] = field(default_factory=set)  # whole words, for the entity checks
     events: list[BehaviorEvent] = field(default_factory=list)
 
 
@@ -87,6 +99,7 @@ def interests(events: Iterable[BehaviorEvent]) -> list[AuditInterest]:
         group = groups.setdefault(key, AuditInterest(key))
         group.weight += ACTION_WEIGHT[e.action.value]
         group.words |= event_words(e)
+        group.names |= names(_described(e))
         group.events.append(e)
         order[key] = n
     return sorted(groups.values(), key=lambda g: (-g.weight, -order[g.key]))
@@ -172,8 +185,8 @@ def audit_tag(
     known: frozenset[str] = frozenset(),
     moment: str = "",
 ) -> TagAudit:
-    """Audit one tag and its explanation against the user's interests. ``known``: stems of
-    entity words of the whole log (brands, category words): one outside the tag's interests is
+    """Audit one tag and its explanation against the user's interests. ``known``: entity
+    words (``names``) of the whole log (brands, category words): one outside the tag's interests is
     a false fact even when the user never saw it. ``moment``: words of the season and signals
     in force, which an explanation may name."""
     problems: list[str] = []
@@ -186,7 +199,7 @@ def audit_tag(
         )
     # An ungrounded tag's explanation is audited against the interests sharing a word with it.
     mine = covered or [g for g in user if stems(tag) & g.words]
-    mine_words = set().union(*(g.words for g in mine)) if mine else set()
+    mine_names = set().union(*(g.names for g in mine)) if mine else set()
     allowed = true_numbers(mine)
     false_numbers = [n for n in _numbers(explanation) if n not in allowed]
     if false_numbers:
@@ -195,8 +208,8 @@ def audit_tag(
     claimed = [a.value for a, pattern in _CLAIMS.items() if pattern.search(explanation) and a not in done]
     if claimed:
         problems.append(f"claims {claimed}, not done on the tag's items")
-    others = set().union(*(g.words for g in user if g not in mine)) if user else set()
-    foreign = (stems(explanation) & (others | known)) - mine_words - stems(tag) - stems(moment)
+    others = set().union(*(g.names for g in user if g not in mine)) if user else set()
+    foreign = (names(explanation) & (others | known)) - mine_names - names(tag) - names(moment)
     if foreign:
         problems.append(f"names {sorted(foreign)}, which the tag's items do not show")
     factual = not any(p.startswith(("states", "claims", "names")) for p in problems)
@@ -231,12 +244,12 @@ def audit_plan(
 
 
 def entity_words(events: Iterable[BehaviorEvent]) -> frozenset[str]:
-    """Stems of the brands and category-path words of a whole log: the words that name what
-    an item *is* (a title-only log has none; its users' own items still count)."""
+    """The brands and category-path words of a whole log (``names``): the words that name
+    what an item *is* (a title-only log has none; its users' own items still count)."""
     found: set[str] = set()
     for e in events:
         if e.brand:
-            found |= stems(e.brand)
+            found |= names(e.brand)
         if e.category:
-            found |= stems(e.category.replace(".", " ").replace("_", " "))
+            found |= names(e.category.replace(".", " ").replace("_", " "))
     return frozenset(found)

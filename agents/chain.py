@@ -22,10 +22,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from intentstream.agents.arbiter import Arbiter, Pooled
+from intentstream.agents.arbiter import Arbiter, Pooled, pool_candidates
 from intentstream.agents.cached import entries
 from intentstream.agents.embedding import TextEmbedder
-from intentstream.agents.evidence import Evidence, UserView, user_view
+from intentstream.agents.evidence import Evidence, UserView, heaviest, user_view
 from intentstream.agents.experts import STAGE as EXPERT_STAGE
 from intentstream.agents.experts import Candidate, Expert
 from intentstream.agents.explainer import Explained, Explainer
@@ -132,7 +132,27 @@ class IntentChain:
         tags = await self.arbiter.decide(candidates, view, cost)
         if not tags:
             raise PlanFailed(view.user_id, "no candidate tag is grounded in the user's data", cost)
-        return tags
+        return await self.cover_heaviest(view, tags, cost)
+
+    async def cover_heaviest(self, view: UserView, tags: list[Pooled], cost: PlanCost) -> list[Pooled]:
+        """``tags``, with a tag for the user's heaviest interest when none of them is backed
+        by it (the planner's facet was broader, its expert named the interest's neighbours):
+        one more expert call, for that interest alone; its best grounded candidate joins the
+        tags by relevance, in place of the weakest when the record is full."""
+        facet = heaviest_facet(view)
+        if facet is None or any(set(facet.evidence) & set(t.evidence) for t in tags):
+            return tags
+        try:
+            proposed = await self.expert.propose(view, facet, cost)
+        except StageFailed as exc:
+            log.warning("no tag for the heaviest interest of user %s: %s", view.user_id, exc)
+            return tags
+        pool = pool_candidates(proposed, view, self.arbiter.embedder, self.arbiter.scorer)
+        backing = next((p for p in pool if set(facet.evidence) & set(p.evidence)), None)
+        if backing is None:
+            return tags
+        chosen = [*tags[: self.max_tags - 1], replace(backing, id=f"c{len(tags) + 1}")]
+        return sorted(chosen, key=lambda p: p.relevance, reverse=True)
 
     async def plan(self, request: ReplanRequest, now: datetime, current: LLMPlan | None = None) -> Plan:
         """A judged, validated record for ``request``; :class:`PlanFailed` when the agents
@@ -195,21 +215,25 @@ class IntentChain:
         return Plan(record, planned, judgement, cost, cacheable)
 
 
+def heaviest_facet(view: UserView) -> Facet | None:
+    """A facet of the user's heaviest interest alone (``heaviest``), for one expert."""
+    group = heaviest(view)
+    if not group:
+        return None
+    return Facet(
+        group[0].text[:64],
+        "What the shopper does most: name the interest it shows.",
+        tuple(e.id for e in group[:8]),
+    )
+
+
 def with_heaviest_facet(view: UserView, facets: list[Facet]) -> list[Facet]:
-    """The planner's facets, and one more for the user's heaviest item when the planner gave
-    it to none: the interest the shopper shows most always gets an expert."""
-    items = [e for e in view.evidence if e.kind != "signal"]
-    if not items:
+    """The planner's facets, and one more for the user's heaviest interest when the planner
+    gave it to none: the interest the shopper shows most always gets an expert."""
+    facet = heaviest_facet(view)
+    if facet is None or any(set(facet.evidence) & set(f.evidence) for f in facets):
         return facets
-    heaviest = max(items, key=lambda e: e.weight)
-    if any(heaviest.id in f.evidence for f in facets):
-        return facets
-    key = interest_key(heaviest.text)
-    ids = tuple(e.id for e in items if interest_key(e.text) == key)[:8]
-    return [
-        *facets,
-        Facet(heaviest.text[:64], "What the shopper does most: name the interest it shows.", ids),
-    ]
+    return [*facets, facet]
 
 
 DELTA_EXPERTS = 3  # new interests given an expert each in a delta plan, heaviest first

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from intentstream.schemas.events import ACTION_WEIGHT, Action
 from intentstream.schemas.record import ReplanRequest
+from intentstream.stream.plancache import interest_key
 
 EvidenceKind = Literal["recent", "earlier", "signal"]
 
@@ -44,6 +45,17 @@ def stem(word: str) -> str:
     # "rain"/"rainy", "shoe"/"shoes", "kitchen"/"kitchenware": a 4-letter prefix is enough
     # for grounding and never needs a language-specific stemmer.
     return word[:4] if len(word) > 4 else word
+
+
+def term(word: str) -> str:
+    """A word as the entity checks compare it: a plural's final "s" dropped ("phones" is
+    "phone"). Whole words, unlike ``stem``: "viewed" must not name the brand "viewsonic"."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def terms(text: str) -> frozenset[str]:
+    """The content words of ``text`` as ``term``s."""
+    return frozenset(term(w) for w in words(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +134,19 @@ def holding(tag: str, evidence: Iterable[Evidence]) -> list[Evidence]:
     if not mine:
         return []
     return [e for e in evidence if mine <= {stem(w) for w in words(e.text)}]
+
+
+def heaviest(view: UserView) -> list[Evidence]:
+    """The evidence of the user's heaviest interest: described items grouped by their text
+    (case and punctuation aside), weighed by what was done with them and how often, not by
+    how recently (a fresh one-off view must not outweigh what the shopper does most)."""
+    groups: dict[str, list[Evidence]] = {}
+    for e in view.evidence:
+        if e.kind != "signal" and (key := interest_key(e.text)):
+            groups.setdefault(key, []).append(e)
+    if not groups:
+        return []
+    return max(groups.values(), key=lambda g: sum(weighed(e.counts) for e in g))
 
 
 def season(moment: datetime) -> str:

@@ -13,6 +13,7 @@ retries it is built from the evidence alone (a repair, counted).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from intentstream.agents.arbiter import Pooled
-from intentstream.agents.evidence import Evidence, UserView, grounding, season, stem, words
+from intentstream.agents.evidence import Evidence, UserView, grounding, season, stem, term, terms, words
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import (
     INSTRUCTION_LIKE,
@@ -34,6 +35,7 @@ from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask, parse_m
 from intentstream.schemas.events import ACTION_DONE, ACTION_WEIGHT, Action
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS
 from intentstream.schemas.text import sentence_text
+from intentstream.stream.plancache import interest_key
 
 TONES = ("warm", "practical", "playful", "concise")
 SENTENCE_MAX_CHARS = 160
@@ -55,15 +57,15 @@ _GUIDE_ANSWER = {
 
 _EXPLAIN_TASK = f"""\
 Your task: for each tag write one plain sentence (at most 20 words, {SENTENCE_MAX_CHARS} \
-characters) in the guide's style telling the shopper why the tag was chosen. The store writes \
-the facts: put {{did}} where the sentence says what the shopper did, and {{price}} where it \
-mentions the price (only when a price is given). Never write a number, a brand or an item \
-yourself. No markup, no links.
+characters) in the guide's style telling the shopper why the tag was chosen. The store fills \
+in the facts: write {{did}} where the sentence says what the shopper did with the item (the \
+store writes the action, the item and how often), and {{price}} where it mentions the price \
+(only when the tag has one). Never write a number or an action yourself. No markup, no links.
 """
 _EXPLAIN_EXAMPLE = {
     "guide": {"tone": "warm", "moment": "autumn", "focus": "The item and what they did."},
     "tags": [
-        {"id": "t1", "tag": "nike sport shoes", "did": "viewed the nike sport shoes 3 times", "price": 59.99},
+        {"id": "t1", "tag": "nike sport shoes", "item": "nike sport shoes", "price": "{price}"},
     ],
 }  # fmt: skip
 # One tag only: a small model copies an example's sentences by position onto other tags.
@@ -187,18 +189,22 @@ def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[s
     vocabulary = frozenset(stem(w) for e in evidence for w in words(e.text))
     if vocabulary and grounding(sentence, vocabulary) == 0.0:
         raise ValueError(f"explanation names nothing from its evidence: {sentence!r}")
-    named = sorted({w for w in words(sentence) if stem(w) in foreign and stem(w) not in vocabulary})
+    own = frozenset(t for e in evidence for t in terms(e.text))
+    named = sorted({w for w in words(sentence) if term(w) in foreign and term(w) not in own})
     if named:
         raise ValueError(f"explanation names {named}, which its evidence does not show")
+    said = Counter(words(sentence))
+    if said and said.most_common(1)[0][1] > 2:
+        raise ValueError(f"explanation repeats itself: {sentence[:80]!r}")
     return sentence
 
 
 def foreign_words(view: UserView, evidence: Sequence[Evidence]) -> frozenset[str]:
-    """Stems an explanation of ``evidence`` may not use: the words of the user's other items
-    and of the prompts' example products, unless ``evidence`` holds them too."""
-    own = frozenset(stem(w) for e in evidence for w in words(e.text))
-    others = frozenset(stem(w) for e in view.evidence if e.kind != "signal" for w in words(e.text))
-    return (others | {stem(w) for w in EXAMPLE_WORDS}) - own
+    """Words (``term``s) an explanation of ``evidence`` may not use: the words of the user's
+    other items and of the prompts' example products, unless ``evidence`` holds them too."""
+    own = frozenset(t for e in evidence for t in terms(e.text))
+    others = frozenset(t for e in view.evidence if e.kind != "signal" for t in terms(e.text))
+    return (others | {term(w) for w in EXAMPLE_WORDS}) - own
 
 
 # What the shopper did with an item, as a phrase holding the item; every ``Action`` has one.
@@ -216,35 +222,53 @@ def _times(n: int) -> str:
     return {1: "", 2: " twice"}.get(n, f" {n} times")
 
 
-def doing(e: Evidence) -> str:
-    """What the shopper did with one item, as code says it: its strongest action and how
-    often ("put the garmin watch in your cart twice")."""
+def doing(e: Evidence, exact: bool = True) -> str:
+    """What the shopper did with one item, as code says it: its strongest action and, when
+    ``exact``, how often ("put the garmin watch in your cart twice"). An earlier interest is
+    a cluster of older behaviour around the item: no count or action is true of the item
+    itself, so only that they looked at such things."""
+    if e.kind == "earlier":
+        return f"looked at things like the {e.text}"
     action = max(e.counts, key=lambda a: (ACTION_WEIGHT.get(a, 1.0), e.counts[a]), default=Action.VIEW.value)
     try:
         phrase = _DOING[Action(action)]
     except ValueError:  # an action this version does not know reads as a view
         phrase = _DOING[Action.VIEW]
-    return phrase.format(e.text) + _times(e.counts.get(action, 1))
+    return phrase.format(e.text) + (_times(e.counts.get(action, 1)) if exact else "")
 
 
 def did_slot(evidence: Sequence[Evidence]) -> str | None:
     """The ``{did}`` fact of a tag: what was done with its heaviest item (and its second,
-    when both fit), or None when the tag has no described item."""
+    when both fit), or None when the tag has no described item. A recent item's count is
+    stated only when no earlier interest holds the same item (the count would be part of
+    the truth); the same item is said once."""
     items = sorted(
         (e for e in evidence if e.kind != "signal" and not INSTRUCTION_LIKE.search(e.text)),
         key=lambda e: -e.weight,
     )
-    if not items:
-        return None
-    said = doing(items[0])
-    if len(items) > 1 and len(said) + len(second := doing(items[1])) + 5 <= DID_MAX_CHARS:
-        said += " and " + second
-    return said
+    clustered = {interest_key(e.text) for e in items if e.kind == "earlier"}
+    phrases: list[str] = []
+    said: set[str] = set()
+    for e in items:
+        key = interest_key(e.text)
+        if key in said:
+            continue
+        said.add(key)
+        # The recent item rather than the cluster around it: what was done with it is known.
+        e = next((r for r in items if r.kind == "recent" and interest_key(r.text) == key), e)
+        phrase = doing(e, exact=key not in clustered)
+        if phrases and len(phrases[0]) + len(phrase) + 5 > DID_MAX_CHARS:
+            break
+        phrases.append(phrase)
+        if len(phrases) == 2:
+            break
+    return " and ".join(phrases) or None
 
 
 def price_slot(evidence: Sequence[Evidence]) -> str | None:
-    """The ``{price}`` fact of a tag: its heaviest priced item's price or price band."""
-    priced = [e for e in evidence if e.kind != "signal" and e.price is not None]
+    """The ``{price}`` fact of a tag: its heaviest recent priced item's price (an earlier
+    interest's band spans other items too)."""
+    priced = [e for e in evidence if e.kind == "recent" and e.price is not None]
     if not priced:
         return None
     price = max(priced, key=lambda e: e.weight).price
@@ -287,13 +311,15 @@ def did(e: Evidence) -> str:
 
 
 def explainer_data(tags: Sequence[Pooled], view: UserView, guide: StyleGuide) -> dict[str, Any]:
-    """Each tag with the facts its slots will hold (the model sees them to phrase around)."""
+    """Each tag with its heaviest item, and the price slot where it has a price. The facts
+    themselves are not shown: a small model shown "bought the hat 7 times" writes it again
+    beside the slot that will say it."""
     shown = []
     for n, p in enumerate(tags):
-        evidence = view.pick(p.evidence)
-        entry: dict[str, Any] = {"id": f"t{n + 1}", "tag": p.tag, "did": did_slot(evidence) or ""}
-        if (price := price_slot(evidence)) is not None:
-            entry["price"] = price
+        items = sorted((e for e in view.pick(p.evidence) if e.kind != "signal"), key=lambda e: -e.weight)
+        entry: dict[str, Any] = {"id": f"t{n + 1}", "tag": p.tag, "item": items[0].text if items else p.tag}
+        if price_slot(items) is not None:
+            entry["price"] = "{price}"
         shown.append(entry)
     return {"guide": guide.model_dump(), "tags": shown}
 

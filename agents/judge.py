@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import Evidence, UserView, grounding, holding, stem, words
+from intentstream.agents.evidence import Evidence, UserView, grounding, holding, term, terms, words
 from intentstream.agents.explainer import Explained, check_sentence, foreign_words
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import (
@@ -157,7 +157,7 @@ def check_grounding(
     """Each tag held by one of the user's items (every word of it); each explanation true of
     the tag's items: numbers they hold, actions done on them, no word naming the user's other
     items, the prompts' example products or a known entity (``entities``: stems of brand and
-    category words the deployment knows) that the items do not show."""
+    category words the deployment knows, as ``term``s) that the items do not show."""
     vocabulary = view.vocabulary()
     items = [e for e in view.evidence if e.kind != "signal"]
     findings, scores = [], []
@@ -167,7 +167,7 @@ def check_grounding(
         if not held:
             findings.append(f"tag {t.tag!r} has a word that none of the shopper's items holds")
         cited = held or tag_evidence(t.tag, view) or view.evidence
-        own = frozenset(stem(w) for e in cited for w in words(e.text))
+        own = frozenset(w for e in cited for w in terms(e.text))
         try:
             check_sentence(t.explanation, cited, foreign_words(view, cited) | (entities - own))
         except ValueError as exc:
@@ -290,7 +290,7 @@ class Judge:
         if not tags:
             return Judgement("bad", ("no tags",), ())
         sub = {
-            "grounding": check_grounding(tags, view, frozenset(stem(w) for w in self.entities)),
+            "grounding": check_grounding(tags, view, frozenset(term(w) for w in self.entities)),
             "timeliness": check_timeliness(tags, view),
             "diversity": check_diversity(tags, self.embedder),
             "safety_format": check_safety_format(tags),

@@ -51,7 +51,7 @@ def test_each_planned_tag_is_printed_with_the_audits_verdict() -> None:
     text = describe("u1", events, record)
     lines = text.splitlines()
     apple = lines.index("    • [llm] apple smartphone — You viewed the samsung smartphone 3 times.")
-    assert "names ['sams']" in lines[apple + 1]
+    assert "names ['samsung']" in lines[apple + 1]
     assert lines[apple + 3] == "        audit: true"  # the samsung tag
     assert "audit:" not in lines[apple + 4] or "heaviest" in lines[apple + 4]  # live entries: code's
     assert "heaviest interest" in lines[-1]
