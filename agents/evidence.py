@@ -68,10 +68,18 @@ class Evidence:
     counts: dict[str, int]
     price: float | str | None = None
     weight: float = 0.0
+    kinds: str | None = None  # what kind of item, where its text does not say: "comedy, romance"
+
+    @property
+    def described(self) -> str:
+        """Every word that describes the item: its text and its kinds."""
+        return f"{self.text} {self.kinds}" if self.kinds else self.text
 
     def as_data(self) -> dict[str, Any]:
         """The evidence as the agents see it, inside the data block (keyed by its id there)."""
         entry: dict[str, Any] = {"item" if self.kind != "signal" else "signal": self.text}
+        if self.kinds:
+            entry["kind"] = self.kinds
         entry.update(self.counts)
         if self.price is not None:
             entry["price"] = self.price
@@ -100,7 +108,7 @@ class UserView:
     def vocabulary(self, ids: Iterable[str] | None = None) -> frozenset[str]:
         """Stems of every content word in the evidence (or in the evidence with ``ids``)."""
         chosen = self.evidence if ids is None else self.pick(ids)
-        return frozenset(stem(w) for e in chosen for w in words(e.text))
+        return frozenset(stem(w) for e in chosen for w in words(e.described))
 
     def items(self, ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
         """Evidence keyed by id, as a data block shows it (a key costs fewer tokens than an
@@ -133,7 +141,7 @@ def holding(tag: str, evidence: Iterable[Evidence]) -> list[Evidence]:
     mine = {stem(w) for w in words(tag)}
     if not mine:
         return []
-    return [e for e in evidence if mine <= {stem(w) for w in words(e.text)}]
+    return [e for e in evidence if mine <= {stem(w) for w in words(e.described)}]
 
 
 def heaviest(view: UserView) -> list[Evidence]:
@@ -149,6 +157,22 @@ def heaviest(view: UserView) -> list[Evidence]:
     return max(groups.values(), key=lambda g: sum(weighed(e.counts) for e in g))
 
 
+KINDS_MAX_WORDS = 4
+
+
+def kinds_of(text: str, category: str | None) -> str | None:
+    """The words of an item's category path its text does not say, when the text says none
+    of them: a titled work's genres ("comedy, romance"), not a typed product's path
+    ("electronics.smartphone" for "samsung smartphone" adds nothing worth its tokens)."""
+    if not category:
+        return None
+    path = [w for w in words(category.replace(".", " ").replace("|", " ")) if w not in ("movie", "movies")]
+    said = {stem(w) for w in words(text)}
+    if not path or any(stem(w) in said for w in path):
+        return None
+    return ", ".join(dict.fromkeys(path[-KINDS_MAX_WORDS:]))
+
+
 def season(moment: datetime) -> str:
     """Meteorological season, northern hemisphere (both shared logs are European stores)."""
     return ("winter", "spring", "summer", "autumn")[(moment.month % 12) // 3]
@@ -160,9 +184,11 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
     about them."""
     recent: dict[str, dict[str, int]] = {}
     prices: dict[str, float] = {}
+    kinds: dict[str, str | None] = {}
     for b in request.recent:
         if not b.text:
             continue
+        kinds[b.text] = kinds_of(b.text, b.category)
         counts = recent.pop(b.text, {})
         counts[b.action.value] = counts.get(b.action.value, 0) + 1
         recent[b.text] = counts  # re-inserted: most recent last
@@ -171,7 +197,9 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
     evidence: list[Evidence] = []
     for rank, (text, counts) in enumerate(reversed(recent.items())):
         weight = weighed(counts) * 0.9**rank
-        evidence.append(Evidence(f"r{rank + 1}", "recent", text, counts, prices.get(text), weight))
+        evidence.append(
+            Evidence(f"r{rank + 1}", "recent", text, counts, prices.get(text), weight, kinds.get(text))
+        )
     for rank, interest in enumerate(request.interests):
         price: float | str | None = None
         if interest.price_low is not None and interest.price_high is not None:
@@ -179,8 +207,11 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
             price = low if low == high else f"{low}-{high}"
         weight = weighed(interest.counts) * 0.5 * 0.9**rank
         evidence.append(
-            Evidence(f"h{rank + 1}", "earlier", interest.text, dict(interest.counts), price, weight)
-        )
+            Evidence(
+                f"h{rank + 1}", "earlier", interest.text, dict(interest.counts), price, weight,
+                kinds_of(interest.text, interest.category),
+            )
+        )  # fmt: skip
     for rank, signal in enumerate(request.signals):
         evidence.append(Evidence(f"s{rank + 1}", "signal", f"{signal.kind}: {signal.text}", {}, None, 1.0))
     return UserView(request.user_id, tuple(evidence), request.region, dict(request.counts), now)

@@ -186,10 +186,10 @@ def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[s
     claimed = [a for a, pattern in _ACTION_CLAIMS.items() if pattern.search(sentence) and a not in done]
     if claimed:
         raise ValueError(f"explanation claims actions the data does not show: {claimed}")
-    vocabulary = frozenset(stem(w) for e in evidence for w in words(e.text))
+    vocabulary = frozenset(stem(w) for e in evidence for w in words(e.described))
     if vocabulary and grounding(sentence, vocabulary) == 0.0:
         raise ValueError(f"explanation names nothing from its evidence: {sentence!r}")
-    own = frozenset(t for e in evidence for t in terms(e.text))
+    own = frozenset(t for e in evidence for t in terms(e.described))
     named = sorted({w for w in words(sentence) if term(w) in foreign and term(w) not in own})
     if named:
         raise ValueError(f"explanation names {named}, which its evidence does not show")
@@ -202,8 +202,8 @@ def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[s
 def foreign_words(view: UserView, evidence: Sequence[Evidence]) -> frozenset[str]:
     """Words (``term``s) an explanation of ``evidence`` may not use: the words of the user's
     other items and of the prompts' example products, unless ``evidence`` holds them too."""
-    own = frozenset(t for e in evidence for t in terms(e.text))
-    others = frozenset(t for e in view.evidence if e.kind != "signal" for t in terms(e.text))
+    own = frozenset(t for e in evidence for t in terms(e.described))
+    others = frozenset(t for e in view.evidence if e.kind != "signal" for t in terms(e.described))
     return (others | {term(w) for w in EXAMPLE_WORDS}) - own
 
 

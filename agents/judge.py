@@ -140,7 +140,7 @@ def tag_evidence(tag: str, view: UserView) -> list[Evidence]:
     if held:
         return held
     mine = set(words(tag))
-    return [e for e in view.evidence if mine & set(words(e.text))]
+    return [e for e in view.evidence if mine & set(words(e.described))]
 
 
 def shown(e: Evidence) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def check_grounding(
         if not held:
             findings.append(f"tag {t.tag!r} has a word that none of the shopper's items holds")
         cited = held or tag_evidence(t.tag, view) or view.evidence
-        own = frozenset(w for e in cited for w in terms(e.text))
+        own = frozenset(w for e in cited for w in terms(e.described))
         try:
             check_sentence(t.explanation, cited, foreign_words(view, cited) | (entities - own))
         except ValueError as exc:

@@ -68,6 +68,7 @@ class Interest(_Frozen):
     """An interest cluster of the compressed context: older behaviours folded together."""
 
     text: ItemText
+    category: ItemText | None = None  # the cluster's category path, where its items have one
     counts: dict[str, int]
     price_low: float | None = None
     price_high: float | None = None

@@ -362,6 +362,7 @@ def interest_summaries(ctx: UserContext, limit: int = 6, half_life_s: float = HA
     return [
         Interest(
             text=c.text,
+            category=c.category,
             counts=dict(c.counts),
             price_low=c.price_low,
             price_high=c.price_high,

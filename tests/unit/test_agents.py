@@ -191,6 +191,18 @@ async def test_each_expert_sees_only_its_facets_evidence() -> None:
     assert seen == [("r1", "r3"), ("r2",)]
 
 
+def test_a_titled_works_kinds_are_shown_and_hold_tags_a_typed_products_path_is_not() -> None:
+    from intentstream.agents.evidence import holding, kinds_of
+
+    assert kinds_of("toy story", "movies.adventure.animation.children") == "adventure, animation, children"
+    assert kinds_of("samsung smartphone", "electronics.smartphone") is None  # the text says its type
+    assert kinds_of("teapot", None) is None
+    film = RecentBehavior(action="favourite", ts=NOW, text="toy story", category="movies.adventure.animation")
+    view = user_view(request(film), NOW)
+    assert view.evidence[0].as_data() == {"item": "toy story", "kind": "adventure, animation", "favourite": 1}
+    assert holding("animated adventure", view.evidence) == [view.evidence[0]]  # an interest, not the title
+
+
 # ---- arbiter ----------------------------------------------------------------------------------
 
 
