@@ -31,6 +31,9 @@ from intentstream.kernels.scorer import Scorer, padded_dim
 from intentstream.schemas.record import TAG_MAX_CHARS
 from intentstream.schemas.text import plain_text
 
+# The arbiter is asked only about a pool of at least this many grounded candidates: with
+# fewer, each is held by the user's items already and fits the record.
+ARBITER_MIN_POOL = 3
 MERGE_SIMILARITY = 0.72  # all-MiniLM-L6-v2 cosine; "running shoes" ~ "nike running shoes" is 0.90
 
 _TASK = """\
@@ -239,8 +242,8 @@ class Arbiter:
         if not pool:
             pool = evidence_pool(view, self.max_tags)
             cost.repairs.append(f"arbiter: no grounded candidate; {len(pool)} tag(s) taken from the evidence")
-        if len(pool) <= 1:
-            return pool  # nothing to weigh against each other: no LLM call
+        if len(pool) <= ARBITER_MIN_POOL - 1:
+            return pool  # too little to weigh against each other: no LLM call
         data = data_block(arbiter_data(pool, view))
         try:
             stage = replace(arbiter_stage(len(pool)), retries=self.retries)

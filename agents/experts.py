@@ -12,6 +12,7 @@ from intentstream.agents.evidence import UserView
 from intentstream.agents.llm import LLM
 from intentstream.agents.planner import Facet
 from intentstream.agents.prompts import (
+    EVIDENCE_IDS,
     array_of,
     data_block,
     id_list_property,
@@ -27,8 +28,9 @@ RATIONALE_MAX_CHARS = 120
 
 _TASK = f"""\
 Your task: you are the expert for one facet. Propose up to {CANDIDATES_PER_EXPERT} tags, best \
-first: shopping-interest phrases of 2 to 5 words made of the items' words (brand, product \
-type), each with a short rationale and its ids. Never guess a product type for a brand alone.
+first: interests of 2 to 5 words that many items could satisfy, made of the items' words and \
+kinds (brand, product type, kind), not one item's whole title; each with a short rationale and \
+its ids. Never guess a product type for a brand alone.
 """
 
 _EXAMPLE_DATA = {
@@ -41,14 +43,14 @@ _EXAMPLE_DATA = {
 }
 _EXAMPLE_ANSWER = {
     "candidates": [
-        {"tag": "garmin sports watch", "rationale": "The Garmin watch was carted.", "evidence": ["r1"]},
-        {"tag": "nike sport shoes", "rationale": "Viewed the Nike shoes again.", "evidence": ["r2"]},
+        {"tag": "garmin watch", "rationale": "The Garmin watch was carted.", "evidence": ["r1"]},
+        {"tag": "sport shoes", "rationale": "Viewed the Nike shoes again.", "evidence": ["r2"]},
     ]
 }  # fmt: skip
 
 STAGE = Stage(
     name="expert",
-    system=system_prompt(_TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
+    system=system_prompt(EVIDENCE_IDS + _TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
     schema=object_schema(
         candidates=array_of(
             object_schema(

@@ -55,12 +55,11 @@ _GUIDE_ANSWER = {
     "focus": "The item and what they did.",
 }
 
-_EXPLAIN_TASK = f"""\
-Your task: for each tag write one plain sentence (at most 20 words, {SENTENCE_MAX_CHARS} \
-characters) in the guide's style telling the shopper why the tag was chosen. The store fills \
-in the facts: write {{did}} where the sentence says what the shopper did with the item (the \
-store writes the action, the item and how often), and {{price}} where it mentions the price \
-(only when the tag has one). Never write a number or an action yourself. No markup, no links.
+_EXPLAIN_TASK = """\
+Your task: for each tag write one plain sentence (at most 20 words) in the guide's style \
+telling the shopper why the tag was chosen. The store fills in the facts: write {did} for \
+what the shopper did with the item, {price} for its price (only when given). Never write a \
+number or an action yourself. No markup, no links.
 """
 _EXPLAIN_EXAMPLE = {
     "guide": {"tone": "warm", "moment": "autumn", "focus": "The item and what they did."},
@@ -240,13 +239,15 @@ def doing(e: Evidence, exact: bool = True) -> str:
 def did_slot(evidence: Sequence[Evidence]) -> str | None:
     """The ``{did}`` fact of a tag: what was done with its heaviest item (and its second,
     when both fit), or None when the tag has no described item. A recent item's count is
-    stated only when no earlier interest holds the same item (the count would be part of
-    the truth); the same item is said once."""
+    stated only when no earlier interest shares a word with it (that cluster may hold some
+    of its events); the same item is said once."""
     items = sorted(
         (e for e in evidence if e.kind != "signal" and not INSTRUCTION_LIKE.search(e.text)),
         key=lambda e: -e.weight,
     )
-    clustered = {interest_key(e.text) for e in items if e.kind == "earlier"}
+    # Older behaviour is folded into clusters by similarity: one sharing a word with an item
+    # may hold some of its events, so the recent count would be only part of the truth.
+    clustered = {stem(w) for e in items if e.kind == "earlier" for w in words(e.text)}
     phrases: list[str] = []
     said: set[str] = set()
     for e in items:
@@ -256,7 +257,7 @@ def did_slot(evidence: Sequence[Evidence]) -> str | None:
         said.add(key)
         # The recent item rather than the cluster around it: what was done with it is known.
         e = next((r for r in items if r.kind == "recent" and interest_key(r.text) == key), e)
-        phrase = doing(e, exact=key not in clustered)
+        phrase = doing(e, exact=not clustered & {stem(w) for w in words(e.text)})
         if phrases and len(phrases[0]) + len(phrase) + 5 > DID_MAX_CHARS:
             break
         phrases.append(phrase)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from intentstream.agents.evidence import UserView
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import (
+    EVIDENCE_IDS,
     array_of,
     data_block,
     id_list_property,
@@ -47,7 +48,7 @@ _EXAMPLE_ANSWER = {
 
 STAGE = Stage(
     name="planner",
-    system=system_prompt(_TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
+    system=system_prompt(EVIDENCE_IDS + _TASK, _EXAMPLE_DATA, _EXAMPLE_ANSWER),
     schema=object_schema(
         facets=array_of(
             object_schema(

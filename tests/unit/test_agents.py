@@ -295,14 +295,33 @@ async def test_the_heaviest_items_tag_comes_back_when_the_arbiter_drops_it() -> 
 
 
 async def test_arbiter_falls_back_to_evidence_ranking_after_bad_answers() -> None:
-    llm = ScriptedLLM(arbiter=[js({"c1": "drop", "c2": "drop"}), js({"c1": "keep"}), LLMError("HTTP 500")])
+    llm = ScriptedLLM(
+        arbiter=[js({"c1": "drop", "c2": "drop", "c3": "drop"}), js({"c1": "keep"}), LLMError("HTTP 500")]
+    )
     cost = PlanCost()
     tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER, retries=2).decide(
-        [candidate("nike shoes", "r3"), candidate("garmin watch", "r1")], VIEW, cost
+        [candidate("nike shoes", "r3"), candidate("garmin watch", "r1"), candidate("philips kettle", "r2")],
+        VIEW,
+        cost,
     )
-    assert [t.tag for t in tags] == ["garmin watch", "nike shoes"]  # the cart outweighs two views
+    pool = pool_candidates(
+        [candidate("nike shoes", "r3"), candidate("garmin watch", "r1"), candidate("philips kettle", "r2")],
+        VIEW,
+        EMBEDDER,
+        SCORER,
+    )
+    assert [t.tag for t in tags] == [p.tag for p in pool]  # the pool's ranking
     assert len(llm.calls) == 3
     assert "the pool's ranking kept as it is" in cost.repairs[0]
+
+
+async def test_two_candidates_need_no_arbiter_call() -> None:
+    llm = ScriptedLLM()
+    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(
+        [candidate("nike shoes", "r3"), candidate("garmin watch", "r1")], VIEW, PlanCost()
+    )
+    assert [t.tag for t in tags] == ["garmin watch", "nike shoes"]  # the cart outweighs two views
+    assert llm.calls == []
 
 
 async def test_a_single_candidate_needs_no_arbiter_call() -> None:
