@@ -236,18 +236,19 @@ def doing(e: Evidence, exact: bool = True) -> str:
     return phrase.format(e.text) + (_times(e.counts.get(action, 1)) if exact else "")
 
 
-def did_slot(evidence: Sequence[Evidence]) -> str | None:
+def did_slot(evidence: Sequence[Evidence], earlier: Sequence[Evidence] = ()) -> str | None:
     """The ``{did}`` fact of a tag: what was done with its heaviest item (and its second,
     when both fit), or None when the tag has no described item. A recent item's count is
     stated only when no earlier interest shares a word with it (that cluster may hold some
-    of its events); the same item is said once."""
+    of its events): those of ``evidence`` and ``earlier``, the user's other earlier
+    interests. The same item is said once."""
     items = sorted(
         (e for e in evidence if e.kind != "signal" and not INSTRUCTION_LIKE.search(e.text)),
         key=lambda e: -e.weight,
     )
     # Older behaviour is folded into clusters by similarity: one sharing a word with an item
     # may hold some of its events, so the recent count would be only part of the truth.
-    clustered = {stem(w) for e in items if e.kind == "earlier" for w in words(e.text)}
+    clustered = {stem(w) for e in [*items, *earlier] if e.kind == "earlier" for w in words(e.text)}
     phrases: list[str] = []
     said: set[str] = set()
     for e in items:
@@ -276,7 +277,9 @@ def price_slot(evidence: Sequence[Evidence]) -> str | None:
     return f"{price:g}" if isinstance(price, float | int) else str(price)
 
 
-def fill(template: str, evidence: Sequence[Evidence], foreign: frozenset[str]) -> str:
+def fill(
+    template: str, evidence: Sequence[Evidence], foreign: frozenset[str], earlier: Sequence[Evidence] = ()
+) -> str:
     """The sentence from the model's ``template``: its slots filled by code from ``evidence``
     and the result checked (``check_sentence``). ValueError when the phrasing states a
     number, names a foreign word, uses a slot without its fact or the sentence fails."""
@@ -285,7 +288,7 @@ def fill(template: str, evidence: Sequence[Evidence], foreign: frozenset[str]) -
     phrasing = SLOT.sub(" ", template)
     if NUMBER.search(phrasing) or any(w in NUMBER_WORDS for w in _WORD_RE.findall(phrasing.casefold())):
         raise ValueError(f"the phrasing states a number itself: {template[:80]!r}")
-    facts = {"did": did_slot(evidence), "price": price_slot(evidence)}
+    facts = {"did": did_slot(evidence, earlier), "price": price_slot(evidence)}
     missing = [name for name in SLOT.findall(template) if facts[name] is None]
     if missing:
         raise ValueError(f"slots with no fact for this tag: {missing}")
@@ -293,9 +296,9 @@ def fill(template: str, evidence: Sequence[Evidence], foreign: frozenset[str]) -
     return check_sentence(text[:1].upper() + text[1:], evidence, foreign)
 
 
-def evidence_sentence(evidence: Sequence[Evidence]) -> str:
+def evidence_sentence(evidence: Sequence[Evidence], earlier: Sequence[Evidence] = ()) -> str:
     """A plain sentence built from the evidence alone: the repair when the model's fails."""
-    said = did_slot(evidence)
+    said = did_slot(evidence, earlier)
     if said is None:
         return "Chosen from your recent activity."
     return sentence_text(f"You {said}.", EXPLANATION_MAX_CHARS)
@@ -360,6 +363,7 @@ class Explainer:
         guide = await self.guide(tags, view, cost)
         evidence = {f"t{n + 1}": view.pick(p.evidence) for n, p in enumerate(tags)}
         foreign = {tid: foreign_words(view, cited) for tid, cited in evidence.items()}
+        earlier = [e for e in view.evidence if e.kind == "earlier"]
         written: dict[str, str] = {}
 
         def parse(text: str) -> dict[str, str]:
@@ -368,7 +372,7 @@ class Explainer:
             for item in answer.explanations:
                 if item.id in evidence and item.id not in written:
                     try:
-                        written[item.id] = fill(item.text, evidence[item.id], foreign[item.id])
+                        written[item.id] = fill(item.text, evidence[item.id], foreign[item.id], earlier)
                     except ValueError as exc:
                         problems.append(f"{item.id}: {exc}")
             if len(written) < len(tags):
@@ -383,6 +387,6 @@ class Explainer:
                 f"explainer: {len(tags) - len(written)} sentence(s) built from evidence ({exc})"
             )
         return [
-            Explained(p.tag, written.get(tid) or evidence_sentence(evidence[tid]), p.evidence)
+            Explained(p.tag, written.get(tid) or evidence_sentence(evidence[tid], earlier), p.evidence)
             for tid, p in zip(evidence, tags, strict=True)
         ]

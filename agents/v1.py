@@ -147,7 +147,9 @@ class V1Baseline:
         except StageFailed:
             cost.repairs.append("v1_explain: sentences built from evidence")
         result = [
-            Explained(t, explained.get(t.casefold()) or evidence_sentence(tag_evidence(t, view)), ())
+            Explained(
+                t, explained.get(t.casefold()) or evidence_sentence(tag_evidence(t, view), view.evidence), ()
+            )
             for t in tags
         ]
         return V1Result(result, cost)

@@ -419,6 +419,18 @@ def test_the_did_fact_states_a_count_only_where_it_is_the_whole_truth() -> None:
     assert did_slot(view.pick(["r2", "h1"])) == "viewed the samsung smartphone"
 
 
+def test_no_count_where_another_tags_cluster_may_hold_part_of_it() -> None:
+    from intentstream.schemas.record import Interest
+
+    grinders = request(*[behaviour("redmond meat grinder")] * 4).model_copy(
+        update={"interests": [Interest(text="dauscher meat grinder", counts={"view": 3}, last_seen=NOW)]}
+    )
+    view = user_view(grinders, NOW)
+    redmond = view.pick(["r1"])
+    assert did_slot(redmond) == "viewed the redmond meat grinder 4 times"
+    assert did_slot(redmond, view.evidence) == "viewed the redmond meat grinder"
+
+
 def test_the_facts_name_no_repeated_word_three_times() -> None:
     watch = VIEW.pick(["r1"])
     with pytest.raises(ValueError, match="repeats"):
