@@ -32,7 +32,7 @@ from intentstream.agents.prompts import (
     system_prompt,
 )
 from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
-from intentstream.schemas.events import ACTION_DONE, ACTION_WEIGHT, Action
+from intentstream.schemas.events import ACTION_WEIGHT, Action
 from intentstream.schemas.record import EXPLANATION_MAX_CHARS
 from intentstream.schemas.text import sentence_text
 from intentstream.stream.plancache import interest_key
@@ -166,8 +166,8 @@ def data_numbers(evidence: Sequence[Evidence]) -> set[str]:
 
 def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[str] = frozenset()) -> str:
     """The sentence cleaned to plain text, or ValueError saying what is wrong with it.
-    ``foreign``: stems of words that name things outside ``evidence`` (the user's other items,
-    the prompts' example products); the sentence may not use them."""
+    ``foreign``: words (``term``s) that name things outside ``evidence`` (the user's other
+    items, the prompts' example products); the sentence may not use them."""
     sentence = sentence_text(text, EXPLANATION_MAX_CHARS)
     if len(sentence.split()) < 3:
         raise ValueError(f"explanation too short: {sentence!r}")
@@ -257,8 +257,8 @@ def did_slot(evidence: Sequence[Evidence], earlier: Sequence[Evidence] = ()) -> 
             continue
         said.add(key)
         # The recent item rather than the cluster around it: what was done with it is known.
-        e = next((r for r in items if r.kind == "recent" and interest_key(r.text) == key), e)
-        phrase = doing(e, exact=not clustered & {stem(w) for w in words(e.text)})
+        told = next((r for r in items if r.kind == "recent" and interest_key(r.text) == key), e)
+        phrase = doing(told, exact=not clustered & {stem(w) for w in words(told.text)})
         if phrases and len(phrases[0]) + len(phrase) + 5 > DID_MAX_CHARS:
             break
         phrases.append(phrase)
@@ -302,16 +302,6 @@ def evidence_sentence(evidence: Sequence[Evidence], earlier: Sequence[Evidence] 
     if said is None:
         return "Chosen from your recent activity."
     return sentence_text(f"You {said}.", EXPLANATION_MAX_CHARS)
-
-
-# What a shopper did, in words; every ``Action`` has its phrase (a test checks the enum).
-def did(e: Evidence) -> str:
-    """What the shopper did with an item, in words: "viewed 3 times, put in the cart"."""
-    done = []
-    for action, n in sorted(e.counts.items(), key=lambda an: -ACTION_WEIGHT.get(an[0], 1.0)):
-        verb = ACTION_DONE.get(action, ACTION_DONE[Action.VIEW])
-        done.append(verb if n == 1 else f"{verb} {n} times")
-    return ", ".join(done)
 
 
 def explainer_data(tags: Sequence[Pooled], view: UserView, guide: StyleGuide) -> dict[str, Any]:
