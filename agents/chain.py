@@ -148,7 +148,10 @@ class IntentChain:
             log.warning("no tag for the heaviest interest of user %s: %s", view.user_id, exc)
             return tags
         pool = pool_candidates(proposed, view, self.arbiter.embedder, self.arbiter.scorer)
-        backing = next((p for p in pool if set(facet.evidence) & set(p.evidence)), None)
+        named = {t.tag.casefold() for t in tags}
+        backing = next(
+            (p for p in pool if set(facet.evidence) & set(p.evidence) and p.tag.casefold() not in named), None
+        )
         if backing is None:
             return tags
         chosen = [*tags[: self.max_tags - 1], replace(backing, id=f"c{len(tags) + 1}")]
