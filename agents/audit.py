@@ -40,6 +40,9 @@ _FILLER = frozenset(
         "has", "had", "are", "was", "were", "its", "their", "our", "new", "set", "pack", "item",
         "items", "product", "products", "things", "stuff", "interest", "interests", "related",
         "other", "times", "time", "once", "more", "some", "recently", "again", "just", "all",
+        # two-letter words that name nothing (two-letter brands and types do: "lg", "hp", "tv")
+        "of", "to", "in", "on", "by", "at", "or", "an", "is", "it", "as", "be", "we", "us", "me",
+        "my", "no", "so", "up", "if", "do", "go", "he", "am", "ll", "re", "ve",
     }
 )  # fmt: skip
 _CLAIMS = {
@@ -52,7 +55,7 @@ _CLAIMS = {
 
 def stems(text: str) -> set[str]:
     """Content words of ``text`` by 4-letter prefix ("shoes"/"shoe", "kitchenware"/"kitchen")."""
-    return {w[:4] if len(w) > 4 else w for w in _WORD.findall(text.casefold()) if len(w) >= 3} - {
+    return {w[:4] if len(w) > 4 else w for w in _WORD.findall(text.casefold()) if len(w) >= 2} - {
         w[:4] if len(w) > 4 else w for w in _FILLER
     }
 
@@ -60,7 +63,7 @@ def stems(text: str) -> set[str]:
 def names(text: str) -> set[str]:
     """Whole content words of ``text``, a plural's final "s" dropped: what the entity checks
     compare ("viewed" must not match the brand "viewsonic", as a 4-letter stem would)."""
-    found = {w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in _FILLER}
+    found = {w for w in _WORD.findall(text.casefold()) if len(w) >= 2 and w not in _FILLER}
     return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in found}
 
 

@@ -27,13 +27,16 @@ STOPWORDS = frozenset(
         "a", "an", "and", "the", "of", "for", "to", "in", "on", "with", "by", "at", "from", "or",
         "your", "you", "my", "our", "their", "new", "set", "pack", "products", "product", "items",
         "item", "things", "stuff", "shopping", "interest", "interests", "related", "other",
+        # two-letter words that name nothing (two-letter brands and types do: "lg", "hp", "tv")
+        "is", "it", "as", "be", "we", "us", "me", "no", "so", "up", "if", "do", "go", "he", "am",
+        "ll", "re", "ve",
     }
 )  # fmt: skip
 
 
 def words(text: str) -> list[str]:
-    """Lower-case content words (letters and digits, length 3 or more, no stopwords)."""
-    return [w for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in STOPWORDS]
+    """Lower-case content words (letters and digits, length 2 or more, no stopwords)."""
+    return [w for w in _WORD.findall(text.casefold()) if len(w) >= 2 and w not in STOPWORDS]
 
 
 def weighed(counts: dict[str, int]) -> float:

@@ -147,6 +147,7 @@ _ACTION_CLAIMS = {
     "search": re.compile(r"\bsearch", re.IGNORECASE),
     "favourite": re.compile(r"\b(saved|favou?rite|wish ?list)", re.IGNORECASE),
 }
+_TIMES = re.compile(r"\b(\d+) times\b|\btwice\b", re.IGNORECASE)
 _LINK = re.compile(r"https?:|www\.|\.(?:com|net|org)\b", re.IGNORECASE)
 
 
@@ -181,6 +182,11 @@ def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[s
     invented = [n for n in stated if n not in allowed and n.replace(",", ".") not in allowed]
     if invented:
         raise ValueError(f"explanation states numbers the data does not hold: {invented}")
+    counts = {str(n) for e in evidence for n in e.counts.values()}
+    times = [m.group(1) or "2" for m in _TIMES.finditer(sentence)]
+    miscounted = [n for n in times if n not in counts]
+    if miscounted:  # "5 times" must be a count, not a price that happens to be 5.49
+        raise ValueError(f"explanation states counts the data does not hold: {miscounted}")
     done = {a for e in evidence for a in e.counts}
     claimed = [a for a, pattern in _ACTION_CLAIMS.items() if pattern.search(sentence) and a not in done]
     if claimed:

@@ -356,6 +356,15 @@ def test_sentences_with_invented_numbers_actions_or_links_are_rejected() -> None
         check_sentence("Perfect for a rainy weekend outdoors.", watch)
 
 
+def test_a_count_must_be_a_count_not_a_price_that_looks_like_one() -> None:
+    kettle = user_view(
+        request(behaviour("bosch kettle", price=5.49), behaviour("bosch kettle")), NOW
+    ).evidence
+    assert check_sentence("You viewed the bosch kettle twice, at 5.49.", kettle)
+    with pytest.raises(ValueError, match="counts"):
+        check_sentence("You viewed the bosch kettle 5 times.", kettle)
+
+
 def test_markup_is_stripped_and_long_sentences_cut() -> None:
     text = check_sentence(
         "<b>You put the Garmin watch in your cart.</b> " + " ".join(f"filler{n}" for n in range(60)),
@@ -522,6 +531,16 @@ def test_the_judges_grounding_holds_a_tag_to_one_item_and_its_explanation_to_tha
     outside = [Explained("garmin watch", "You put the garmin watch in your cart, unlike a casio.", ())]
     assert check_grounding(outside, VIEW).passed  # a word the judge cannot know is an entity
     assert not check_grounding(outside, VIEW, frozenset({"casio"})).passed  # one the deployment knows
+
+
+def test_a_two_letter_brand_holds_its_tag_to_its_items() -> None:
+    from intentstream.agents.evidence import holding
+    from intentstream.agents.judge import check_grounding
+
+    fridges = user_view(request(behaviour("lg refrigerator"), behaviour("haier refrigerator")), NOW)
+    assert [e.text for e in holding("lg refrigerator", fridges.evidence)] == ["lg refrigerator"]
+    false = [Explained("lg refrigerator", "You viewed the haier refrigerator.", ())]
+    assert not check_grounding(false, fridges).passed
 
 
 async def test_an_untrue_plan_is_bad_without_asking_any_llm_judge() -> None:

@@ -122,3 +122,10 @@ def test_no_events_and_no_tags_audit_cleanly() -> None:
     assert not plan.heaviest_covered
     assert plan.coverage == 1.0
     assert not audit_plan([("apple smartphone", "You viewed it.")], [], max_tags=3).tags[0].grounded
+
+
+def test_a_two_letter_brand_counts() -> None:
+    events = seen("lg", "refrigerator", 2) + seen("haier", "refrigerator", 1)
+    plan = audit_plan([("lg refrigerator", "You viewed the haier refrigerator.")], events, max_tags=3)
+    assert plan.tags[0].grounded
+    assert not plan.tags[0].factual  # the Haier one explains the LG tag
