@@ -189,9 +189,9 @@ def audit_tag(
     moment: str = "",
 ) -> TagAudit:
     """Audit one tag and its explanation against the user's interests. ``known``: entity
-    words (``names``) of the whole log (brands, category words): one outside the tag's interests is
-    a false fact even when the user never saw it. ``moment``: words of the season and signals
-    in force, which an explanation may name."""
+    words (``names``) of the whole log (brands, category words): one outside the tag's
+    interests is a false fact even when the user never saw it. ``moment``: words of the
+    season and signals in force, which an explanation may name."""
     problems: list[str] = []
     covered = [g for g in user if covers(tag, g)]
     if not covered:
@@ -211,7 +211,8 @@ def audit_tag(
     claimed = [a.value for a, pattern in _CLAIMS.items() if pattern.search(explanation) and a not in done]
     if claimed:
         problems.append(f"claims {claimed}, not done on the tag's items")
-    others = set().union(*(g.names for g in user if g not in mine)) if user else set()
+    chosen = {id(g) for g in mine}
+    others = set().union(*(g.names for g in user if id(g) not in chosen)) if user else set()
     foreign = (names(explanation) & (others | known)) - mine_names - names(tag) - names(moment)
     if foreign:
         problems.append(f"names {sorted(foreign)}, which the tag's items do not show")
