@@ -297,15 +297,28 @@ def cmd_bench_kernels(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench_agents(settings: Settings, args: argparse.Namespace) -> int:
-    from intentstream.perf.bench_agents import bench_agents
+    from intentstream.perf.bench_agents import SEED, bench_agents
 
-    return _print_result(bench_agents(settings, args.users, delta=args.delta, seed=args.seed), args)
+    seed = SEED if args.seed is None else args.seed
+    return _print_result(bench_agents(settings, args.users, delta=args.delta, seed=seed), args)
+
+
+def _seed_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the users sampled (default 20261201; the prompts were shaped on 20261122)",
+    )
 
 
 def cmd_bench_judge(settings: Settings, args: argparse.Namespace) -> int:
+    from intentstream.perf.bench_agents import SEED
     from intentstream.perf.bench_judge import bench_judge
 
-    return _print_result(bench_judge(settings, args.users, seed=args.seed), args)
+    return _print_result(
+        bench_judge(settings, args.users, seed=SEED if args.seed is None else args.seed), args
+    )
 
 
 def cmd_bench_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -485,20 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     agents = benchmark("agents", cmd_bench_agents, "the HMAS chain against the V1 baseline")
     agents.add_argument("--users", type=_positive_int, default=20, help="users planned")
     agents.add_argument("--delta", action="store_true", help="also a delta plan per user, against full plans")
-    agents.add_argument(
-        "--seed",
-        type=int,
-        default=20_261_201,
-        help="seed of the users sampled (the prompts were shaped on 20261122)",
-    )
+    _seed_argument(agents)
     judge = benchmark("judge", cmd_bench_judge, "the judge against true plans and code-made false ones")
     judge.add_argument("--users", type=_positive_int, default=40, help="users planned (half per shared log)")
-    judge.add_argument(
-        "--seed",
-        type=int,
-        default=20_261_201,
-        help="seed of the users sampled (the prompts were shaped on 20261122)",
-    )
+    _seed_argument(judge)
     replay_bench = benchmark("replay", cmd_bench_replay, "a load report of the whole loop on real parts")
     replay_bench.add_argument("--log", required=True, help="path of the log file")
     replay_bench.add_argument("--format", required=True, choices=FORMATS, help="the log's format")

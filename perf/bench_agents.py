@@ -138,17 +138,27 @@ def llm_endpoint(settings: Settings) -> Iterator[tuple[str, bool]]:
         stack.stop(service)
 
 
-async def _run(
-    settings: Settings, base_url: str, users: list[Chosen], with_delta: bool = False, seed: int = SEED
-) -> dict[str, Any]:
+async def planning_parts(
+    settings: Settings, base_url: str, *, judge: bool
+) -> tuple[OpenAICompatibleLLM, MiniLMEmbedder, IntentChain]:
+    """The served model once it answers, the embedder, and the worker's HMAS chain over them
+    (judged online or not), as the settings make them."""
     await wait_until_ready(base_url, 60)
     llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
     embedder = MiniLMEmbedder()
-    tags = settings.tags_per_user
     scorer = scorer_for(embedder, settings.scorer_sharpness, settings.kernel_backend)
     chain = IntentChain(
-        llm, embedder, max_tags=tags, retries=settings.llm_max_retries, judge=True, scorer=scorer
-    )
+        llm, embedder, max_tags=settings.tags_per_user, retries=settings.llm_max_retries, judge=judge,
+        scorer=scorer,
+    )  # fmt: skip
+    return llm, embedder, chain
+
+
+async def _run(
+    settings: Settings, base_url: str, users: list[Chosen], with_delta: bool = False, seed: int = SEED
+) -> dict[str, Any]:
+    llm, embedder, chain = await planning_parts(settings, base_url, judge=True)
+    tags = settings.tags_per_user
     v1 = V1Baseline(llm, max_tags=tags, retries=settings.llm_max_retries)
     judge = Judge(llm, embedder, max_tags=tags, retries=settings.llm_max_retries)
     tokenizer = load_tokenizer(settings)

@@ -29,14 +29,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from intentstream.agents.arbiter import scorer_for
 from intentstream.agents.audit import PlanAudit, interests, stems
-from intentstream.agents.chain import IntentChain, PlanFailed
-from intentstream.agents.embedding import MiniLMEmbedder
-from intentstream.agents.evidence import user_view
+from intentstream.agents.chain import PlanFailed
+from intentstream.agents.evidence import UserView, user_view
 from intentstream.agents.explainer import Explained
 from intentstream.agents.judge import Judge, Judgement
-from intentstream.agents.llm import OpenAICompatibleLLM, wait_until_ready
 from intentstream.agents.prompts import INSTRUCTION_LIKE
 from intentstream.agents.stage import PlanCost, StageFailed
 from intentstream.perf.bench_agents import (
@@ -46,6 +43,7 @@ from intentstream.perf.bench_agents import (
     audited,
     llm_endpoint,
     pick_users,
+    planning_parts,
     request_of,
 )
 from intentstream.perf.bench_context import LOGS
@@ -68,6 +66,7 @@ class Planned:
     user: Chosen
     tags: list[Explained]
     audit: PlanAudit
+    view: UserView  # what the chain saw, and the judge sees for every case made from the plan
 
 
 @dataclass(frozen=True)
@@ -182,14 +181,8 @@ def log_entities(settings: Settings) -> dict[str, set[str]]:
 
 
 async def _run(settings: Settings, base_url: str, users: list[Chosen], seed: int) -> dict[str, Any]:
-    await wait_until_ready(base_url, 60)
-    llm = OpenAICompatibleLLM(base_url, settings.llm_model_name, concurrency=settings.llm_concurrency)
-    embedder = MiniLMEmbedder()
+    llm, embedder, chain = await planning_parts(settings, base_url, judge=False)
     max_tags = settings.tags_per_user
-    scorer = scorer_for(embedder, settings.scorer_sharpness, settings.kernel_backend)
-    chain = IntentChain(
-        llm, embedder, max_tags=max_tags, retries=settings.llm_max_retries, judge=False, scorer=scorer
-    )
     entities = log_entities(settings)
     judges = {
         name: Judge(llm, embedder, max_tags, settings.llm_max_retries, entities=words)
@@ -207,20 +200,18 @@ async def _run(settings: Settings, base_url: str, users: list[Chosen], seed: int
                 return None
         tags = [Explained(t.tag, t.explanation, ()) for t in made.record.tags]
         print(f"  planned {user.events[0].user_id} ({user.dataset})", file=sys.stderr)
-        return Planned(user, tags, audited(tags, user.events, user.known, max_tags))
+        view = user_view(request, now)
+        return Planned(user, tags, audited(tags, user.events, user.known, max_tags), view)
 
     planned = [p for p in await asyncio.gather(*(plan(u) for u in users)) if p is not None]
     cases, stayed_true = challenge_set(planned, seed, max_tags)
     print(f"  {len(cases)} cases to judge", file=sys.stderr)
 
     async def judge(case: Case) -> tuple[Judgement | None, PlanCost]:
-        request, now = request_of(case.planned.user.events, shape)
         cost = PlanCost()
         async with in_flight:
             try:
-                return await judges[case.planned.user.dataset].judge(
-                    case.tags, user_view(request, now), cost
-                ), cost
+                return await judges[case.planned.user.dataset].judge(case.tags, case.planned.view, cost), cost
             except StageFailed:
                 return None, cost
 

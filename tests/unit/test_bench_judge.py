@@ -7,6 +7,7 @@ import random
 from datetime import timedelta
 
 from intentstream.agents.audit import entity_words
+from intentstream.agents.evidence import UserView
 from intentstream.agents.explainer import Explained
 from intentstream.perf.bench_agents import Chosen, audited
 from intentstream.perf.bench_judge import MUTATIONS, Planned, challenge_set, mutate
@@ -31,7 +32,8 @@ def events(user: str, *items: tuple[str, str, int]) -> list[BehaviorEvent]:
 def planned(user: str, evs: list[BehaviorEvent], *tags: tuple[str, str]) -> Planned:
     chosen = Chosen("rees46", evs, entity_words(evs))
     explained = [Explained(t, x, ()) for t, x in tags]
-    return Planned(chosen, explained, audited(explained, evs, chosen.known, 4))
+    view = UserView(user, (), None, {}, NOW)  # the judge's view: not used by the challenge set
+    return Planned(chosen, explained, audited(explained, evs, chosen.known, 4), view)
 
 
 ALICE = planned(
