@@ -58,7 +58,10 @@ async def test_two_workers_expose_metrics_that_add_up(app_settings: Settings, tm
             samples = [scrape(p) for p in ports]
             done = total(samples, "intentstream_events_applied_total") == 300
             dead = total(samples, "intentstream_dead_lettered_total", reason="malformed_json") == 2
-            return samples if done and dead else None
+            # A worker books a batch's events before its decisions: wait for both (seen once in
+            # CI: 300 events applied, 5 of 20 first plans booked yet).
+            decided = total(samples, "intentstream_trigger_decisions_total", reason="first_plan") >= 20
+            return samples if done and dead and decided else None
 
         samples = await eventually(counted, timeout_s=90)
         async with httpx.AsyncClient() as client:
