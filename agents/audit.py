@@ -11,7 +11,12 @@ they cited or the judge's links; it groups the events into interests itself and 
   outside the tag's interests ("the Samsung smartphone" explaining an Apple tag is false).
 - **heaviest interest covered**: some tag covers the interest the events weigh most, and
   ``coverage``: the share of interests with real weight (up to the record's tag limit) that a
-  tag covers.
+  tag covers. An interest here is a *kind* of item (``kinds``): the items of one category
+  path, or, in a log without categories, item descriptions sharing two content words ("white
+  skull hot water bottle" and "grey heart hot water bottle"). A tag covers a kind when it
+  holds all its words in one of the kind's items. One description alone (a product title,
+  bought as often as four others) is an item, not an interest; its figure is kept beside
+  (``heaviest_item_covered``).
 
 The checks are written here on purpose, not imported from the explainer or the judge: an
 audit that shared their code would share their blind spots.
@@ -20,12 +25,14 @@ audit that shared their code would share their blind spots.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from intentstream.schemas.events import ACTION_WEIGHT, Action, BehaviorEvent
 
 REAL_WEIGHT_SHARE = 0.25  # an interest weighing this share of the heaviest one has real weight
+KIND_SHARED_WORDS = 2  # uncategorised descriptions sharing this many content words are one kind
 
 _WORD = re.compile(r"[^\W_]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -108,6 +115,52 @@ def interests(events: Iterable[BehaviorEvent]) -> list[AuditInterest]:
     return sorted(groups.values(), key=lambda g: (-g.weight, -order[g.key]))
 
 
+@dataclass(frozen=True, slots=True)
+class AuditKind:
+    """Descriptions of one kind of item (``kinds``), heaviest first."""
+
+    members: tuple[AuditInterest, ...]
+
+    @property
+    def weight(self) -> float:
+        return sum(g.weight for g in self.members)
+
+    @property
+    def key(self) -> str:
+        return self.members[0].key
+
+
+def kinds(user: Sequence[AuditInterest]) -> list[AuditKind]:
+    """``user``'s descriptions grouped into kinds of item, heaviest first: by the category
+    path their events show most; without one, with every description sharing
+    ``KIND_SHARED_WORDS`` content words (numbers aside), transitively."""
+    parent = list(range(len(user)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = i = parent[parent[i]]
+        return i
+
+    first_of: dict[str, int] = {}
+    uncategorised: list[tuple[int, set[str]]] = []
+    for i, g in enumerate(user):
+        paths = Counter(e.category for e in g.events if e.category)
+        if paths:
+            parent[i] = root(first_of.setdefault(paths.most_common(1)[0][0], i))
+            continue
+        mine = {w for w in g.names if not w.isdigit()}
+        for j, theirs in uncategorised:
+            if len(mine & theirs) >= KIND_SHARED_WORDS:
+                parent[root(i)] = root(j)
+        uncategorised.append((i, mine))
+    groups: dict[int, list[AuditInterest]] = {}
+    for i, g in enumerate(user):
+        groups.setdefault(root(i), []).append(g)
+    found = [AuditKind(tuple(sorted(m, key=lambda g: -g.weight))) for m in groups.values()]
+    # Stable: ties keep the order of their heaviest member (most recently touched first).
+    return sorted(found, key=lambda k: -k.weight)
+
+
 def covers(tag: str, interest: AuditInterest) -> bool:
     """Whether every content word of ``tag`` is a word of ``interest``."""
     mine = stems(tag)
@@ -166,10 +219,11 @@ class PlanAudit:
     """One user's written tags against their raw events."""
 
     tags: tuple[TagAudit, ...]
-    heaviest: str | None  # the heaviest interest's key
-    heaviest_covered: bool
-    with_weight: int  # interests with real weight, up to the tag limit
+    heaviest: str | None  # the heaviest kind's heaviest description
+    heaviest_covered: bool  # a tag covers the heaviest kind (or one tied with it)
+    with_weight: int  # kinds with real weight, up to the tag limit
     covered_with_weight: int
+    heaviest_item_covered: bool = False  # a tag covers the heaviest single description
 
     @property
     def coverage(self) -> float:
@@ -233,17 +287,22 @@ def audit_plan(
     user = interests(events)
     audited = tuple(audit_tag(t, x, user, known, moment) for t, x in tags)
     covered = {key for a in audited for key in a.covered}
-    heaviest = user[0] if user else None
-    top = user[0].weight if user else 0.0
+    grouped = kinds(user)
+    top = grouped[0].weight if grouped else 0.0
+    top_item = user[0].weight if user else 0.0
+
+    def hit(kind: AuditKind) -> bool:
+        return any(g.key in covered for g in kind.members)
+
     # Ties at the top weigh the same: covering any of them covers the heaviest interest.
-    heaviest_keys = {g.key for g in user if g.weight == top}
-    weighty = [g for g in user if g.weight >= REAL_WEIGHT_SHARE * top][:max_tags]
+    weighty = [k for k in grouped if k.weight >= REAL_WEIGHT_SHARE * top][:max_tags]
     return PlanAudit(
         audited,
-        heaviest.key if heaviest else None,
-        bool(heaviest_keys & covered),
+        grouped[0].key if grouped else None,
+        any(hit(k) for k in grouped if k.weight == top),
         len(weighty),
-        sum(g.key in covered for g in weighty),
+        sum(hit(k) for k in weighty),
+        any(g.key in covered for g in user if g.weight == top_item),
     )
 
 

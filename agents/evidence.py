@@ -8,7 +8,7 @@ can be shown only its facet's evidence, and grounding is checked in code rather 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -72,6 +72,7 @@ class Evidence:
     price: float | str | None = None
     weight: float = 0.0
     kinds: str | None = None  # what kind of item, where its text does not say: "comedy, romance"
+    category: str | None = None  # the category path, for grouping (never shown to the agents)
 
     @property
     def described(self) -> str:
@@ -147,17 +148,47 @@ def holding(tag: str, evidence: Iterable[Evidence]) -> list[Evidence]:
     return [e for e in evidence if mine <= {stem(w) for w in words(e.described)}]
 
 
+KIND_SHARED_WORDS = 2  # uncategorised items sharing this many content words are one kind
+
+
+def kinds_in(evidence: Sequence[Evidence]) -> list[list[Evidence]]:
+    """Described ``evidence`` grouped into kinds of item: by category path; an item without
+    one with every uncategorised item sharing ``KIND_SHARED_WORDS`` content words (numbers
+    aside), transitively ("white skull hot water bottle", "grey heart hot water bottle").
+    Each group heaviest first, by what was done with its items."""
+    items = [e for e in evidence if e.kind != "signal" and interest_key(e.text)]
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = i = parent[parent[i]]
+        return i
+
+    first_of: dict[str, int] = {}
+    loose: list[tuple[int, frozenset[str]]] = []
+    for i, e in enumerate(items):
+        if e.category:
+            parent[i] = root(first_of.setdefault(e.category, i))
+            continue
+        mine = frozenset(term(w) for w in words(e.text) if not w.isdigit())
+        for j, theirs in loose:
+            if len(mine & theirs) >= KIND_SHARED_WORDS:
+                parent[root(i)] = root(j)
+        loose.append((i, mine))
+    groups: dict[int, list[Evidence]] = {}
+    for i, e in enumerate(items):
+        groups.setdefault(root(i), []).append(e)
+    return [sorted(g, key=lambda e: -weighed(e.counts)) for g in groups.values()]
+
+
 def heaviest(view: UserView) -> list[Evidence]:
-    """The evidence of the user's heaviest interest: described items grouped by their text
-    (case and punctuation aside), weighed by what was done with them and how often, not by
-    how recently (a fresh one-off view must not outweigh what the shopper does most)."""
-    groups: dict[str, list[Evidence]] = {}
-    for e in view.evidence:
-        if e.kind != "signal" and (key := interest_key(e.text)):
-            groups.setdefault(key, []).append(e)
+    """The evidence of the user's heaviest interest, heaviest item first: the kind of item
+    (``kinds_in``) weighed by what was done with its items and how often, not by how recently
+    (a fresh one-off view must not outweigh what the shopper does most)."""
+    groups = kinds_in(view.evidence)
     if not groups:
         return []
-    return max(groups.values(), key=lambda g: sum(weighed(e.counts) for e in g))
+    return max(groups, key=lambda g: sum(weighed(e.counts) for e in g))
 
 
 KINDS_MAX_WORDS = 4
@@ -188,10 +219,12 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
     recent: dict[str, dict[str, int]] = {}
     prices: dict[str, float] = {}
     kinds: dict[str, str | None] = {}
+    categories: dict[str, str | None] = {}
     for b in request.recent:
         if not b.text:
             continue
         kinds[b.text] = kinds_of(b.text, b.category)
+        categories[b.text] = b.category
         counts = recent.pop(b.text, {})
         counts[b.action.value] = counts.get(b.action.value, 0) + 1
         recent[b.text] = counts  # re-inserted: most recent last
@@ -201,7 +234,16 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
     for rank, (text, counts) in enumerate(reversed(recent.items())):
         weight = weighed(counts) * 0.9**rank
         evidence.append(
-            Evidence(f"r{rank + 1}", "recent", text, counts, prices.get(text), weight, kinds.get(text))
+            Evidence(
+                f"r{rank + 1}",
+                "recent",
+                text,
+                counts,
+                prices.get(text),
+                weight,
+                kinds.get(text),
+                categories.get(text),
+            )
         )
     for rank, interest in enumerate(request.interests):
         price: float | str | None = None
@@ -212,7 +254,7 @@ def user_view(request: ReplanRequest, now: datetime) -> UserView:
         evidence.append(
             Evidence(
                 f"h{rank + 1}", "earlier", interest.text, dict(interest.counts), price, weight,
-                kinds_of(interest.text, interest.category),
+                kinds_of(interest.text, interest.category), interest.category,
             )
         )  # fmt: skip
     for rank, signal in enumerate(request.signals):

@@ -345,7 +345,9 @@ def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
 
 def _audit_summary(outcomes: list[Outcome]) -> dict[str, Any]:
     """The fact audit's rates: over tags (grounded, factual) and over users (heaviest
-    interest covered, share of interests with real weight covered, every tag true)."""
+    interest covered, share of interests with real weight covered, every tag true). An
+    interest is a kind of item (``audit.kinds``); ``heaviest_item_covered_rate`` is the same
+    for the single heaviest item description, the definition of the first factual-tags run."""
     audits = [o.audit for o in outcomes if o.audit is not None]
     tags = [t for a in audits for t in a.tags]
 
@@ -357,6 +359,7 @@ def _audit_summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "tag_grounded_rate": rate(sum(t.grounded for t in tags), len(tags)),
         "explanation_factual_rate": rate(sum(t.factual for t in tags), len(tags)),
         "heaviest_interest_covered_rate": rate(sum(a.heaviest_covered for a in audits), len(audits)),
+        "heaviest_item_covered_rate": rate(sum(a.heaviest_item_covered for a in audits), len(audits)),
         "interest_coverage": round(statistics.fmean(a.coverage for a in audits), 3) if audits else None,
         "audit_passed_rate": rate(sum(a.passed and bool(a.tags) for a in audits), len(audits)),
     }

@@ -582,6 +582,32 @@ def test_the_heaviest_item_gets_an_expert_when_the_planner_gave_it_none() -> Non
     assert with_heaviest_facet(VIEW, facets) == facets
 
 
+def test_the_heaviest_interest_is_a_kind_of_item_not_one_item() -> None:
+    from intentstream.agents.evidence import Evidence, UserView, heaviest, kinds_in
+
+    def item(n: int, text: str, views: int, category: str | None = None) -> Evidence:
+        return Evidence(f"r{n}", "recent", text, {"view": views}, category=category)
+
+    # Three players viewed twice each outweigh one kettle viewed four times.
+    typed = (
+        item(1, "redmond kettle", 4, "appliances.kitchen.kettle"),
+        item(2, "pioneer player", 2, "electronics.audio.player"),
+        item(3, "sony player", 2, "electronics.audio.player"),
+        item(4, "nakamichi player", 2, "electronics.audio.player"),
+    )
+    assert [e.id for e in heaviest(UserView("u", typed, None, {}, NOW))] == ["r2", "r3", "r4"]
+    # Without categories: titles sharing two content words are one kind (numbers aside).
+    titled = (
+        item(1, "WHITE SKULL HOT WATER BOTTLE", 2),
+        item(2, "RED ENCHANTED FOREST PLACEMAT", 3),
+        item(3, "GREY HEART HOT WATER BOTTLE", 2),
+        item(4, "SET OF 72 RETROSPOT DOILIES", 1),
+        item(5, "PACK OF 72 APPLE CAKE CASES", 1),
+    )
+    assert sorted(len(g) for g in kinds_in(titled)) == [1, 1, 1, 2]
+    assert {e.id for e in heaviest(UserView("u", titled, None, {}, NOW))} == {"r1", "r3"}
+
+
 # ---- the chain ----------------------------------------------------------------------------
 
 

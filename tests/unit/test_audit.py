@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from intentstream.agents.audit import audit_plan, audit_tag, entity_words, interests
+from intentstream.agents.audit import audit_plan, audit_tag, entity_words, interests, kinds
 from intentstream.schemas.events import Action, BehaviorEvent
 from tests.helpers import NOW
 
@@ -111,9 +111,51 @@ def test_coverage_counts_interests_with_real_weight_up_to_the_tag_limit() -> Non
     )
     plan = audit_plan([("gorenje vacuum", "You viewed the Gorenje vacuum 4 times.")], events, max_tags=3)
     assert plan.heaviest_covered
-    assert plan.with_weight == 3  # gorenje, beko, then one of the single views (>= 1/4 of 4)
+    assert plan.with_weight == 2  # the vacuums (gorenje, bosch, dauscher), then the dishwasher
     assert plan.covered_with_weight == 1
     assert plan.passed
+
+
+def test_an_interest_is_a_kind_of_item_not_one_description() -> None:
+    # Three vacuums viewed once each outweigh a dishwasher viewed twice: the vacuums are
+    # the heaviest interest, and a tag for any of them covers it.
+    events = (
+        seen("beko", "dishwasher", 2)
+        + seen("bosch", "vacuum")
+        + seen("gorenje", "vacuum")
+        + seen("dauscher", "vacuum")
+    )
+    plan = audit_plan([("bosch vacuum", "You viewed the Bosch vacuum.")], events, max_tags=3)
+    assert plan.heaviest_covered
+    assert not plan.heaviest_item_covered  # the single heaviest description is the dishwasher
+    assert not audit_plan([("beko dishwasher", "You viewed it twice.")], events, max_tags=3).heaviest_covered
+
+
+def _bought(text: str, times: int) -> list[BehaviorEvent]:
+    return [
+        BehaviorEvent(
+            event_id=f"e{next(_N)}", user_id="u1", action=Action.PURCHASE, ts=NOW - timedelta(minutes=n),
+            item_id=text, item_text=text,
+        )
+        for n in range(times)
+    ]  # fmt: skip
+
+
+def test_without_categories_descriptions_sharing_two_words_are_one_kind() -> None:
+    events = (
+        _bought("WHITE SKULL HOT WATER BOTTLE", 2)
+        + _bought("GREY HEART HOT WATER BOTTLE", 2)
+        + _bought("RED ENCHANTED FOREST PLACEMAT", 3)
+        + _bought("SET OF 72 RETROSPOT PAPER DOILIES", 1)
+        + _bought("PACK OF 72 RED APPLE CAKE CASES", 1)  # shares only "72", a number: not a kind
+    )
+    grouped = kinds(interests(events))
+    assert [len(k.members) for k in grouped] == [2, 1, 1, 1]
+    assert grouped[0].weight > grouped[1].weight
+    plan = audit_plan([("hot water bottle", "You bought hot water bottles.")], events, max_tags=3)
+    assert plan.heaviest_covered
+    assert not plan.heaviest_item_covered  # the placemat, bought three times
+    assert not audit_plan([("placemat", "You bought it.")], events, max_tags=3).heaviest_covered
 
 
 def test_no_events_and_no_tags_audit_cleanly() -> None:
