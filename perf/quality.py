@@ -17,8 +17,8 @@ The protocol, fixed before any result was looked at (docs/evaluation.md says why
    One plan per distinct context version, reused by every mode that shares it.
    And the two speeds, composed by the worker's own ``stream.live.compose`` from the
    context at the cut: ``record``, the record a feed reads at real time (the real-time
-   plan's tags re-ranked, then live entries made by code), and ``live``, the live entries
-   alone (no LLM). So the LLM's share is visible: its tags alone are ``realtime``'s
+   plan's tags and the live entries made by code, ranked together by weight now), and
+   ``live``, the live entries alone (no LLM). So the LLM's share is visible: its tags alone are ``realtime``'s
    ``tag_ranks``; an echo of behaviour is ``live``. With the shared plan cache
    (``stream.plancache``): ``record_with_cache`` is the record composed with a cache holding
    what the evaluated plans of *other* users made for each interest, and

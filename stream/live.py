@@ -7,8 +7,10 @@ When a batch changes a user's context, the worker writes one new version of thei
 * live entries (``source: live``) for the heaviest facets no LLM tag covers: a tag made from
   the facet's own facts (brand and product type, else its text) and a sentence composed by
   code from facts only (what was done how often, the last day, the price band);
-* in that order: LLM tags that cover something the user does now, live entries, then LLM
-  tags that cover nothing now.
+* ranked together by the weight of what each covers now (an LLM tag: the facets it covers; a
+  live entry: its facet), the LLM's tag first on a tie, then the LLM tags that cover nothing
+  now: a tag about a passing interest does not push down an entry for what the user does
+  most.
 
 A *facet* is what the context knows of one interest: interest clusters and recent
 behaviours, grouped by embedding. Coverage is decided from embeddings, not words: a facet is
@@ -242,12 +244,12 @@ def compose(
     cached: Mapping[str, CachedTag] | None = None,
     vet: Vet | None = None,
 ) -> IntentRecord | None:
-    """The user's record now: ``plan``'s tags re-ranked by the interest now, and up to
-    ``live_tags`` entries for the heaviest facets the plan does not cover: the shared plan
-    cache's tag for the facet when ``cached`` holds one (its explanation filled with this
-    user's facts and checked by ``vet``, ``stream.plancache.fill``), else a live entry. The
-    cache is used only with a ``vet``. None when there is nothing
-    to say (no plan and no described behaviour)."""
+    """The user's record now: ``plan``'s tags and up to ``live_tags`` entries for the
+    heaviest facets the plan does not cover, ranked together by the weight each covers now.
+    An entry is the shared plan cache's tag for the facet when ``cached`` holds one (its
+    explanation filled with this user's facts and checked by ``vet``,
+    ``stream.plancache.fill``; the cache is used only with a ``vet``), else a live entry.
+    None when there is nothing to say (no plan and no described behaviour)."""
     found = facets(ctx, shape, entities)
     llm: list[tuple[float, int, IntentTag]] = []
     covered = [False] * len(found)
@@ -264,7 +266,7 @@ def compose(
                 last_seen=_when(seen) if seen is not None else plan.event_time,
             )
             llm.append((weight, rank, tag))
-    live: list[IntentTag] = []
+    live: list[tuple[float, IntentTag]] = []
     model = plan.model if plan else NO_MODEL
     taken = {t.tag for _, _, t in llm}
     for facet, known in zip(found, covered, strict=True):
@@ -292,10 +294,13 @@ def compose(
                 tag=text, explanation=live_explanation(facet), source="live", last_seen=_when(facet.last_ts)
             )
         taken.add(entry.tag)
-        live.append(entry)
-    now_relevant = [t for w, _, t in sorted(llm, key=lambda x: (-x[0], x[1])) if w > 0]
+        live.append((facet.weight, entry))
+    ranked = sorted(
+        [(w, 0, rank, t) for w, rank, t in llm if w > 0] + [(w, 1, n, t) for n, (w, t) in enumerate(live)],
+        key=lambda x: (-x[0], x[1], x[2]),
+    )
     not_now = [t for w, _, t in llm if w <= 0]
-    tags = (now_relevant + live + not_now)[: len(llm) + live_tags]
+    tags = ([t for *_, t in ranked] + not_now)[: len(llm) + live_tags]
     if not tags:
         return None
     return IntentRecord(

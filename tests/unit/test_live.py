@@ -91,12 +91,17 @@ def day(ts: float) -> str:
     return f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d}"
 
 
-def test_llm_tags_come_first_when_they_cover_what_the_user_does_now() -> None:
+def test_llm_tags_and_live_entries_are_ranked_by_the_weight_of_what_they_cover_now() -> None:
+    # The kettle (carted, then viewed, most recently) weighs more now than four older phone views.
     stored = plan(("samsung phones", ["samsung electronics smartphone model 1"]))
     made = record(user(*PHONES, *KETTLES), stored)
-    assert [(t.tag, t.source) for t in made.tags] == [("samsung phones", "llm"), ("bosch kettle", "live")]
-    assert made.tags[0].explanation == "Because of samsung phones."  # the LLM's words, as judged
+    assert [(t.tag, t.source) for t in made.tags] == [("bosch kettle", "live"), ("samsung phones", "llm")]
+    assert made.tags[1].explanation == "Because of samsung phones."  # the LLM's words, as judged
     assert (made.model, made.verdict, made.llm_context_version) == ("qwen", "good", 3)
+    # An LLM tag for the heavier interest comes first.
+    stored = plan(("kettles", ["bosch kettle"]))
+    made = record(user(*PHONES, *KETTLES), stored)
+    assert [(t.tag, t.source) for t in made.tags] == [("kettles", "llm"), ("samsung smartphone", "live")]
 
 
 def test_llm_tags_that_cover_nothing_now_go_after_the_live_entries() -> None:
@@ -104,7 +109,7 @@ def test_llm_tags_that_cover_nothing_now_go_after_the_live_entries() -> None:
         ("garden hoses", ["green garden hose"]), ("samsung phones", ["samsung electronics smartphone"])
     )
     made = record(user(*PHONES, *KETTLES), stored)
-    assert [t.tag for t in made.tags] == ["samsung phones", "bosch kettle", "garden hoses"]
+    assert [t.tag for t in made.tags] == ["bosch kettle", "samsung phones", "garden hoses"]
 
 
 def test_the_live_entries_are_bounded_and_the_record_stays_within_its_limit() -> None:
