@@ -342,7 +342,9 @@ class Explainer:
 
         def parse(text: str) -> StyleGuide:
             guide = parse_model(StyleGuide, text)
-            if grounding(guide.moment, moment_facts) < 0.5:  # a moment the data does not show
+            # Every word of the moment from the season and signals: "winter weekend" on a
+            # Tuesday is the example's "weekend", copied.
+            if grounding(guide.moment, moment_facts) < 1.0:
                 guide = guide.model_copy(update={"moment": season(view.moment)})
             return guide
 

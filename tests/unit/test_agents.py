@@ -464,6 +464,14 @@ async def test_style_guide_moment_the_data_does_not_show_becomes_the_season() ->
     view = user_view(request(behaviour("garmin watch")), NOW)
     guide = await Explainer(llm, max_tags=3).guide([], view, PlanCost())
     assert guide.moment in ("winter", "spring", "summer", "autumn")
+    # Half true is not true: the season with the example's "weekend" on a weekday.
+    half = js({"tone": "warm", "moment": f"{guide.moment} weekend", "focus": "f"})
+    guide = await Explainer(ScriptedLLM(style_guide=half), max_tags=3).guide([], view, PlanCost())
+    assert guide.moment in ("winter", "spring", "summer", "autumn")
+    # A moment the season and signals show stays: VIEW has heavy rain in Lyon.
+    rainy = js({"tone": "warm", "moment": f"a rainy {guide.moment} in Lyon", "focus": "f"})
+    guide = await Explainer(ScriptedLLM(style_guide=rainy), max_tags=3).guide([], VIEW, PlanCost())
+    assert guide.moment.startswith("a rainy ")
 
 
 # ---- judge ------------------------------------------------------------------------------------
