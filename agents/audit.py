@@ -1,9 +1,10 @@
 """The fact audit: every written tag and explanation checked against the user's *raw* events,
 independently of generation. It never sees the compressed view the agents read, the evidence
-they cited or the judge's links; it groups the events into interests itself and checks:
+they cited or the judge's links; it groups the events by item description itself
+(``interests``) and checks:
 
-- **tag grounded**: every content word of the tag is a word of one of the user's interests
-  (the item's text, category path or brand). "moulinex watch" for a shopper who never saw a
+- **tag grounded**: every content word of the tag is a word of one of the user's item
+  descriptions (the item's text, category path or brand). "moulinex watch" for a shopper who never saw a
   watch is not; "smartphone" for one who viewed Apple and Samsung smartphones is.
 - **explanation factual**: every number it states is a count, price or price band of the
   tag's own interests; every action it claims ("bought", "cart", "searched") was done on
