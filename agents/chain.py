@@ -181,7 +181,10 @@ class IntentChain:
             version=request.context_version,
             context_version=request.context_version,
             trigger=request.trigger,
-            tags=[IntentTag(tag=t.tag, explanation=t.explanation, source="llm") for t in drafted],
+            tags=[
+                IntentTag(tag=t.tag, explanation=t.explanation, source="llm", wording=t.wording)
+                for t in drafted
+            ],
             event_time=request.newest_event_time,
             planned_at=now,
             model=self.llm.model,
@@ -201,6 +204,7 @@ class IntentChain:
                     tag=t.tag,
                     explanation=t.explanation,
                     cites=[e.text for e in view.pick(t.evidence) if e.kind != "signal"][:20],
+                    wording=t.wording,
                 )
                 for t in drafted
             ],
@@ -210,7 +214,11 @@ class IntentChain:
             []
             if request.signals
             else entries(
-                [(t.tag, t.explanation, view.pick(t.evidence)) for t in drafted],
+                # Only the model's wording is a template for others; code's sentence is not.
+                [
+                    (t.tag, t.explanation if t.wording == "llm" else None, view.pick(t.evidence))
+                    for t in drafted
+                ],
                 model=self.llm.model,
                 now=now,
             )

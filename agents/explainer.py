@@ -33,7 +33,7 @@ from intentstream.agents.prompts import (
 )
 from intentstream.agents.stage import PlanCost, Stage, StageFailed, ask, parse_model
 from intentstream.schemas.events import ACTION_WEIGHT, Action
-from intentstream.schemas.record import EXPLANATION_MAX_CHARS
+from intentstream.schemas.record import EXPLANATION_MAX_CHARS, Wording
 from intentstream.schemas.text import sentence_text
 from intentstream.stream.plancache import interest_key
 
@@ -132,6 +132,7 @@ class Explained:
     tag: str
     explanation: str
     evidence: tuple[str, ...]
+    wording: Wording = "llm"  # "code": the model's answers failed, the sentence is code's
 
 
 NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
@@ -385,6 +386,8 @@ class Explainer:
                 f"explainer: {len(tags) - len(written)} sentence(s) built from evidence ({exc})"
             )
         return [
-            Explained(p.tag, written.get(tid) or evidence_sentence(evidence[tid], earlier), p.evidence)
+            Explained(p.tag, written[tid], p.evidence)
+            if tid in written
+            else Explained(p.tag, evidence_sentence(evidence[tid], earlier), p.evidence, "code")
             for tid, p in zip(evidence, tags, strict=True)
         ]

@@ -147,9 +147,9 @@ class V1Baseline:
         except StageFailed:
             cost.repairs.append("v1_explain: sentences built from evidence")
         result = [
-            Explained(
-                t, explained.get(t.casefold()) or evidence_sentence(tag_evidence(t, view), view.evidence), ()
-            )
+            Explained(t, explained[t.casefold()], ())
+            if t.casefold() in explained
+            else Explained(t, evidence_sentence(tag_evidence(t, view), view.evidence), (), "code")
             for t in tags
         ]
         return V1Result(result, cost)

@@ -292,7 +292,7 @@ def _reasons(judgement: Judgement | None) -> list[str]:
 
 
 def _explained(record: IntentRecord) -> list[Explained]:
-    return [Explained(t.tag, t.explanation, ()) for t in record.tags]
+    return [Explained(t.tag, t.explanation, (), t.wording or "llm") for t in record.tags]
 
 
 def _mean(values: list[float]) -> float:
@@ -331,6 +331,12 @@ def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "judge_prompt_tokens_per_user": _mean([o.judge_cost.prompt_tokens for o in outcomes]),
         "valid_output_rate": round(sum(o.valid for o in outcomes) / n, 3),
         "repaired_rate": round(sum(o.repaired for o in outcomes) / n, 3),
+        # Explanations whose whole sentence is code's (the model's answers failed the checks).
+        "explanations_worded_by_code_rate": round(
+            sum(t.wording == "code" for o in outcomes for t in o.tags)
+            / max(1, sum(len(o.tags) for o in outcomes)),
+            3,
+        ),
         "judge_good_rate": round(sum(o.verdict == "good" for o in judged) / max(1, len(judged)), 3),
         "judge_verdicts": {
             v: sum(o.verdict == v for o in outcomes) for v in ("good", "average", "bad", "unjudged")

@@ -177,7 +177,9 @@ def describe(
     )
     verdicts = dict(zip((id(t) for t in planned), audit.tags, strict=True))
     for tag in record.tags:  # who made each: the LLM, or code from the user's own events
-        lines.append(f"    • [{tag.source}] {tag.tag} — {tag.explanation}")
+        # A live entry is code's throughout; say so of the others' sentences where it is true.
+        by = "; sentence by code" if tag.wording == "code" and tag.source != "live" else ""
+        lines.append(f"    • [{tag.source}{by}] {tag.tag} — {tag.explanation}")
         if (checked := verdicts.get(id(tag))) is not None:
             lines.append(
                 "        audit: true"

@@ -100,6 +100,7 @@ class ReplanRequest(_Frozen):
 
 
 TagSource = Literal["llm", "cache", "live"]
+Wording = Literal["llm", "code"]  # who worded an explanation: the model (facts by code), or code
 
 
 class IntentTag(_Frozen):
@@ -109,12 +110,16 @@ class IntentTag(_Frozen):
     from this user's events) or ``live`` (code, from the user's own events, so a feed never
     mistakes an echo of behaviour for the model's insight). ``last_seen`` is
     the event time of the newest behaviour behind it. ``items``: the catalog's items for the
-    tag, best first (``stream.catalog``; made by code, whatever the tag's source)."""
+    tag, best first (``stream.catalog``; made by code, whatever the tag's source).
+    ``wording``: who worded the explanation: ``llm`` (the model's sentence, its facts filled
+    in by code) or ``code`` (a sentence of facts only: a live entry's, or the one code wrote
+    where the model's answers failed the checks); None in records written before it."""
 
     tag: TagText
     explanation: Explanation
     source: TagSource = "llm"
     last_seen: UtcTime | None = None
+    wording: Wording | None = None
     # A plain default (pydantic copies it), not a factory: ``model_construct`` on the hot path
     # inspects a factory's signature on every call.
     items: list[Id] = Field(default=[], max_length=MAX_ITEMS_PER_TAG)
@@ -127,6 +132,7 @@ class PlannedTag(_Frozen):
     tag: TagText
     explanation: Explanation
     cites: list[ItemText] = Field(default_factory=list, max_length=20)
+    wording: Wording | None = None  # as ``IntentTag.wording``; None in plans kept before it
 
 
 class LLMPlan(_Frozen):

@@ -264,6 +264,7 @@ def compose(
                 explanation=t.explanation,
                 source="llm",
                 last_seen=_when(seen) if seen is not None else plan.event_time,
+                wording=t.wording,
             )
             llm.append((weight, rank, tag))
     live: list[tuple[float, IntentTag]] = []
@@ -281,9 +282,13 @@ def compose(
         # own cleaners (schemas.text) and limits, here or when the cache entry was read.
         if hit is not None and hit.tag not in taken:
             assert vet is not None
-            explanation = fill(hit, facet, vet) or live_explanation(facet)
+            filled = fill(hit, facet, vet)
             entry = IntentTag.model_construct(
-                tag=hit.tag, explanation=explanation, source="cache", last_seen=_when(facet.last_ts)
+                tag=hit.tag,
+                explanation=filled or live_explanation(facet),
+                source="cache",
+                last_seen=_when(facet.last_ts),
+                wording="llm" if filled else "code",
             )
             model = hit.model if model == NO_MODEL else model
         else:
@@ -291,7 +296,11 @@ def compose(
             if not text or text in taken:
                 continue
             entry = IntentTag.model_construct(
-                tag=text, explanation=live_explanation(facet), source="live", last_seen=_when(facet.last_ts)
+                tag=text,
+                explanation=live_explanation(facet),
+                source="live",
+                last_seen=_when(facet.last_ts),
+                wording="code",
             )
         taken.add(entry.tag)
         live.append((facet.weight, entry))
@@ -329,7 +338,9 @@ def merge_plan(
     """The record once ``plan`` lands: its tags (in the plan's order), then the live entries
     of ``current`` that the plan does not cover. The next live write re-ranks them."""
     llm = [
-        IntentTag(tag=t.tag, explanation=t.explanation, source="llm", last_seen=plan.event_time)
+        IntentTag(
+            tag=t.tag, explanation=t.explanation, source="llm", last_seen=plan.event_time, wording=t.wording
+        )
         for t in plan.tags
     ]
     kept: list[IntentTag] = []

@@ -123,6 +123,7 @@ def intent_record(version: int, user: str = "u1") -> IntentRecord:
                 explanation="Viewed twice.",
                 source="live",
                 last_seen=NOW,
+                wording="code",
                 items=["i7", "i3"],
             ),
         ],

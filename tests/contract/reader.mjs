@@ -24,6 +24,7 @@ const keyOf = (prefix, user) => `${prefix}:{${user}}`;
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const VERDICTS = new Set(["good", "average", "bad", "unjudged"]);
 const SOURCES = new Set(["llm", "cache", "live"]);
+const WORDINGS = new Set(["llm", "code"]);
 const codePoints = (s) => [...s].length; // lengths are in Unicode code points, not UTF-16 units
 
 // "What makes a record corrupt", rule by rule. Returns null when the record is good.
@@ -47,6 +48,7 @@ function problemOf(user, record) {
     // Optional: absent in records written before it existed (read as "llm").
     if (t.source !== undefined && !SOURCES.has(t.source)) return "a tag's source is unknown";
     if (t.last_seen !== undefined && !RFC3339.test(String(t.last_seen))) return "a tag's last_seen is malformed";
+    if (t.wording !== undefined && !WORDINGS.has(t.wording)) return "a tag's wording is unknown";
     if (t.items !== undefined) {
       const ok = Array.isArray(t.items) && t.items.length <= 20 &&
         t.items.every((i) => typeof i === "string" && codePoints(i) >= 1 && codePoints(i) <= 128);

@@ -120,6 +120,7 @@ async def test_node_reads_what_python_wrote_with_the_reader_acl(
                     "explanation": "Viewed twice.",
                     "source": "live",
                     "last_seen": NOW_TEXT,
+                    "wording": "code",
                     "items": ["i7", "i3"],
                 },
             ]
@@ -154,6 +155,11 @@ def corrupt_cases() -> dict[str, tuple[dict[str, Any] | bytes, str, str]]:
             record("bad-source", tags=[{"tag": "t", "explanation": "e.", "source": "me"}]),
             "2",
             "source",
+        ),
+        "bad-wording": (
+            record("bad-wording", tags=[{"tag": "t", "explanation": "e.", "wording": "model"}]),
+            "2",
+            "wording",
         ),
         "bad-seen": (
             record("bad-seen", tags=[{"tag": "t", "explanation": "e.", "last_seen": "now"}]),

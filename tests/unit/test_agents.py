@@ -386,8 +386,10 @@ async def test_explanations_that_fail_the_checks_are_retried_then_built_from_evi
     llm = ScriptedLLM(style_guide=GUIDE_OK, explainer=bad)
     cost = PlanCost()
     out = await Explainer(llm, max_tags=3, retries=1).explain(pooled, VIEW, cost)
-    assert out == [
-        Explained("garmin sports watch", "You put the garmin electronics watch in your cart.", ("r1",))
+    assert out == [  # code's whole sentence, and the record will say so
+        Explained(
+            "garmin sports watch", "You put the garmin electronics watch in your cart.", ("r1",), "code"
+        )
     ]
     assert len(llm.calls_of("explainer")) == 2
     assert any("built from evidence" in r for r in cost.repairs)
@@ -632,6 +634,8 @@ async def test_chain_turns_a_request_into_a_judged_versioned_record() -> None:
     assert [t.tag for t in record.tags] == [pool[0].tag, pool[2].tag]  # c2 dropped by the arbiter
     for tag, pooled in zip(record.tags, (pool[0], pool[2]), strict=True):  # each by its own evidence
         assert tag.explanation == f"You {did_slot(VIEW.pick(pooled.evidence))}, just recently."
+        assert tag.wording == "llm"  # the model's sentence around code's facts
+    assert [t.wording for t in plan.planned.tags] == ["llm", "llm"]
     assert record.version == record.context_version == 7
     assert record.verdict == "good"
     assert record.model == "scripted-test-double"
@@ -653,6 +657,15 @@ async def test_a_plan_made_without_signals_goes_to_the_shared_plan_cache() -> No
         "garmin watch": "You put the {item} in your cart, just recently.",
     }
     assert all(c.model == "scripted-test-double" for c in plan.cacheable)
+
+
+async def test_code_worded_explanations_are_marked_and_never_kept_as_templates() -> None:
+    bad = js({"explanations": [{"id": "t1", "text": "You bought 3 Garmin watches."}]})
+    plan = await chain(happy_llm(explainer=bad)).plan(SHOPPER.model_copy(update={"signals": []}), NOW)
+    assert {t.wording for t in plan.record.tags} == {"code"}  # the record says who wrote them
+    assert {t.wording for t in plan.planned.tags} == {"code"}
+    assert plan.cacheable  # the tags are the model's, shared; code's sentence is no template
+    assert all(c.template is None for c in plan.cacheable)
 
 
 async def test_a_plan_the_judge_finds_bad_is_rejected_with_its_reasons() -> None:

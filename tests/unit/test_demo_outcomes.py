@@ -44,14 +44,24 @@ def test_each_planned_tag_is_printed_with_the_audits_verdict() -> None:
         model="m", verdict="good", llm_context_version=3,
         tags=[
             IntentTag(tag="apple smartphone", explanation="You viewed the samsung smartphone 3 times."),
-            IntentTag(tag="samsung smartphone", explanation="You viewed the samsung smartphone 3 times."),
-            IntentTag(tag="smartphones", explanation="Viewed 6 times.", source="live"),
+            IntentTag(
+                tag="samsung smartphone",
+                explanation="You viewed the samsung smartphone 3 times.",
+                wording="code",
+            ),
+            IntentTag(tag="smartphones", explanation="Viewed 6 times.", source="live", wording="code"),
         ],
     )  # fmt: skip
     text = describe("u1", events, record)
     lines = text.splitlines()
     apple = lines.index("    • [llm] apple smartphone — You viewed the samsung smartphone 3 times.")
     assert "names ['samsung']" in lines[apple + 1]
-    assert lines[apple + 3] == "        audit: true"  # the samsung tag
+    # the samsung tag, its sentence code's after the model's answers failed
+    assert (
+        lines[apple + 2]
+        == "    • [llm; sentence by code] samsung smartphone — You viewed the samsung smartphone 3 times."
+    )
+    assert lines[apple + 3] == "        audit: true"
+    assert lines[apple + 4].startswith("    • [live] smartphones")
     assert "audit:" not in lines[apple + 4] or "heaviest" in lines[apple + 4]  # live entries: code's
     assert "heaviest interest" in lines[-1]

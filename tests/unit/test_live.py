@@ -232,6 +232,7 @@ def test_an_interest_the_plan_cache_holds_gets_the_cached_tag_with_this_users_fa
         ("samsung smartphone", "live"),
     ]
     assert made.tags[0].explanation == f"You viewed the bosch kettle {kettle.counts['view']} times."
+    assert [t.wording for t in made.tags] == ["llm", "code"]  # the model's template; code's facts
     assert made.model == "qwen"  # who made the cached tag; the phones are still the code's
     assert parse_record("u1", made.encode_written(NOW)).tags == made.tags  # what a reader sees
     # A template this user's facts do not fill: the tag stays, the sentence is the live one.
@@ -242,6 +243,7 @@ def test_an_interest_the_plan_cache_holds_gets_the_cached_tag_with_this_users_fa
     }
     made = with_cache(ctx, unfit)
     assert (made.tags[0].tag, made.tags[0].explanation) == ("kitchen upgrade", live_explanation(kettle))
+    assert made.tags[0].wording == "code"
 
 
 def test_a_cached_tag_that_reads_like_an_instruction_is_never_served() -> None:
