@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     context_seen_ids: int = Field(128, ge=16, le=4096)  # event-id hashes for duplicates
     context_join_similarity: float = Field(0.55, ge=0.0, le=1.0)
     interest_half_life_s: float = Field(3600.0, gt=0.0)  # event time
+    # The lasting profile: kinds of item kept, the half-life of their weight (event time),
+    # and what a kind weighs against what the user does now (stream/live.py).
+    context_max_kinds: int = Field(16, ge=0, le=256)
+    lasting_half_life_s: float = Field(30 * 24 * 3600.0, gt=0.0)
+    lasting_share: float = Field(0.5, ge=0.0, le=100.0)
 
     # The FP8 entity pool and its scorer (kernels/scorer.py): the arbiter's attention of
     # candidate tags over the user's evidence. auto: the Triton kernels on CUDA, PyTorch

@@ -232,6 +232,9 @@ def shape_of(settings: Settings) -> ContextShape:
         seen_ids=settings.context_seen_ids,
         join_similarity=settings.context_join_similarity,
         half_life_s=settings.interest_half_life_s,
+        max_kinds=settings.context_max_kinds,
+        lasting_half_life_s=settings.lasting_half_life_s,
+        lasting_share=settings.lasting_share,
     )
 
 

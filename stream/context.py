@@ -8,6 +8,10 @@ Plain data and plain functions, tested without Kafka. Bounded whatever the histo
   embedded once (``stream.entities``, cached by item id) and joins the most similar cluster,
   or founds one; a cluster keeps a representative text, counts by action, a recency-decayed
   weight and a price band. Beyond ``max_interests`` the two most similar clusters merge;
+* ``kinds``: the lasting profile, what the user does over their whole history: per kind of
+  item (the leaf of its category path) exact counts by action since the kind was first
+  kept, and a weight decayed with a long half-life. The ``max_kinds`` heaviest are kept
+  (a new kind replaces the lightest and counts from then on: counts are never estimated);
 * profile facts: region, first and newest event time, counts by action;
 * ``interest``: a recency-decayed sum of entity vectors, updated in O(1) per event;
 * ``planned``: the texts the last re-plan request asked the LLM about (what is *new* is
@@ -24,7 +28,7 @@ import base64
 import math
 import zlib
 from array import array
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +40,7 @@ from intentstream.schemas.record import ActiveSignal, Interest, RecentBehavior, 
 from intentstream.stream.entities import DIMS, EntityCache, Vector
 
 HALF_LIFE_S = 3600.0
+LASTING_HALF_LIFE_S = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,11 @@ class ContextShape:
     seen_ids: int = 128  # event-id hashes kept for duplicate detection
     join_similarity: float = 0.55  # cosine at or above which an entity joins a cluster
     half_life_s: float = HALF_LIFE_S  # event-time half-life of interest weights
+    max_kinds: int = 16  # kinds of item kept in the lasting profile
+    lasting_half_life_s: float = LASTING_HALF_LIFE_S  # event-time half-life of a kind's weight
+    # What a lasting kind weighs against what the user does now: its share of the lasting
+    # profile times this times the facets' weight now (``stream.live``).
+    lasting_share: float = 0.5
 
 
 @dataclass(slots=True)
@@ -59,6 +69,16 @@ class InterestCluster:
     updated_ts: float
     price_low: float | None = None
     price_high: float | None = None
+
+
+@dataclass(slots=True)
+class LastingKind:
+    """One kind of item in the lasting profile."""
+
+    counts: dict[str, int]  # exact, since ``first_ts``
+    weight: float  # decayed with the lasting half-life to ``updated_ts``
+    updated_ts: float
+    first_ts: float
 
 
 @dataclass(slots=True)
@@ -82,6 +102,7 @@ class UserContext:
     last_replan_at: float = 0.0  # processing time of the last re-plan request
     planned: list[str] = field(default_factory=list)  # texts the last request asked about
     signals_seen: list[str] = field(default_factory=list)  # signal ids that already re-planned
+    kinds: dict[str, LastingKind] = field(default_factory=dict)  # the lasting profile, by kind
     # Not serialized: the interest clusters' vectors, one row each, rebuilt when needed; and
     # views derived from the context, each stored with the version it was derived at
     # (``stream.live.facets``).
@@ -121,6 +142,7 @@ class UserContext:
             self.last_replan_at,
             list(self.planned),
             list(self.signals_seen),
+            {k: replace(v, counts=dict(v.counts)) for k, v in self.kinds.items()},
         )
 
     def reset(self, other: UserContext) -> None:
@@ -147,6 +169,7 @@ class UserContext:
                 "last_replan_at": self.last_replan_at,
                 "planned": self.planned,
                 "signals_seen": self.signals_seen,
+                "kinds": self.kinds,
             }
         )
 
@@ -157,6 +180,7 @@ class UserContext:
         data["interest"] = _unpack_vector(data["interest"])
         data.pop("plan_interest", None)  # written before ``planned`` replaced it
         data["seen"] = array("Q", base64.b64decode(data["seen"])).tolist()
+        data["kinds"] = {k: LastingKind(**v) for k, v in data.get("kinds", {}).items()}  # none before 12/2026
         return cls(**data)
 
 
@@ -241,6 +265,9 @@ def apply_event(
         else:  # out of order: add it decayed to where the sum stands
             ctx.interest += (weight * _decay(shape.half_life_s, ctx.interest_ts - ts)) * vector
 
+    if event.category:
+        _count_kind(ctx, kind_of(event.category), action, ts, shape)
+
     recent = ctx.recent
     recent.append(behaviour)
     if len(recent) > 1 and ts < recent[-2]["ts"]:
@@ -248,6 +275,38 @@ def apply_event(
     while len(recent) > shape.recent:
         _fold(ctx, recent.pop(0), shape, entities)
     return True
+
+
+def kind_of(category: str) -> str:
+    """The kind of item a category path names: its leaf, read as words
+    (``appliances.kitchen.electric_kettle`` → ``electric kettle``)."""
+    return category.rsplit(".", 1)[-1].replace("_", " ").strip()
+
+
+def _count_kind(ctx: UserContext, kind: str, action: str, ts: float, shape: ContextShape) -> None:
+    if not kind or shape.max_kinds <= 0:
+        return
+    known = ctx.kinds.get(kind)
+    if known is None:
+        if len(ctx.kinds) >= shape.max_kinds:  # the lightest now makes room
+            at = max(ctx.newest_event_ts, ts)
+            del ctx.kinds[
+                min(ctx.kinds, key=lambda k: lasting_weight(ctx.kinds[k], at, shape.lasting_half_life_s))
+            ]
+        known = ctx.kinds[kind] = LastingKind({}, 0.0, ts, ts)
+    known.counts[action] = known.counts.get(action, 0) + 1
+    known.first_ts = min(known.first_ts, ts)
+    weight = ACTION_WEIGHT[action]
+    if ts >= known.updated_ts:
+        known.weight = known.weight * _decay(shape.lasting_half_life_s, ts - known.updated_ts) + weight
+        known.updated_ts = ts
+    else:
+        known.weight += weight * _decay(shape.lasting_half_life_s, known.updated_ts - ts)
+
+
+def lasting_weight(kind: LastingKind, at: float, half_life_s: float) -> float:
+    """A kind's weight decayed to ``at``."""
+    return kind.weight * _decay(half_life_s, at - kind.updated_ts)
 
 
 def _text(event: BehaviorEvent) -> str:

@@ -42,7 +42,7 @@ from intentstream.schemas.record import (
     Trigger,
 )
 from intentstream.schemas.text import plain_text, sentence_text
-from intentstream.stream.context import ContextShape, UserContext
+from intentstream.stream.context import ContextShape, UserContext, kind_of, lasting_weight
 from intentstream.stream.entities import EntityCache, Vector
 from intentstream.stream.plancache import CachedTag, Vet, facet_price, fill, interest_key
 
@@ -61,6 +61,7 @@ class Facet:
     last_ts: float  # event time of its newest behaviour
     price_low: float | None
     price_high: float | None
+    first_ts: float | None = None  # a lasting kind's: counts are since then
 
 
 @dataclass(slots=True)
@@ -144,6 +145,25 @@ def facets(ctx: UserContext, shape: ContextShape, entities: EntityCache) -> list
     return list(found)
 
 
+def lasting(ctx: UserContext, shape: ContextShape, found: Sequence[Facet]) -> list[Facet]:
+    """The lasting profile's kinds of item (``UserContext.kinds``) as facets, heaviest first.
+    A kind weighs its share of the profile times ``shape.lasting_share`` times what the
+    facets ``found`` weigh now: what the user returns to over months stands beside what
+    they do this hour, below an interest that holds this hour. Counts are exact since the
+    kind was first kept (``Facet.first_ts``)."""
+    at = ctx.newest_event_ts
+    weights = {k: lasting_weight(v, at, shape.lasting_half_life_s) for k, v in ctx.kinds.items()}
+    total = sum(weights.values())
+    if total <= 0:
+        return []
+    scale = shape.lasting_share * (sum(f.weight for f in found) or 1.0) / total
+    out = [
+        Facet(k, None, None, weights[k] * scale, dict(v.counts), v.updated_ts, None, None, v.first_ts)
+        for k, v in ctx.kinds.items()
+    ]
+    return sorted(out, key=lambda f: -f.weight)
+
+
 def covering(
     texts: Sequence[str], found: Sequence[Facet], entities: EntityCache, similarity: float
 ) -> list[bool]:
@@ -173,7 +193,8 @@ def novel(ctx: UserContext, shape: ContextShape, entities: EntityCache, min_weig
 _MEMO_MAX = 200_000
 K = TypeVar("K", bound=Hashable)
 _tags: dict[tuple[str | None, str | None, str], str] = {}
-_sentences: dict[tuple[tuple[tuple[str, int], ...], float, float | None, float | None], str] = {}
+_Said = tuple[tuple[tuple[str, int], ...], float, float | None, float | None, float | None]
+_sentences: dict[_Said, str] = {}
 
 
 def live_tag(facet: Facet) -> str:
@@ -212,7 +233,9 @@ def _times(n: int) -> str:
 def live_explanation(facet: Facet) -> str:
     """One sentence of facts only: what was done how often, the day of the newest, the price
     band. ``Viewed 4 times and put in the cart once, last on 2019-10-01, priced 120-310.``"""
-    key = (tuple(sorted(facet.counts.items())), facet.last_ts // 86_400, facet.price_low, facet.price_high)
+    first = facet.first_ts // 86_400 if facet.first_ts is not None else None
+    counts = tuple(sorted(facet.counts.items()))
+    key = (counts, facet.last_ts // 86_400, first, facet.price_low, facet.price_high)
     return _remembered(_sentences, key, facet, _live_explanation)
 
 
@@ -221,6 +244,8 @@ def _live_explanation(facet: Facet) -> str:
     done = [f"{ACTION_DONE.get(a, ACTION_DONE[Action.VIEW])} {_times(n)}" for a, n in ranked]
     said = done[0] if len(done) == 1 else ", ".join(done[:-1]) + " and " + done[-1]
     said = said[0].upper() + said[1:]
+    if facet.first_ts is not None:
+        said += f" since {datetime.fromtimestamp(facet.first_ts, UTC):%Y-%m-%d}"
     said += f", last on {datetime.fromtimestamp(facet.last_ts, UTC):%Y-%m-%d}"
     price = facet_price(facet)
     if price is not None:
@@ -253,8 +278,10 @@ def compose(
     found = facets(ctx, shape, entities)
     llm: list[tuple[float, int, IntentTag]] = []
     covered = [False] * len(found)
+    anchors: list[str] = []
     if plan is not None:
         for rank, t in enumerate(plan.tags):
+            anchors += t.cites or [t.tag]
             mine = covering(t.cites or [t.tag], found, entities, shape.join_similarity)
             covered = [a or b for a, b in zip(covered, mine, strict=True)]
             weight = sum(f.weight for f, m in zip(found, mine, strict=True) if m)
@@ -270,12 +297,22 @@ def compose(
     live: list[tuple[float, IntentTag]] = []
     model = plan.model if plan else NO_MODEL
     taken = {t.tag for _, _, t in llm}
-    for facet, known in zip(found, covered, strict=True):
+    of_kind = lasting(ctx, shape, found)
+    kind_known = covering(anchors + [t.tag for _, _, t in llm], of_kind, entities, shape.join_similarity)
+    candidates = sorted(
+        [(f, False) for f, k in zip(found, covered, strict=True) if not k]
+        + [(f, True) for f, k in zip(of_kind, kind_known, strict=True) if not k],
+        key=lambda fk: -fk[0].weight,
+    )
+    # A kind already shown (a facet of it has an entry, or an LLM tag covers one) is not
+    # repeated as a lasting entry: "kettle" adds nothing under "bosch kettle".
+    shown = {kind_of(f.category) for f, k in zip(found, covered, strict=True) if k and f.category}
+    for facet, a_kind in candidates:
         if len(live) >= live_tags:
             break
-        if known:
+        if a_kind and facet.text in shown:
             continue
-        hit = cached.get(interest_key(facet.text)) if cached and vet is not None else None
+        hit = cached.get(interest_key(facet.text)) if cached and vet is not None and not a_kind else None
         if hit is not None and vet is not None and not vet.tag(hit.tag):
             hit = None  # a tag our plans would never hold: the live entry instead
         # Built without re-validating: the tags and sentences are cleaned with the record's
@@ -303,6 +340,8 @@ def compose(
                 wording="code",
             )
         taken.add(entry.tag)
+        if facet.category:
+            shown.add(kind_of(facet.category))
         live.append((facet.weight, entry))
     ranked = sorted(
         [(w, 0, rank, t) for w, rank, t in llm if w > 0] + [(w, 1, n, t) for n, (w, t) in enumerate(live)],
