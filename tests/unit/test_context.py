@@ -12,10 +12,12 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.stream.context import (
     ContextShape,
+    LastingKind,
     UserContext,
     apply_event,
     event_hash,
@@ -240,3 +242,41 @@ def test_a_copy_has_every_field_and_shares_nothing_an_update_changes() -> None:
     before = ctx.to_bytes()
     apply_event(copied, event(99, brand="other"), SHAPE, entities, (0, 99))
     assert ctx.to_bytes() == before
+
+
+def test_the_lasting_profile_counts_every_kind_exactly_and_keeps_the_heaviest() -> None:
+    shape = ContextShape(recent=2, max_kinds=2)
+    ctx, entities = UserContext("u1"), EntityCache()
+    kinds = [("appliances.kitchen.electric_kettle", "view")] * 3 + [("electronics.smartphone", "cart")] * 2
+    for n, (category, action) in enumerate(kinds):
+        apply_event(ctx, event(n, category=category, action=action), shape, entities)
+    assert {k: v.counts for k, v in ctx.kinds.items()} == {
+        "electric kettle": {"view": 3},
+        "smartphone": {"cart": 2},
+    }
+    first = event(0).ts.timestamp()
+    assert ctx.kinds["electric kettle"].first_ts == first
+    assert math.isclose(ctx.kinds["smartphone"].weight, 2 * 3.0, rel_tol=1e-3)  # two carts, seconds apart
+    # A third kind replaces the lightest now (three views weigh less than two carts) and counts
+    # from then on: nothing is estimated.
+    apply_event(ctx, event(9, category="garden.hose"), shape, entities)
+    assert set(ctx.kinds) == {"smartphone", "hose"}
+    assert ctx.kinds["hose"].counts == {"view": 1}
+    # Undescribed categories add nothing; a profile of no kinds stays empty.
+    empty = UserContext("u2")
+    apply_event(empty, event(1), ContextShape(max_kinds=0), entities)
+    assert empty.kinds == {}
+
+
+def test_the_lasting_profile_survives_bytes_and_a_context_from_before_it_loads_empty() -> None:
+    ctx = UserContext("u1")
+    apply(ctx, event(1, category="appliances.kitchen.kettle"))
+    again = UserContext.from_bytes(ctx.to_bytes())
+    assert (
+        again.kinds
+        == ctx.kinds
+        == {"kettle": LastingKind({"view": 1}, 1.0, event(1).ts.timestamp(), event(1).ts.timestamp())}
+    )
+    old = orjson.loads(ctx.to_bytes())
+    del old["kinds"]
+    assert UserContext.from_bytes(orjson.dumps(old)).kinds == {}

@@ -192,6 +192,39 @@ def test_live_explanations_state_only_counted_facts() -> None:
     )
 
 
+MONTHS_AGO = 40 * 86_400
+KETTLE_BUYER = [
+    event_dict(n - MONTHS_AGO, action="purchase", price=30.0, **{**KETTLE, "item_id": "k"}) for n in range(6)
+]
+
+
+def test_a_kind_the_user_returns_to_over_months_stands_beside_what_they_do_now() -> None:
+    # Six kettles bought forty days ago, four phones viewed now: the phones come first, the
+    # kettles' kind second, its facts counted since it was first kept.
+    made = record(user(*KETTLE_BUYER, *PHONES), None, live_tags=2)
+    assert [(t.tag, t.source, t.wording) for t in made.tags] == [
+        ("samsung smartphone", "live", "code"),
+        ("kettle", "live", "code"),
+    ]
+    bought = BehaviorEvent.model_validate(KETTLE_BUYER[-1]).ts.timestamp()
+    first = BehaviorEvent.model_validate(KETTLE_BUYER[0]).ts.timestamp()
+    assert made.tags[1].explanation == f"Bought 6 times since {day(first)}, last on {day(bought)}."
+    assert made.tags[1].last_seen == datetime.fromtimestamp(bought, UTC)
+    # Without the profile (a context from before it, or none kept) only the facets speak.
+    bare = user(*KETTLE_BUYER, *PHONES)
+    bare.kinds.clear()
+    assert [t.tag for t in record(bare, None, live_tags=2).tags] == ["samsung smartphone", "bosch kettle"]
+
+
+def test_a_lasting_kind_an_llm_tag_or_a_live_entry_already_shows_is_not_repeated() -> None:
+    stored = plan(("kettles", ["bosch kettle"]))
+    made = record(user(*KETTLE_BUYER, *PHONES), stored, live_tags=3)
+    assert [t.tag for t in made.tags] == ["samsung smartphone", "kettles"]
+    # Phones now and a smartphone kind in the profile: "smartphone" adds nothing under
+    # "samsung smartphone".
+    assert [t.tag for t in record(user(*PHONES), None).tags] == ["samsung smartphone"]
+
+
 def test_a_landing_plan_keeps_the_live_entries_it_does_not_cover() -> None:
     current = record(user(*PHONES, *KETTLES), None)
     landed = merge_plan(
