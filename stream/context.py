@@ -277,10 +277,14 @@ def apply_event(
     return True
 
 
+KIND_MAX_CHARS = 64
+
+
 def kind_of(category: str) -> str:
     """The kind of item a category path names: its leaf, read as words
-    (``appliances.kitchen.electric_kettle`` → ``electric kettle``)."""
-    return category.rsplit(".", 1)[-1].replace("_", " ").strip()
+    (``appliances.kitchen.electric_kettle`` → ``electric kettle``), at most
+    ``KIND_MAX_CHARS`` (a record's tag is shorter still)."""
+    return category.rsplit(".", 1)[-1].replace("_", " ").strip()[:KIND_MAX_CHARS]
 
 
 def _count_kind(ctx: UserContext, kind: str, action: str, ts: float, shape: ContextShape) -> None:

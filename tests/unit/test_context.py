@@ -121,7 +121,11 @@ def test_context_stays_under_8_kb_at_10k_events() -> None:
     ctx = UserContext("u1")
     entities = EntityCache()
     shape = ContextShape()  # the defaults
-    categories = itertools.cycle(["a.b", "c.d.e", "f", "g.h", "i.j.k", "l", "m.n", "o.p", "q", "r.s"])
+    # More kinds than the lasting profile keeps, some with long names.
+    categories = itertools.cycle(
+        ["a.b", "c.d.e", "f", "g.h", "i.j.k", "l", "m.n", "o.p", "q", "r.s"]
+        + [f"x.kind_{n}_{'long_name_' * 20}" for n in range(20)]
+    )
     for n in range(10_000):
         category = next(categories)
         apply_event(
@@ -135,6 +139,7 @@ def test_context_stays_under_8_kb_at_10k_events() -> None:
         )
     assert ctx.version == 10_000
     assert len(ctx.seen) == shape.seen_ids
+    assert len(ctx.kinds) == shape.max_kinds
     assert len(ctx.to_bytes()) < 8 * 1024
 
 
