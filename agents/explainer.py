@@ -13,7 +13,6 @@ retries it is built from the evidence alone (a repair, counted).
 from __future__ import annotations
 
 import re
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -69,15 +68,7 @@ _EXPLAIN_EXAMPLE = {
     ],
 }  # fmt: skip
 # One tag only: a small model copies an example's sentences by position onto other tags.
-# And it copies the example's phrasing into every sentence: the example is one of a few,
-# chosen by user (``explain_variant``), so different shoppers read differently worded
-# sentences (each variant is a fixed prompt prefix the server caches).
-EXPLAIN_EXAMPLES = (
-    "You {did}, worth a second look this autumn.",
-    "Because you {did}, more like it could suit your autumn.",
-    "Picked since you {did}; fresh options are in for autumn.",
-    "You {did}, so here is more in that vein for the autumn days.",
-)
+_EXPLAIN_ANSWER = {"explanations": [{"id": "t1", "text": "You {did}, worth a second look this autumn."}]}
 # Products named in the agents' worked examples: a small model copies them into sentences.
 EXAMPLE_WORDS = frozenset(
     {"nike", "garmin", "philips", "kettle", "watch", "shoe", "perfume", "luxury", "running", "lyon"}
@@ -100,16 +91,10 @@ def guide_stage() -> Stage:
     )
 
 
-def explain_variant(user_id: str) -> int:
-    """Which worded example a user's explainer is shown: stable across processes."""
-    return zlib.crc32(user_id.encode()) % len(EXPLAIN_EXAMPLES)
-
-
-def explain_stage(max_tags: int, variant: int = 0) -> Stage:
-    answer = {"explanations": [{"id": "t1", "text": EXPLAIN_EXAMPLES[variant]}]}
+def explain_stage(max_tags: int) -> Stage:
     return Stage(
         name="explainer",
-        system=system_prompt(_EXPLAIN_TASK, _EXPLAIN_EXAMPLE, answer),
+        system=system_prompt(_EXPLAIN_TASK, _EXPLAIN_EXAMPLE, _EXPLAIN_ANSWER),
         schema=object_schema(
             explanations=array_of(
                 object_schema(
@@ -346,9 +331,7 @@ class Explainer:
     def __init__(self, llm: LLM, max_tags: int, retries: int = 2) -> None:
         self.llm = llm
         self.guide_stage = replace(guide_stage(), retries=retries)
-        self.explain_stages = tuple(
-            replace(explain_stage(max_tags, n), retries=retries) for n in range(len(EXPLAIN_EXAMPLES))
-        )
+        self.explain_stage = replace(explain_stage(max_tags), retries=retries)
 
     async def guide(self, tags: Sequence[Pooled], view: UserView, cost: PlanCost) -> StyleGuide:
         data: dict[str, Any] = {"tags": [p.tag for p in tags], "profile": view.profile()}
@@ -397,8 +380,7 @@ class Explainer:
 
         data = data_block(explainer_data(tags, view, guide))
         try:
-            stage = self.explain_stages[explain_variant(view.user_id)]
-            await ask(self.llm, stage, data, parse, cost, view.user_id)
+            await ask(self.llm, self.explain_stage, data, parse, cost, view.user_id)
         except StageFailed as exc:
             cost.repairs.append(
                 f"explainer: {len(tags) - len(written)} sentence(s) built from evidence ({exc})"

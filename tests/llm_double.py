@@ -23,8 +23,7 @@ def _known_stages() -> dict[str, str]:
     v1 = V1Baseline(None, max_tags=4)  # type: ignore[arg-type]  # only its prompts are read
     stages = [
         *(planner.STAGE, experts.STAGE, arbiter.arbiter_stage(4), explainer.guide_stage()),
-        *(judge.relevance_stage(4), judge.senior_stage(), *v1.paths, v1.explain),
-        *(explainer.explain_stage(4, n) for n in range(len(explainer.EXPLAIN_EXAMPLES))),
+        *(explainer.explain_stage(4), judge.relevance_stage(4), judge.senior_stage(), *v1.paths, v1.explain),
     ]
     return {stage.system: stage.name for stage in stages}
 
