@@ -6,7 +6,9 @@ When a batch changes a user's context, the worker writes one new version of thei
   each tag scores the recency-decayed weight of the facets it covers;
 * live entries (``source: live``) for the heaviest facets no LLM tag covers: a tag made from
   the facet's own facts (brand and product type, else its text) and a sentence composed by
-  code from facts only (what was done how often, the last day, the price band);
+  code from facts only (what was done how often, the last day, the price band); and, among
+  them, kinds of item from the context's lasting profile that nothing in the record shows
+  (``lasting``: the kind as the tag, the counts since the kind was kept);
 * ranked together by the weight of what each covers now (an LLM tag: the facets it covers; a
   live entry: its facet), the LLM's tag first on a tie, then the LLM tags that cover nothing
   now: a tag about a passing interest does not push down an entry for what the user does
@@ -270,7 +272,8 @@ def compose(
     vet: Vet | None = None,
 ) -> IntentRecord | None:
     """The user's record now: ``plan``'s tags and up to ``live_tags`` entries for the
-    heaviest facets the plan does not cover, ranked together by the weight each covers now.
+    heaviest facets and lasting kinds the plan does not cover, ranked together by the weight
+    each covers now.
     An entry is the shared plan cache's tag for the facet when ``cached`` holds one (its
     explanation filled with this user's facts and checked by ``vet``,
     ``stream.plancache.fill``; the cache is used only with a ``vet``), else a live entry.
