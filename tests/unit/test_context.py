@@ -267,7 +267,7 @@ def test_the_lasting_profile_counts_every_kind_exactly_and_keeps_the_heaviest() 
     apply_event(ctx, event(9, category="garden.hose"), shape, entities)
     assert set(ctx.kinds) == {"smartphone", "hose"}
     assert ctx.kinds["hose"].counts == {"view": 1}
-    # Undescribed categories add nothing; a profile of no kinds stays empty.
+    # A profile of no kinds (max_kinds=0) stays empty.
     empty = UserContext("u2")
     apply_event(empty, event(1), ContextShape(max_kinds=0), entities)
     assert empty.kinds == {}

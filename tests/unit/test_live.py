@@ -192,7 +192,7 @@ def test_live_explanations_state_only_counted_facts() -> None:
     )
 
 
-MONTHS_AGO = 40 * 86_400
+MONTHS_AGO = 40 * 86_400  # over a month, more than a lasting half-life
 KETTLE_BUYER = [
     event_dict(n - MONTHS_AGO, action="purchase", price=30.0, **{**KETTLE, "item_id": "k"}) for n in range(6)
 ]
