@@ -216,11 +216,8 @@ def _remembered(memo: dict[K, str], key: K, facet: Facet, make: Callable[[Facet]
 
 
 def _live_tag(facet: Facet) -> str:
-    if facet.category:
-        leaf = facet.category.rsplit(".", 1)[-1].replace("_", " ")
-        text = " ".join(w for w in (facet.brand, leaf) if w)
-    else:
-        text = facet.text
+    named = (facet.brand, kind_of(facet.category)) if facet.category else (facet.text,)
+    text = " ".join(w for w in named if w)
     text = plain_text(text.lower(), TAG_MAX_CHARS * 4)
     if len(text) > TAG_MAX_CHARS:  # cut at the last whole word that fits, if there is one
         head = text[: TAG_MAX_CHARS + 1]
