@@ -48,7 +48,8 @@ class Lookup:
 
     def items(self, n: int) -> list[str]:
         """Up to ``n`` item ids for a feed: the tags' catalog items in turn by rank, the
-        strongest tag first (``IntentRecord.items``); none without a record."""
+        strongest tag first, alternating with the items co-viewed with the user's last ones
+        (``IntentRecord.items``); none without a record."""
         return self.record.items(n) if self.record else []
 
 

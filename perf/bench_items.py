@@ -7,12 +7,16 @@ In one run, on this machine:
   drawn with a fixed seed from vocabularies of realistic size) folded into a ``Catalog`` as
   the worker folds its feed, in batches: items per second, and the process's resident memory
   before and after, per item;
+* **co-viewed pairs**: ``--items`` × 8 random pairs folded in as the feed folds them
+  (``Catalog.co_view``), so every item holds about its ``NEIGHBOURS`` partners (the worst
+  case for memory): pairs per second, and the memory they add per item;
 * **candidates**: a batch of users' tags (5 each) looked up at once, as a batch's records
   are: tags and users per second; the HNSW search against an exact scan of the same vectors
   (the baseline, ``numpy`` over every item) per query;
 * **lookup through the reader** on a real redis-server: ``IntentReader.items(user, 30)`` for
-  single users one after another (records written with their tags' items by the worker's own
-  ``RecordWriter.with_items``), p50 and p99, against ``IntentReader.get`` of records of the
+  single users one after another (records written with their tags' items and the items
+  co-viewed with three recent items by the worker's own ``RecordWriter.with_items``), p50
+  and p99, against ``IntentReader.get`` of records of the
   same users without items (the baseline, the same run).
 """
 
@@ -36,11 +40,12 @@ from intentstream.reader import IntentReader
 from intentstream.schemas.record import IntentRecord, IntentTag
 from intentstream.store import IntentStore, connect
 from intentstream.stream.catalog import Catalog, Sighting, tag_vector
-from intentstream.stream.context import ContextShape
+from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.records import RecordWriter
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 BATCH = 10_000
+PAIRS_PER_ITEM = 8
 
 
 def _rss_bytes() -> int:
@@ -121,6 +126,35 @@ def build(catalog: Catalog, synthetic: Synthetic, items: int) -> dict[str, Any]:
     }
 
 
+def co_view(catalog: Catalog, synthetic: Synthetic) -> dict[str, Any]:
+    items = len(catalog)
+    pairs = items * PAIRS_PER_ITEM
+    meter = Meter("folding co-viewed pairs", pairs)
+    before = _rss_bytes()
+    seconds = 0.0
+    for first in range(0, pairs, BATCH):
+        batch = [
+            (f"item-{synthetic.rng.randrange(items)}", f"item-{synthetic.rng.randrange(items)}", 1)
+            for _ in range(min(BATCH, pairs - first))
+        ]
+        started = time.perf_counter()
+        catalog.co_view(batch)
+        seconds += time.perf_counter() - started
+        meter.advance(len(batch))
+    meter.close()
+    grown = _rss_bytes() - before
+    return {
+        "pairs": pairs,
+        "fold_pairs_per_s": round(pairs / seconds) if seconds else None,
+        "items_with_partners": len(catalog.co),
+        "partners_per_item_mean": round(sum(map(len, catalog.co.values())) / max(1, len(catalog.co)), 1),
+        "partners_kept_per_item": catalog.neighbours,
+        "memory_bytes": grown,
+        "memory_bytes_per_item": round(grown / items) if items else None,
+        "memory_gb": round(grown / 2**30, 3),
+    }
+
+
 def candidates(catalog: Catalog, synthetic: Synthetic, users: int) -> dict[str, Any]:
     tags = synthetic.tags(users * 5)
     now_s = NOW.timestamp()
@@ -162,17 +196,29 @@ async def lookups(catalog: Catalog, synthetic: Synthetic, users: int, address: s
         ]
         record = IntentRecord(user_id=f"u{u}", version=1, context_version=1, trigger="live", event_time=NOW,
                               planned_at=NOW, model="none", tags=tags)  # fmt: skip
-        records.append(writer.with_items(record))
+        ctx = UserContext(f"u{u}")  # three recent items, whose co-viewed ones the record carries
+        ctx.recent = [
+            {
+                "action": "view",
+                "ts": NOW.timestamp(),
+                "text": "",
+                "item": f"item-{synthetic.rng.randrange(len(catalog))}",
+            }
+            for _ in range(3)
+        ]
+        records.append(writer.with_items(record, ctx))
     await store.write_many(records, NOW)
     plain = IntentStore(client, prefix="bench-items-plain")
     bare = [
-        r.model_copy(update={"tags": [t.model_copy(update={"items": []}) for t in r.tags]}) for r in records
+        r.model_copy(update={"tags": [t.model_copy(update={"items": []}) for t in r.tags], "co_viewed": []})
+        for r in records
     ]
     await plain.write_many(bare, NOW)
     reader = IntentReader(client, prefix="bench-items")
     baseline = IntentReader(client, prefix="bench-items-plain")
     order = list(range(users))
     random.Random(7).shuffle(order)
+    co_viewed = sum(len(r.co_viewed) for r in records)
     with_items, without = [], []
     shown = 0
     for u in order:
@@ -188,6 +234,7 @@ async def lookups(catalog: Catalog, synthetic: Synthetic, users: int, address: s
     return {
         "users": users,
         "items_per_lookup_mean": round(shown / users, 1),
+        "co_viewed_per_record_mean": round(co_viewed / users, 1),
         "lookup_p50_ms": p50,
         "lookup_p99_ms": p99,
         "baseline_get_without_items_p50_ms": b50,
@@ -204,6 +251,8 @@ def bench_items(items: int = 1_000_000, users: int = 1000) -> dict[str, Any]:
     catalog = Catalog()
     say(f"building a synthetic catalog of {items:,} items ...")
     built = build(catalog, synthetic, items)
+    say("folding co-viewed pairs ...")
+    paired = co_view(catalog, synthetic)
     say("looking up candidates ...")
     found = candidates(catalog, synthetic, users)
     with TemporaryDirectory() as tmp:
@@ -216,6 +265,8 @@ def bench_items(items: int = 1_000_000, users: int = 1000) -> dict[str, Any]:
     return {
         "benchmark": "items",
         "catalog": built,
+        "co_viewed": paired,
+        "memory_gb_with_co_viewed": round(built["memory_gb"] + paired["memory_gb"], 3),
         "candidates": found,
         "reader": read,
         "targets": {"lookup_p99_ms": 2.0, "memory_gb_at_1m_items": 2.0},
@@ -223,7 +274,8 @@ def bench_items(items: int = 1_000_000, users: int = 1000) -> dict[str, Any]:
         "notes": (
             "Synthetic items from fixed vocabularies (seeded); memory is the process's resident growth "
             "while the catalog was built (faiss HNSW, 16 links, 128-dimension float vectors, and the "
-            "Python ids and popularity arrays). The reader's lookup is one HGET of the record and the "
-            "interleaving of its tags' items, on a local redis-server over loopback."
+            "Python ids and popularity arrays), then the co-viewed partners' growth (Python dicts of "
+            "catalog rows). The reader's lookup is one HGET of the record and the interleaving of its "
+            "tags' items with its co-viewed items, on a local redis-server over loopback."
         ),
     }

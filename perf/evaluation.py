@@ -39,8 +39,9 @@ from intentstream.perf.quality import (
     REALTIME_SIGNALS,
     RECORD,
     RECORD_CACHED,
+    RECORD_DELAYED,
     RECORD_SIGNALS,
-    RECORD_WITH_CO_VIEWED,
+    RECORD_TAGS_ONLY,
     SEED,
     THRESHOLD,
     Case,
@@ -333,6 +334,7 @@ def item_report(found: ItemScores, *, dataset: str, users: int, seed: int) -> di
     def figures(ranks: dict[str, list[int | None]]) -> dict[str, Any]:
         hr = {m: round(hit_rate(r, k), 4) for m, r in ranks.items()}
         daily = hr.get("daily", 0.0)
+        record_daily = hr.get(RECORD_DELAYED + "daily", 0.0)
         return {
             "users": len(ranks.get(POPULAR, [])),
             "hr_at_k_realtime": hr[REALTIME],
@@ -342,10 +344,13 @@ def item_report(found: ItemScores, *, dataset: str, users: int, seed: int) -> di
             "hr_at_k_popular": hr[POPULAR],
             "hr_at_k_co_viewed": hr[CO_VIEWED],
             "hr_at_k_last_category_popular": hr[LAST_CATEGORY_POPULAR],
-            "hr_at_k_record_with_co_viewed": hr[RECORD_WITH_CO_VIEWED],
+            "hr_at_k_record_tags_only": hr[RECORD_TAGS_ONLY],
+            "hr_at_k_record_by_delay": {"realtime": hr[RECORD]}
+            | {m: hr[RECORD_DELAYED + m] for m in MODES if RECORD_DELAYED + m in hr},
             "hr_at_k_live": hr[LIVE],
             "realtime_over_daily": round(hr[REALTIME] / daily, 3) if daily else None,
             "record_over_daily": round(hr[RECORD] / daily, 3) if daily else None,
+            "record_over_daily_record": round(hr[RECORD] / record_daily, 3) if record_daily else None,
             "ndcg_at_k": {m: round(ndcg(r, k), 4) for m, r in ranks.items()},
             "hr_by_cutoff": {
                 m: {str(c): round(hit_rate(r, c), 4) for c in sorted({*ITEM_CUTOFFS, k}) if c <= k}
@@ -374,11 +379,17 @@ def item_report(found: ItemScores, *, dataset: str, users: int, seed: int) -> di
             "predictions": "each tag's catalog items (stream.catalog.Catalog.candidates, as the worker "
             "writes them), tags in turn by rank (schemas.record.interleave, as the reader serves them), "
             "then the most popular items up to K",
-            "realtime": "the real-time LLM tags' items; record: the record at real time (LLM tags and "
-            "live entries, as the worker composes it); daily and the other delays: the LLM tags planned "
-            "that long before the cut",
-            "baselines": "popular: catalog popularity decayed in event time; co_viewed: items within 3 "
-            "steps of the user's last 3 items in anyone's history before the cut; "
+            "realtime": "the real-time LLM tags' items; daily and the other delays: the LLM tags planned "
+            "that long before the cut, their items looked up then",
+            "record": "the record at real time as a feed reads it (schemas.record.feed_items, what "
+            "IntentReader.items serves): its tags' items (LLM tags and live entries, as the worker "
+            "composes it) alternating with the items co-viewed with the user's last 3 items "
+            "(stream.catalog.Catalog.co_viewed, as the worker writes them); record_tags_only: without "
+            "the co-viewed items; record_by_delay: a record that old, its tags and co-viewed items "
+            "both as of then (the fair daily refresh for the record)",
+            "baselines": "popular: catalog popularity decayed in event time; co_viewed: the co-viewed "
+            "items alone (each item paired with the previous 3 distinct items of anyone's history "
+            "before the cut, 16 partners kept per item); "
             "last_category_popular: the most popular items of the user's last category",
         },
     }

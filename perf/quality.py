@@ -60,10 +60,17 @@ from intentstream.agents.explainer import Explained
 from intentstream.agents.judge import check_timeliness
 from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
-from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest, interleave
+from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest, feed_items, interleave
 from intentstream.stream.batch import BatchPath, Message
-from intentstream.stream.catalog import Catalog, sightings
-from intentstream.stream.context import ContextShape, UserContext, concerns, replan_request, signals_for
+from intentstream.stream.catalog import Catalog, co_view_pairs, recent_items, sightings
+from intentstream.stream.context import (
+    ContextShape,
+    UserContext,
+    behaviour_of,
+    concerns,
+    replan_request,
+    signals_for,
+)
 from intentstream.stream.live import compose
 from intentstream.stream.plancache import CachedTag
 from intentstream.stream.trigger import mark_replanned
@@ -520,10 +527,11 @@ def signal_effect(request: ReplanRequest, tagged: Sequence[Tagged], without: Seq
 
 # -- the item level ----------------------------------------------------------------------
 
-CO_VIEW_WINDOW = 3  # an item counts as co-viewed with each of the user's previous 3 items
 ITEM_CUTOFFS = (10, 30)
 CO_VIEWED, LAST_CATEGORY_POPULAR = "co_viewed", "last_category_popular"
-RECORD_WITH_CO_VIEWED = "record_with_co_viewed"  # the record's items and co-viewed ones in turn
+RECORD_TAGS_ONLY = "record_tags_only"  # the record's tags' items without the co-viewed ones
+RECENT = ContextShape().recent  # behaviours a context keeps in full
+RECORD_DELAYED = "record_"  # + a delay: that delay's tags' items and co-viewed items, both as of then
 
 
 @dataclass
@@ -546,21 +554,25 @@ def item_level(
     k: int,
     items_per_tag: int,
     half_life_s: float,
+    recent: int = RECENT,
 ) -> ItemScores:
     """Score the tags each mode served (``Scores.served``) on the items the users touched
     next. The catalog is the worker's (``stream.catalog.Catalog``), fed with every event
-    before each moment in time order; a mode's predictions are its tags' items, looked up
-    when its tags were planned (at the cut; for a delayed mode, that long before)
-    (``Catalog.candidates``, ``items_per_tag`` each, as the worker writes them) in turn by
-    rank (``interleave``, as the reader serves them), then the most popular items up to
-    ``k``, as a feed fills its slots. Baselines from the same catalog at the same moment:
-    ``popular``; ``co_viewed`` (items that followed the user's last items in other users'
-    sessions, before the cut); ``last_category_popular``."""
+    before each moment in time order, and its co-viewed counts with the pairs the worker
+    makes (``co_view_pairs``, from each user's last ``recent`` behaviours; at a cut, the
+    user's whole history is theirs, as the worker has applied it); a mode's
+    predictions are its tags' items, looked up when its tags were planned (at the cut; for a
+    delayed mode, that long before) (``Catalog.candidates``, ``items_per_tag`` each, as the
+    worker writes them) in turn by rank (``interleave``), then the most popular items up to
+    ``k``, as a feed fills its slots. The record (``record``, and ``record_<delay>`` for a
+    record that old) is read as a feed reads it: its tags' items alternating with the items
+    co-viewed with the user's last ones (``feed_items``); ``record_tags_only`` leaves the
+    co-viewed out. Baselines from the same catalog at the same moment: ``popular``;
+    ``co_viewed`` alone; ``last_category_popular``."""
     catalog = Catalog(half_life_s=half_life_s)
-    co: dict[str, Counter[str]] = defaultdict(Counter)
-    last: dict[str, list[str]] = defaultdict(list)  # user -> their latest items, newest last
+    behaviours: dict[str, list[dict[str, Any]]] = defaultdict(list)  # as UserContext.recent holds them
     by_category: dict[str, list[int]] = defaultdict(list)
-    ordered = sorted((e for e in events if e.item_id and e.item_text), key=lambda e: e.ts)
+    ordered = sorted(events, key=lambda e: e.ts)
     out = ItemScores(k)
     delays = {name: delay for name, delay in DELAYS if name in served}
     # A delayed mode's items are looked up when its plan was made (a batch job writes them
@@ -569,34 +581,31 @@ def item_level(
         [(c.cut - delay, name, j) for j, c in enumerate(cases) for name, delay in delays.items()]
         + [(c.cut, "", j) for j, c in enumerate(cases)]
     )
-    early: dict[tuple[int, str], list[list[str]]] = {}
+    early: dict[tuple[int, str], tuple[list[list[str]], list[str]]] = {}
     i = 0
     for moment, delayed, index in moments:
         while i < len(ordered) and ordered[i].ts < moment:
             e = ordered[i]
-            item = e.item_id or ""
-            if catalog.add(sightings([e])):
+            if e.item_id and e.item_text and catalog.add(sightings([e])):
                 by_category[e.category or ""].append(len(catalog) - 1)
-            for before in last[e.user_id][-CO_VIEW_WINDOW:]:
-                if before != item:
-                    co[before][item] += 1
-                    co[item][before] += 1
-            if item not in last[e.user_id][-1:]:
-                last[e.user_id].append(item)
-                del last[e.user_id][:-CO_VIEW_WINDOW]
+            mine = behaviours[e.user_id]
+            catalog.co_view((a, b, 1) for a, b in co_view_pairs(mine, e))
+            mine.append(behaviour_of(e))
+            del mine[:-recent]
             i += 1
         case = cases[index]
+        last = recent_items([behaviour_of(e) for e in case.history[-recent:]])
+        extra = len(case.history)  # room for what the exclusions below take out
         if delayed:
             tags = served[delayed][index]
-            early[index, delayed] = catalog.candidates(
-                tags, moment.timestamp(), n=items_per_tag + len(case.history)
+            early[index, delayed] = (
+                catalog.candidates(tags, moment.timestamp(), n=items_per_tag + extra),
+                catalog.co_viewed(last, k + extra),
             )
             continue
         now_s = case.cut.timestamp()
         seen = {e.item_id for e in case.history if e.item_id}
         targets = {t.item_id for t in case.targets if t.item_id}
-        mine = [e.item_id for e in reversed(case.history) if e.item_id and e.item_text]
-        recent_items = list(dict.fromkeys(mine))[:CO_VIEW_WINDOW]
         category = next((e.category for e in reversed(case.history) if e.item_text and e.category), None)
         new = targets - seen
         out.users_with_new_items += bool(new)
@@ -605,26 +614,27 @@ def item_level(
             if not wanted:
                 continue  # every next item was one they had seen: not a case for new items
             fill = catalog.popular(now_s, k, exclude=exclude)
+            co_viewed = catalog.co_viewed(last, k, exclude=exclude)
             picks: dict[str, list[str]] = {}
             for mode, per_case in served.items():
                 if mode in delays:
-                    found = [
-                        [x for x in items if x not in exclude][:items_per_tag] for items in early[index, mode]
-                    ]
+                    found, then = early[index, mode]
+                    per_tag = [[x for x in items if x not in exclude][:items_per_tag] for items in found]
+                    picks[mode] = interleave(per_tag, k)
+                    then = [x for x in then if x not in exclude]
+                    picks[RECORD_DELAYED + mode] = feed_items(per_tag, then, k)
                 else:
-                    found = catalog.candidates(per_case[index], now_s, n=items_per_tag, exclude=exclude)
-                picks[mode] = interleave(found, k)
-            co_viewed = [
-                c for c, _ in sum((co[m] for m in recent_items), Counter()).most_common() if c not in exclude
-            ]
+                    per_tag = catalog.candidates(per_case[index], now_s, n=items_per_tag, exclude=exclude)
+                    picks[mode] = interleave(per_tag, k)
+                    if mode == RECORD:
+                        picks[RECORD_TAGS_ONLY] = picks[mode]
+                        picks[mode] = feed_items(per_tag, co_viewed, k)
             rows = by_category.get(category or "", []) if category else []
             picks[POPULAR] = []
-            picks[CO_VIEWED] = co_viewed[:k]
+            picks[CO_VIEWED] = co_viewed
             picks[LAST_CATEGORY_POPULAR] = (
                 catalog.popular(now_s, k, exclude=exclude, rows=rows) if rows else []
             )
-            if RECORD in picks:
-                picks[RECORD_WITH_CO_VIEWED] = interleave([picks[RECORD], picks[CO_VIEWED]], k)
             for mode, items in picks.items():
                 predictions = list(dict.fromkeys([*items, *fill]))[:k]  # personal first, then popular
                 rank = next((r for r, item in enumerate(predictions, 1) if item in wanted), None)

@@ -101,6 +101,7 @@ def build_app(
             store, shape_of(settings), live_tags=settings.live_tags, cache=cache, vet=ExplainerVet(),
             catalog=catalog,
             items_per_tag=settings.catalog_items_per_tag,
+            co_viewed=settings.catalog_co_viewed,
         )  # fmt: skip
     elif with_contexts:
         log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")

@@ -23,6 +23,7 @@ from typing import Protocol
 from intentstream.schemas.codec import InvalidMessage, decode_event
 from intentstream.schemas.events import BehaviorEvent
 from intentstream.settings import Settings
+from intentstream.stream.catalog import co_view_pairs
 from intentstream.stream.context import ContextShape, UserContext, apply_event
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.live import novel
@@ -102,6 +103,7 @@ class BatchOutcome:
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> next offset to read
     produced_ms: list[float] = field(default_factory=list)  # of each applied event
     events: list[BehaviorEvent] = field(default_factory=list)  # applied, for the item catalog
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # items taken one after another
     applied: int = 0
     duplicates: int = 0
     seconds_decide: float = 0.0  # finding what is new and deciding
@@ -114,6 +116,7 @@ class _UserBatch:
     before: UserContext | None  # a copy of the context as the batch found it; None: new user
     version_before: int
     applied: list[tuple[BehaviorEvent, tuple[int, int], float]] = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # of the applied events
 
 
 @dataclass
@@ -164,6 +167,7 @@ class BatchPath:
             if ctx is None:
                 ctx = owned[user] = UserContext(user)
             position = (message.partition, message.offset)
+            pairs = co_view_pairs(ctx.recent, event)  # with the items before this one
             try:
                 if not apply_event(ctx, event, self.shape, self.entities, position):
                     out.duplicates += 1
@@ -174,11 +178,13 @@ class BatchPath:
                 self._roll_back(owned, user, mine)
                 continue
             mine.applied.append((event, position, message.timestamp))
+            mine.pairs += pairs
             out.changed[user] = (message.partition, ctx)
         for mine in users.values():
             out.applied += len(mine.applied)
             out.produced_ms += [produced for _, _, produced in mine.applied]
             out.events += [event for event, _, _ in mine.applied]
+            out.pairs += mine.pairs
         started = time.perf_counter()
         out.decisions = self.decide([ctx for _, ctx in out.changed.values()], now.timestamp())
         out.seconds_decide = time.perf_counter() - started

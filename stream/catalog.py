@@ -20,6 +20,14 @@ that fit at least ``FIT`` times as well as the best are then ranked by similarit
 ``1 + log(1 + popularity)``, popularity decaying with a half-life of ``half_life_s`` since
 each sighting, so fresh and popular items go first among those that fit the tag.
 
+Beside the index, the catalog keeps which items people take one after another
+(``co_view`` and ``co_viewed``): each item a user touches is paired with the user's previous
+``CO_VIEW_WINDOW`` distinct items (``co_view_pairs``, from the context's recent behaviours),
+and each item keeps its ``NEIGHBOURS`` most frequent partners, the lightest replaced when a
+new one comes. A record carries the items co-viewed with the user's last items beside its
+tags' items (``IntentRecord.co_viewed``): what a feed shows next to the user's interests.
+The pairs travel through the same feed as popularity, so every worker holds the same counts.
+
 At hundreds of millions of items, or to spare each worker the memory (``bench items`` measures
 it), the same calls can go to a vector search service shared by the workers (Redis's own
 vector sets or a vector database).
@@ -33,7 +41,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any
@@ -58,6 +66,9 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 HALF_LIFE_S = 3 * 86_400.0  # popularity's half-life, in event time
 ACTION_WEIGHT = {"view": 1.0, "click": 1.0, "search": 0.0, "favourite": 2.0, "cart": 3.0, "purchase": 5.0}
 ITEMS_PER_TAG = 10
+CO_VIEW_WINDOW = 3  # an item is paired with each of the user's previous 3 distinct items
+NEIGHBOURS = 16  # partners kept per item, the most frequent
+CO_VIEWED_ITEMS = 30  # co-viewed items a record carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,27 @@ def sightings(events: Iterable[BehaviorEvent]) -> list[Sighting]:
     return list(seen.values())
 
 
+def recent_items(recent: Sequence[Mapping[str, Any]], window: int = CO_VIEW_WINDOW) -> list[str]:
+    """The user's last ``window`` distinct items, newest first, from a context's recent
+    behaviours (``UserContext.recent``, oldest first; searches carry no item)."""
+    out: list[str] = []
+    for b in reversed(recent):
+        item = b.get("item")
+        if item and item not in out:
+            out.append(item)
+            if len(out) == window:
+                break
+    return out
+
+
+def co_view_pairs(recent: Sequence[Mapping[str, Any]], event: BehaviorEvent) -> list[tuple[str, str]]:
+    """The pairs ``event`` makes with the user's previous items (``recent`` as the context
+    held it before the event): none for a search or an item without a description."""
+    if not event.item_id or not event.item_text or event.query:
+        return []
+    return [(before, event.item_id) for before in recent_items(recent) if before != event.item_id]
+
+
 class Catalog:
     """Items, their vectors in an HNSW index and their decayed popularity (one worker's copy)."""
 
@@ -146,6 +178,8 @@ class Catalog:
         self.entities: set[str] = set()
         self._pop = np.zeros(1024, dtype=np.float64)  # popularity as of _pop_at
         self._pop_at = np.zeros(1024, dtype=np.float64)
+        self.neighbours = NEIGHBOURS
+        self.co: dict[int, dict[int, int]] = {}  # row -> partner row -> times taken together
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -230,6 +264,44 @@ class Catalog:
             out.append([self.ids[keep[i][1]] for i in order])
         return out
 
+    def co_view(self, pairs: Iterable[tuple[str, str, int]]) -> int:
+        """Count ``(item, item, times)`` pairs both ways; pairs with an item the catalog
+        does not hold are skipped. Returns how many were counted."""
+        counted = 0
+        for a, b, times in pairs:
+            ra, rb = self.rows.get(a), self.rows.get(b)
+            if ra is None or rb is None or ra == rb:
+                continue
+            self._partner(ra, rb, times)
+            self._partner(rb, ra, times)
+            counted += 1
+        return counted
+
+    def _partner(self, row: int, other: int, times: int) -> None:
+        partners = self.co.get(row)
+        if partners is None:
+            self.co[row] = {other: times}
+        elif other in partners:
+            partners[other] += times
+        else:
+            if len(partners) >= self.neighbours:
+                del partners[min(partners, key=partners.__getitem__)]  # the lightest makes room
+            partners[other] = times
+
+    def co_viewed(
+        self, items: Sequence[str], n: int = CO_VIEWED_ITEMS, *, exclude: Iterable[str] = ()
+    ) -> list[str]:
+        """The ``n`` items most often taken together with ``items`` (their counts added up),
+        ``items`` and ``exclude`` left out; ties in the order of ``items``."""
+        skip = {self.rows[i] for i in (*items, *exclude) if i in self.rows}
+        total: dict[int, int] = {}
+        for item in items:
+            for row, times in self.co.get(self.rows.get(item, -1), {}).items():
+                if row not in skip:
+                    total[row] = total.get(row, 0) + times
+        best = sorted(total, key=total.__getitem__, reverse=True)[:n]
+        return [self.ids[row] for row in best]
+
     def popular(
         self, now_s: float, n: int, *, exclude: Iterable[str] = (), rows: Iterable[int] | None = None
     ) -> list[str]:
@@ -257,7 +329,9 @@ class CatalogFeed:
     * ``{prefix}:catalog``, a stream of popularity: each worker adds up what its batches saw
       (``observe``) and appends it every ``flush_s`` seconds (``flush``) as ``[id, newest
       event time, weight]`` rows, ``PER_ENTRY`` to an entry; entries older than ``window_s``
-      (two half-lives by default) are trimmed.
+      (two half-lives by default) are trimmed. The same flush appends the pairs of items
+      its users took one after another (``observe_pairs``) as ``[id, id, times]`` rows,
+      ``PER_ENTRY`` to an entry of their own (field ``c``), folded by ``Catalog.co_view``.
 
     Every worker folds the stream from its beginning (``follow``); an item it does not know yet
     is described from the hash. So all workers hold the same catalog, and a restarted worker
@@ -277,6 +351,7 @@ class CatalogFeed:
         self.skipped = 0  # entries or rows that were not ours, or items with no description
         self.pending: dict[str, tuple[float, float]] = {}  # item -> (newest event time, weight)
         self.new: dict[str, bytes] = {}  # descriptions for the hash at the next flush
+        self.pairs: dict[tuple[str, str], int] = {}  # co-viewed pairs for the next flush
         self._described: set[str] = set()  # items this worker described already
 
     def observe(self, seen: Iterable[Sighting], known: Catalog) -> None:
@@ -290,14 +365,20 @@ class CatalogFeed:
                 self._described.add(s.item_id)
                 self.new[s.item_id] = orjson.dumps([s.text, s.category, s.brand, s.price])
 
+    def observe_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Add a batch's co-viewed pairs (``co_view_pairs``) to the next flush (no I/O)."""
+        for pair in pairs:
+            self.pairs[pair] = self.pairs.get(pair, 0) + 1
+
     async def flush(self) -> int:
         """Append what was observed since the last flush; returns how many items. On a Redis
         error what was observed is kept for the next flush, and the error raised."""
-        if not self.pending:
+        if not self.pending and not self.pairs:
             return 0
-        pending, new = self.pending, self.new
-        self.pending, self.new = {}, {}
+        pending, new, pairs = self.pending, self.new, self.pairs
+        self.pending, self.new, self.pairs = {}, {}, {}
         rows = [[item, ts, weight] for item, (ts, weight) in pending.items()]
+        together = [[a, b, times] for (a, b), times in pairs.items()]
         oldest = f"{max(0, int((time.time() - self.window_s) * 1000))}-0"
         try:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -306,12 +387,17 @@ class CatalogFeed:
                 for first in range(0, len(rows), PER_ENTRY):
                     chunk = orjson.dumps(rows[first : first + PER_ENTRY])
                     pipe.xadd(self.stream, {"s": chunk}, minid=oldest, approximate=True)
+                for first in range(0, len(together), PER_ENTRY):  # after the items they name
+                    chunk = orjson.dumps(together[first : first + PER_ENTRY])
+                    pipe.xadd(self.stream, {"c": chunk}, minid=oldest, approximate=True)
                 await pipe.execute()
         except Exception:
             for item, (ts, weight) in pending.items():  # put back, merged with what came since
                 before = self.pending.get(item, (ts, 0.0))
                 self.pending[item] = (max(ts, before[0]), weight + before[1])
             self.new = new | self.new
+            for pair, times in pairs.items():
+                self.pairs[pair] = self.pairs.get(pair, 0) + times
             raise
         return len(rows)
 
@@ -320,23 +406,28 @@ class CatalogFeed:
         entries were read."""
         reply: Any = await self.client.xread({self.stream: self.last_id}, block=block_ms, count=count)
         increments: list[tuple[str, float, float]] = []
+        pairs: list[tuple[str, str, int]] = []
         read = 0
         for _stream, entries in reply or []:
             read += len(entries)
             for entry_id, fields in entries:
                 self.last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                field_name, parse = (b"c", pair) if b"c" in fields else (b"s", increment)
                 try:
-                    rows = orjson.loads(fields[b"s"])
+                    rows = orjson.loads(fields[field_name])
                 except (KeyError, orjson.JSONDecodeError):
                     self.skipped += 1  # not ours: someone else's entry
                     continue
+                found: list[Any] = pairs if field_name == b"c" else increments
                 for row in rows if isinstance(rows, list) else [rows]:
                     try:
-                        increments.append(increment(row))
+                        found.append(parse(row))
                     except ValueError:
                         self.skipped += 1
         if increments:
             catalog.add(await self._described_sightings(catalog, increments))
+        if pairs:
+            catalog.co_view(pairs)  # after the items: a pair's items came in earlier entries
         return read
 
     async def _described_sightings(
@@ -393,6 +484,18 @@ def increment(row: object) -> tuple[str, float, float]:
     if not (math.isfinite(ts) and math.isfinite(weight)) or weight < 0:
         raise ValueError("an event time and a weight are finite, the weight not negative")
     return item, float(ts), float(weight)
+
+
+def pair(row: object) -> tuple[str, str, int]:
+    """A co-viewed row of the feed, ``[item id, item id, times]``; ValueError if not."""
+    if not isinstance(row, list) or len(row) != 3:
+        raise ValueError("a co-viewed row is [item id, item id, times]")
+    a, b, times = row
+    if not all(isinstance(i, str) and 0 < len(i) <= 128 for i in (a, b)):
+        raise ValueError("an item id is a string of 1-128 characters")
+    if isinstance(times, bool) or not isinstance(times, int) or not 0 < times <= 1_000_000:
+        raise ValueError("times is a whole number from 1 to 1,000,000")
+    return a, b, times
 
 
 def description(raw: bytes | str | None) -> tuple[str, str | None, str | None, float | None]:

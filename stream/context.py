@@ -242,16 +242,7 @@ def apply_event(
     if ts > ctx.newest_event_ts:
         ctx.newest_event_ts = ts
 
-    text = _text(event)
-    behaviour: dict[str, Any] = {"action": action, "ts": ts, "text": text}
-    if event.category:
-        behaviour["category"] = event.category
-    if event.brand:
-        behaviour["brand"] = event.brand
-    if event.price is not None:
-        behaviour["price"] = event.price
-    if event.item_id and not event.query:
-        behaviour["item"] = event.item_id
+    behaviour = behaviour_of(event)
     vector = event_entity(event, entities)
     if vector is not None:
         if sequence is not None:
@@ -311,6 +302,24 @@ def _count_kind(ctx: UserContext, kind: str, action: str, ts: float, shape: Cont
 def lasting_weight(kind: LastingKind, at: float, half_life_s: float) -> float:
     """A kind's weight decayed to ``at``."""
     return kind.weight * _decay(half_life_s, at - kind.updated_ts)
+
+
+def behaviour_of(event: BehaviorEvent) -> dict[str, Any]:
+    """An event as ``UserContext.recent`` keeps it (a ``RecentBehavior`` dict)."""
+    behaviour: dict[str, Any] = {
+        "action": event.action.value,
+        "ts": event.ts.timestamp(),
+        "text": _text(event),
+    }
+    if event.category:
+        behaviour["category"] = event.category
+    if event.brand:
+        behaviour["brand"] = event.brand
+    if event.price is not None:
+        behaviour["price"] = event.price
+    if event.item_id and not event.query:
+        behaviour["item"] = event.item_id
+    return behaviour
 
 
 def _text(event: BehaviorEvent) -> str:

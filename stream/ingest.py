@@ -265,7 +265,9 @@ class ContextService:
         live = None
         if self.records is not None and outcome.changed:
             changed = [ctx for _, ctx in outcome.changed.values()]
-            live = asyncio.create_task(self._write_live(changed, now, sightings(outcome.events)))
+            live = asyncio.create_task(
+                self._write_live(changed, now, sightings(outcome.events), outcome.pairs)
+            )
         await self._dead_letter(outcome.dead)
         staged = Staged(
             records=list(outcome.changed.values()),
@@ -277,13 +279,16 @@ class ContextService:
         await self.changelog.send(staged)
         return staged
 
-    async def _write_live(self, ctxs: list[UserContext], now: datetime, seen: list[Sighting]) -> None:
-        """The batch's items to the shared catalog, then its live records
+    async def _write_live(
+        self, ctxs: list[UserContext], now: datetime, seen: list[Sighting], pairs: list[tuple[str, str]]
+    ) -> None:
+        """The batch's items and co-viewed pairs to the shared catalog, then its live records
         (``RecordWriter.write_live``), counted."""
         assert self.records is not None
         started = time.perf_counter()
         if self.catalog_feed is not None and self.records.catalog is not None:
             self.catalog_feed.observe(seen, self.records.catalog)
+            self.catalog_feed.observe_pairs(pairs)
         done = await self.records.write_live(ctxs, now)
         c = self.counters
         c.records_written += done.written
@@ -591,6 +596,8 @@ class ContextService:
             "catalog": {
                 "items": len(self.records.catalog),
                 "pending_items": len(self.catalog_feed.pending),
+                "items_with_co_viewed": len(self.records.catalog.co),
+                "pending_pairs": len(self.catalog_feed.pairs),
                 "skipped": self.catalog_feed.skipped,
             }
             if self.records is not None and self.records.catalog is not None and self.catalog_feed is not None

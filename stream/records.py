@@ -8,7 +8,8 @@
   merged into the record there (``stream.live.merge_plan``).
 
 With a catalog (``stream.catalog``), each tag of what either writes carries the catalog's
-items for it (``with_items``), the user's recent purchases left out.
+items for it (``with_items``), the user's recent purchases left out, and the stream's
+records carry the items co-viewed with the user's last ones (the planner's keep them).
 
 Both write version = the stored version + 1 through the store's atomic only-if-newer
 script, which makes it a compare-and-set: when the other writer got there first, the write
@@ -27,7 +28,7 @@ from datetime import datetime
 
 from intentstream.schemas.record import IntentRecord, LLMPlan
 from intentstream.store import CorruptRecord, IntentStore, parse_record
-from intentstream.stream.catalog import ITEMS_PER_TAG, Catalog
+from intentstream.stream.catalog import CO_VIEWED_ITEMS, ITEMS_PER_TAG, Catalog, recent_items
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.live import compose, facets, merge_plan
@@ -60,10 +61,12 @@ class RecordWriter:
         vet: Vet | None = None,
         catalog: Catalog | None = None,
         items_per_tag: int = ITEMS_PER_TAG,
+        co_viewed: int = CO_VIEWED_ITEMS,
     ) -> None:
         """``cache``: the shared plan cache whose tags fill the entries no LLM tag of the
         user covers, each checked by ``vet`` (None: live entries only). ``catalog``: the
-        items each tag carries (None: tags alone)."""
+        items each tag carries, and the ``co_viewed`` items a record carries (None: tags
+        alone)."""
         if cache is not None and vet is None:
             raise ValueError("a plan cache needs a vet: what it serves is checked before a record carries it")
         self.store = store
@@ -74,17 +77,24 @@ class RecordWriter:
         self.entities = EntityCache(capacity=50_000)  # text vectors of tags and facets
         self.catalog = catalog
         self.items_per_tag = items_per_tag
+        self.co_viewed = co_viewed
         self._items: dict[str, tuple[float, list[str]]] = {}  # tag -> (until, items): ITEMS_MEMO_S
 
     def with_items(self, record: IntentRecord, ctx: UserContext | None = None) -> IntentRecord:
         """``record`` with the catalog's items on each tag, as of its newest event; the items
         ``ctx``'s recent behaviours bought are left out (a feed should not offer them again
-        at once). A tag's items are remembered for ``ITEMS_MEMO_S`` (many users share tags)."""
+        at once). A tag's items are remembered for ``ITEMS_MEMO_S`` (many users share tags).
+        With ``ctx``, also the items co-viewed with its last items (its recent ones left
+        out); without, ``record``'s own are kept."""
         if self.catalog is None or not len(self.catalog):
             return record
         bought = (
             {b["item"] for b in ctx.recent if b.get("item") and b["action"] == "purchase"} if ctx else set()
         )
+        co_viewed = record.co_viewed
+        if ctx is not None and self.co_viewed:
+            recent = {b["item"] for b in ctx.recent if b.get("item")}
+            co_viewed = self.catalog.co_viewed(recent_items(ctx.recent), self.co_viewed, exclude=recent)
         now = time.monotonic()
         missing = [t.tag for t in record.tags if (memo := self._items.get(t.tag)) is None or memo[0] < now]
         if missing:
@@ -101,7 +111,7 @@ class RecordWriter:
             )
             for t in record.tags
         ]
-        return record.model_copy(update={"tags": tags})
+        return record.model_copy(update={"tags": tags, "co_viewed": co_viewed})
 
     async def cached(self, ctxs: Sequence[UserContext]) -> dict[str, CachedTag]:
         """The plan cache's entries for the heaviest facets of ``ctxs`` (those an entry
@@ -162,6 +172,8 @@ class RecordWriter:
                 current, plan, version=stored.version + 1, entities=self.entities,
                 similarity=self.shape.join_similarity, live_tags=self.live_tags,
             )  # fmt: skip
+            if current is not None:  # the co-viewed items follow the stream; the plan keeps them
+                record = record.model_copy(update={"co_viewed": current.co_viewed})
             record = self.with_items(record)
             if await self.store.write(record, now, plan=plan):
                 return record

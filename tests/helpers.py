@@ -110,7 +110,8 @@ def signal_dict(n: int = 1, *, region: str = "Lyon", **fields: Any) -> dict[str,
 
 
 def intent_record(version: int, user: str = "u1") -> IntentRecord:
-    """A valid intent record whose first (LLM) tag names its version, with a live entry."""
+    """A valid intent record whose first (LLM) tag names its version, with a live entry and
+    co-viewed items."""
     return IntentRecord(
         user_id=user,
         version=version,
@@ -131,6 +132,7 @@ def intent_record(version: int, user: str = "u1") -> IntentRecord:
         planned_at=NOW,
         model="m",
         llm_context_version=version,
+        co_viewed=["i9", "i4"],
     )
 
 

@@ -1,19 +1,22 @@
-"""The item catalog on a real redis-server: sightings shared through its feed, a second
-worker (or a restarted one) rebuilding the same catalog from it, and the records the stream
-writes carrying the items of each tag, the user's purchases left out."""
+"""The item catalog on a real redis-server: sightings and co-viewed pairs shared through its
+feed, a second worker (or a restarted one) rebuilding the same catalog from it, and the
+records the stream writes carrying the items of each tag, the user's purchases left out, and
+the items co-viewed with the user's last ones."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
 
 from intentstream.reader import IntentReader
 from intentstream.schemas.events import BehaviorEvent
+from intentstream.schemas.record import LLMPlan, PlannedTag
 from intentstream.store import IntentStore
-from intentstream.stream.catalog import Catalog, CatalogFeed, sightings
+from intentstream.stream.catalog import Catalog, CatalogFeed, co_view_pairs, sightings
 from intentstream.stream.context import ContextShape, UserContext, apply_event
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.records import RecordWriter
@@ -103,6 +106,60 @@ async def test_a_live_record_carries_each_tags_items_and_a_reader_gets_them_in_o
     assert await reader.items("nobody", 5) == []
 
 
+async def test_co_viewed_pairs_reach_every_worker_through_the_feed_and_survive_a_failed_flush(
+    redis_client: aioredis.Redis,
+) -> None:
+    prefix = "catalog-test-d"
+    feed, mine = CatalogFeed(redis_client, prefix), Catalog()
+    ctx, shape, entities = UserContext("shopper"), ContextShape(), EntityCache()
+    for e in events("shopper", KETTLES[0], KETTLES[1], KETTLES[2], PHONE):  # pairs as the batch makes them
+        feed.observe_pairs(co_view_pairs(ctx.recent, e))
+        apply_event(ctx, e, shape, entities)
+    feed.observe(sightings(events("shopper", *KETTLES, PHONE)), mine)
+    await redis_client.set(f"{prefix}:catalog", "not a stream")  # XADD will fail
+    with pytest.raises(redis.exceptions.ResponseError):
+        await feed.flush()
+    await redis_client.delete(f"{prefix}:catalog")
+    assert await feed.flush() == 5  # the items, then the pairs: nothing lost
+    await redis_client.xadd(f"{prefix}:catalog", {"c": b'[["k0", "k1", 2], ["k0", "", 1], ["k0", "k1", -1]]'})
+    await redis_client.xadd(f"{prefix}:catalog", {"c": b"{oops"})
+    await redis_client.xadd(f"{prefix}:catalog", {"c": orjson.dumps([["ghost", "k0", 3]])})  # undescribed
+    theirs, other = Catalog(), CatalogFeed(redis_client, prefix)  # another worker
+    while await other.read(theirs):
+        pass
+    assert other.skipped == 3  # the two malformed rows and the entry that is not JSON
+    assert theirs.co_viewed(["k0"]) == ["k1", "k2", "p1"]  # k1 twice more, from the extra entry
+    assert theirs.co_viewed(["p1"]) == ["k2", "k1", "k0"]  # the three before it, the nearest first
+    assert theirs.co_viewed(["ghost"]) == []
+
+
+async def test_a_live_record_carries_the_items_co_viewed_with_the_users_last_ones_and_a_plan_keeps_them(
+    redis_client: aioredis.Redis,
+) -> None:
+    catalog = Catalog()
+    catalog.add(sightings(events("crowd", *KETTLES, PHONE)))
+    catalog.co_view([("k0", "k3", 5), ("k0", "p1", 2), ("k0", "k1", 1), ("p1", "k2", 1)])
+    store = IntentStore(redis_client, prefix="catalog-test-e")
+    records = RecordWriter(store, ContextShape(), live_tags=3, catalog=catalog, items_per_tag=2, co_viewed=2)
+    ctx, shape, entities = UserContext("buyer"), ContextShape(), EntityCache()
+    for e in events("buyer", KETTLES[1], KETTLES[0]):
+        apply_event(ctx, e, shape, entities)
+    assert (await records.write_live([ctx], NOW + timedelta(minutes=1))).written == 1
+    reader = IntentReader(redis_client, prefix="catalog-test-e")
+    record = (await reader.get("buyer")).record
+    assert record is not None
+    assert record.co_viewed == ["k3", "p1"]  # k1 is their own; two at most
+    assert record.items(20)[1] == "k3"  # second: the first co-viewed after the first tag's first item
+    kettles = PlannedTag(tag="kettles", explanation="Viewed kettles.", cites=["bosch electric kettle"])
+    plan = LLMPlan(
+        user_id="buyer", context_version=ctx.version, trigger="first_plan", event_time=NOW, planned_at=NOW,
+        model="m", verdict="good", tags=[kettles],
+    )  # fmt: skip
+    landed = await records.land_plan(plan, NOW + timedelta(minutes=2))
+    assert landed is not None
+    assert landed.co_viewed == ["k3", "p1"]
+
+
 def test_bench_items_reports_build_memory_search_and_lookups_against_their_baselines() -> None:
     from intentstream.perf.bench_items import bench_items
 
@@ -111,5 +168,7 @@ def test_bench_items_reports_build_memory_search_and_lookups_against_their_basel
     assert result["catalog"]["build_items_per_s"] > 0
     assert result["candidates"]["tags_with_items"] > 0.9 * result["candidates"]["tags"]
     assert result["reader"]["items_per_lookup_mean"] > 0
+    assert 0 < result["co_viewed"]["partners_per_item_mean"] <= result["co_viewed"]["partners_kept_per_item"]
+    assert result["reader"]["co_viewed_per_record_mean"] > 0  # the lookups read co-viewed items too
     for name in ("lookup_p50_ms", "lookup_p99_ms", "baseline_get_without_items_p99_ms"):
         assert result["reader"][name] > 0

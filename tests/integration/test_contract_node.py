@@ -124,6 +124,7 @@ async def test_node_reads_what_python_wrote_with_the_reader_acl(
                     "items": ["i7", "i3"],
                 },
             ]
+            assert g["record"]["co_viewed"] == ["i9", "i4"]
         assert got[-1] == {"user": "nobody", "record": None}
     assert run_reader("ping", url(server, "intent-reader")) == ["PONG"]
     # The Python reader gets the same through the same ACL user.
@@ -178,6 +179,12 @@ def corrupt_cases() -> dict[str, tuple[dict[str, Any] | bytes, str, str]]:
             ),
             "2",
             "items",
+        ),
+        "bad-co-viewed": (record("bad-co-viewed", co_viewed=["ok", ""]), "2", "co_viewed"),
+        "too-many-co-viewed": (
+            record("too-many-co-viewed", co_viewed=[f"i{n}" for n in range(51)]),
+            "2",
+            "co_viewed",
         ),
         "bad-llm-version": (record("bad-llm-version", llm_context_version=0), "2", "llm_context_version"),
         "bad-time": (record("bad-time", planned_at="yesterday"), "2", "planned_at"),

@@ -70,6 +70,16 @@ def test_an_event_that_fails_to_apply_is_dead_lettered_and_the_batch_goes_on(tmp
     assert contexts[0]["u1"] is before  # rolled back in place: queued re-plans hold it
     assert essence(before) == essence(clean[0]["u1"])
     assert before.offsets == {"0": 4}
+    # the items taken one after another, for the catalog: the failed event made no pair
+    assert outcome.pairs == [("item1", "item2"), ("item2", "item4"), ("item1", "item4")]
+
+
+def test_a_duplicate_or_a_search_makes_no_co_viewed_pair(tmp_path: Path) -> None:
+    contexts: dict[int, dict[str, UserContext]] = {0: {}}
+    sent = [message_of(1), message_of(1, offset=2), message_of(3, action="search"), message_of(4)]
+    outcome = path(tmp_path).apply(contexts, sent, NOW)
+    assert outcome.duplicates == 1
+    assert outcome.pairs == [("item1", "item4")]
 
 
 def test_a_new_user_whose_only_event_fails_leaves_no_context(tmp_path: Path) -> None:

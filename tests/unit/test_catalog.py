@@ -1,5 +1,6 @@
 """The item catalog (``stream.catalog``): sightings from events, the index, popularity decayed
-in event time, the items a tag gets, and what a record carries of them."""
+in event time, the items a tag gets, the items taken one after another, and what a record
+carries of them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import orjson
 import pytest
 
 from intentstream.schemas.events import BehaviorEvent
-from intentstream.schemas.record import IntentRecord, IntentTag, interleave
-from intentstream.stream.catalog import Catalog, Sighting, description, increment, sightings
+from intentstream.schemas.record import IntentRecord, IntentTag, feed_items, interleave
+from intentstream.stream.catalog import (
+    Catalog,
+    Sighting,
+    co_view_pairs,
+    description,
+    increment,
+    pair,
+    recent_items,
+    sightings,
+)
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 DAY = 86_400.0
@@ -173,3 +183,80 @@ def test_the_catalog_knows_the_brand_and_category_words_of_its_items() -> None:
         ]
     )
     assert catalog.entities == {"appliance", "kitchen", "kettle", "bosch"}  # titles alone name none
+
+
+def described(*items: str) -> Catalog:
+    catalog = Catalog()
+    catalog.add([seen(item, f"item {item}") for item in items])
+    return catalog
+
+
+def test_an_item_is_paired_with_the_users_previous_distinct_items_not_searches_or_itself() -> None:
+    recent = [{"item": "a"}, {}, {"item": "b"}, {"item": "a"}, {"item": "c"}, {"item": "c"}]
+    assert recent_items(recent) == ["c", "a", "b"]  # newest first, each once
+    assert recent_items([{"item": x} for x in "abcde"]) == ["e", "d", "c"]  # the last three
+    assert co_view_pairs(recent, event(1, "d", "item d")) == [("c", "d"), ("a", "d"), ("b", "d")]
+    assert co_view_pairs(recent, event(2, "a", "item a")) == [("c", "a"), ("b", "a")]
+    assert co_view_pairs(recent, event(3, None, "kettle", action="search")) == []
+    assert co_view_pairs(recent, event(4, "x", None)) == []  # no description: no catalog row
+    assert co_view_pairs([], event(5, "d", "item d")) == []
+
+
+def test_items_taken_together_most_often_come_first_and_the_users_own_are_left_out() -> None:
+    catalog = described("a", "b", "c", "d", "e")
+    assert (
+        catalog.co_view([("a", "b", 1), ("a", "c", 3), ("d", "b", 2), ("a", "ghost", 5), ("a", "a", 9)]) == 3
+    )
+    assert catalog.co_viewed(["a"]) == ["c", "b"]
+    assert catalog.co_viewed(["b"]) == ["d", "a"]  # both ways
+    assert catalog.co_viewed(["a", "d"]) == ["b", "c"]  # counts added up: b 1 + 2
+    assert catalog.co_viewed(["a", "d"], exclude=["b"]) == ["c"]
+    assert catalog.co_viewed(["a"], 1) == ["c"]
+    assert catalog.co_viewed(["ghost", "e"]) == []  # unknown, or never taken with anything
+
+
+def test_an_item_keeps_its_most_frequent_partners_the_lightest_making_room() -> None:
+    catalog = described("hub", *(f"p{n}" for n in range(20)))
+    catalog.neighbours = 4
+    catalog.co_view([("hub", "p0", 5), ("hub", "p1", 4), ("hub", "p2", 3), ("hub", "p3", 1)])
+    catalog.co_view([("hub", f"p{n}", 1) for n in range(4, 20)])  # a long tail of one-offs
+    assert len(catalog.co[catalog.rows["hub"]]) == 4
+    assert catalog.co_viewed(["hub"])[:3] == ["p0", "p1", "p2"]  # the frequent ones stay
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        None,
+        "a,b,1",
+        ["a", "b"],
+        ["a", "b", 1, 2],
+        ["a", "", 1],
+        ["k" * 129, "b", 1],
+        [7, "b", 1],
+        ["a", "b", 0],
+        ["a", "b", -2],
+        ["a", "b", 1.5],
+        ["a", "b", True],
+        ["a", "b", 10**12],
+    ],
+)
+def test_a_feed_row_that_is_not_a_pair_is_refused(row: object) -> None:
+    with pytest.raises(ValueError, match=r"row|item id|times"):
+        pair(row)
+
+
+def test_a_feed_shows_the_tags_items_alternating_with_the_co_viewed_ones() -> None:
+    assert feed_items([["a1", "a2"], ["b1"]], ["c1", "a1", "c2"], 5) == ["a1", "c1", "b1", "a2", "c2"]
+    assert feed_items([], ["c1", "c2"], 5) == ["c1", "c2"]
+    assert feed_items([["a1", "a2", "a3"]], [], 2) == ["a1", "a2"]
+    record = IntentRecord(
+        user_id="u", version=1, context_version=1, trigger="live", event_time=T0, planned_at=T0, model="none",
+        tags=[IntentTag(tag="kettles", explanation="You viewed kettles.", source="live", items=["k1"])],
+        co_viewed=["t1", "t2"],
+    )  # fmt: skip
+    assert record.items(3) == ["k1", "t1", "t2"]
+    assert orjson.loads(record.encode_written(T0))["co_viewed"] == ["t1", "t2"]
+    assert "co_viewed" not in orjson.loads(record.model_copy(update={"co_viewed": []}).encode_written(T0))
+    with pytest.raises(ValueError, match="at most 50"):
+        record.model_validate(record.model_dump() | {"co_viewed": [f"i{n}" for n in range(51)]})

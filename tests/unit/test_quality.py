@@ -440,3 +440,26 @@ async def test_items_for_the_tags_hit_the_next_item_that_popular_misses() -> Non
         report
     )
     assert report["including_seen"]["users"] == 1
+
+
+async def test_the_record_shows_what_others_took_after_the_users_last_item_beside_its_tags_items() -> None:
+    from intentstream.perf.quality import (
+        CO_VIEWED,
+        POPULAR,
+        RECORD,
+        RECORD_DELAYED,
+        RECORD_TAGS_ONLY,
+        item_level,
+    )
+
+    history = [ev("fan", m, "kettle", i) for i, m in enumerate(range(0, 60, 6))] + [ev("fan", 99, "lamp", 90)]
+    targets = [ev("fan", 110 + m, "sofa", 40 + i) for i, m in enumerate(range(5))]
+    events = history + targets + crowd_before(100)  # the crowd takes sofa 40 around lamp 90
+    cases = [c for c in build_cases(events, users=None)[0] if c.user_id == "fan"]
+    scores = await evaluate(cases, events, LatestCategoryTagger(), EXACT, k=3, path=batch_path())
+    found = item_level(cases, events, scores.served, k=2, items_per_tag=3, half_life_s=86_400.0)
+    assert found.new[CO_VIEWED] == [1]  # sofa 40 came most often with lamp 90
+    assert found.new[RECORD_TAGS_ONLY] == [None]  # their tags' items are lamps
+    assert found.new[RECORD] == [2]  # a lamp, then the first co-viewed item, as a feed reads it
+    # a day before nothing was co-viewed with anything: that record is the popular items
+    assert found.new[RECORD_DELAYED + "daily"] == found.new[POPULAR]
