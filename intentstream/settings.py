@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     # weighs 1, a cart 3, a purchase 4: see schemas.events.ACTION_WEIGHT): five views, two
     # carts, or a purchase and a view, within a few minutes.
     replan_min_weight: float = Field(4.5, gt=0.0)
+    # A user's first plan waits for an interest of this weight (a dozen views, three
+    # purchases); until then the live record serves them. Below replan_min_weight: that one.
+    replan_first_min_weight: float = Field(12.0, gt=0.0)
     replan_stale_after_s: float = Field(3600.0, gt=0.0)
     replan_sweep_interval_s: float = Field(30.0, gt=0.0)
     replan_budget_per_s: float = Field(2.0, gt=0.0)  # re-plans let out per second per worker

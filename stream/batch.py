@@ -220,11 +220,10 @@ class BatchPath:
         """The trigger for each of ``ctxs`` (a batch's users, or the sweep's), from what is
         new in their context."""
         decisions = {}
-        min_weight = self.policy.min_weight
         for ctx in ctxs:
             if self.policy.cooling(ctx, now_s):
                 continue
-            new = novel(ctx, self.shape, self.entities, min_weight)
+            new = novel(ctx, self.shape, self.entities, self.policy.weight_to_ask(ctx))
             decision = self.policy.decide(ctx, now_s, new=new)
             if decision is not None:
                 decisions[ctx.user_id] = decision
@@ -248,5 +247,6 @@ def policy_of(settings: Settings) -> TriggerPolicy:
     return TriggerPolicy(
         cooldown_s=settings.replan_cooldown_s,
         min_weight=settings.replan_min_weight,
+        first_min_weight=settings.replan_first_min_weight,
         stale_after_s=settings.replan_stale_after_s,
     )

@@ -35,14 +35,24 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class TriggerPolicy:
-    """Ask the LLM only about what is new: a user's first interest with real weight, an
-    interest no earlier request asked about (``stream.live.novel``), a new environment
-    signal for the user, or a stale plan; never within ``cooldown_s`` of the last request.
+    """Ask the LLM only about what is new: a user's first interest with real weight
+    (``first_min_weight``), an interest no earlier request asked about
+    (``stream.live.novel``), a new environment signal for the user, or a stale plan; never
+    within ``cooldown_s`` of the last request.
     Every other change is followed by the live record alone (``stream.live.compose``)."""
 
     cooldown_s: float = 2.0
     min_weight: float = 4.5  # recency-decayed weight of an interest worth asking about
+    # A user's first plan waits for more: an interest of a dozen views, or three purchases.
+    # Until then code's entries serve them (a visit of a few views is said in full by its
+    # counts), and the LLM's work grows with the users who have something to reason about.
+    first_min_weight: float = 12.0
     stale_after_s: float = 3600.0  # processing time since the last plan, with new events
+
+    def weight_to_ask(self, ctx: UserContext) -> float:
+        """The weight an interest of ``ctx`` needs to be asked about: ``first_min_weight``
+        until the user's first request, then ``min_weight``."""
+        return self.min_weight if ctx.last_replan_at else max(self.min_weight, self.first_min_weight)
 
     def decide(
         self,

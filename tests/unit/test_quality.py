@@ -48,8 +48,10 @@ EXACT = Matcher(HashedEmbedder(), threshold=2.0)  # cosine never reaches 2: cate
 
 
 def batch_path(policy: TriggerPolicy | None = None) -> BatchPath:
-    """The worker's batch path with the default shape, as the evaluation runs it."""
-    return BatchPath(ContextShape(), policy or TriggerPolicy(), EntityCache())
+    """The worker's batch path with the default shape, as the evaluation runs it. These
+    histories are short, so the first plan comes at the novelty weight (the first-plan
+    weight has its own tests: ``test_trigger``, ``test_worker_novelty``)."""
+    return BatchPath(ContextShape(), policy or TriggerPolicy(first_min_weight=4.5), EntityCache())
 
 
 def ev(user: str, minute: float, category: str, n: int, text: str | None = None) -> BehaviorEvent:
@@ -133,7 +135,7 @@ def test_a_sample_is_fixed_by_its_seed() -> None:
     assert [c.user_id for c in first] == [c.user_id for c in again] != [c.user_id for c in other]
 
 
-SOFAS_MATTER = TriggerPolicy(min_weight=3.5)  # four views of a new interest ask the LLM
+SOFAS_MATTER = TriggerPolicy(min_weight=3.5, first_min_weight=3.5)  # four views of an interest ask the LLM
 
 
 def test_delayed_snapshots_see_only_what_happened_that_long_before() -> None:
@@ -177,7 +179,7 @@ def test_the_sweep_re_plans_what_the_cooldown_held_back() -> None:
     ]
     targets = [ev("fast", 10 + i, "lamp", 20 + i) for i in range(5)]
     (case,), _ = build_cases(views + rugs + targets, users=None)
-    policy = TriggerPolicy(cooldown_s=10.0)
+    policy = TriggerPolicy(cooldown_s=10.0, first_min_weight=4.5)
     with_sweep = realtime_of(snapshots(case, batch_path(policy), sweep_s=30.0))
     no_sweep = realtime_of(snapshots(case, batch_path(policy), sweep_s=1e9))
     assert no_sweep is not None

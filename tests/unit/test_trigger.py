@@ -20,7 +20,7 @@ from intentstream.stream.trigger import (
 )
 from tests.helpers import event_dict, signal_dict
 
-POLICY = TriggerPolicy(cooldown_s=10.0, min_weight=2.5, stale_after_s=600.0)
+POLICY = TriggerPolicy(cooldown_s=10.0, min_weight=2.5, first_min_weight=2.5, stale_after_s=600.0)
 SHAPE = ContextShape()
 ENTITIES = EntityCache()
 KETTLE = {"item_text": "bosch kettle", "category": "appliances.kitchen.kettle", "brand": "bosch"} | {
@@ -36,7 +36,9 @@ def feed(ctx: UserContext, n: int, **fields: Any) -> BehaviorEvent:
 
 def decide(ctx: UserContext, now_s: float, signal: EnvSignal | None = None) -> Decision | None:
     """As the worker's batch path decides: from what is new in the context."""
-    return POLICY.decide(ctx, now_s, signal=signal, new=novel(ctx, SHAPE, ENTITIES, POLICY.min_weight))
+    return POLICY.decide(
+        ctx, now_s, signal=signal, new=novel(ctx, SHAPE, ENTITIES, POLICY.weight_to_ask(ctx))
+    )
 
 
 def planned_on_phones() -> UserContext:
@@ -50,6 +52,24 @@ def planned_on_phones() -> UserContext:
 
 def reason(decision: Decision | None) -> str | None:
     return None if decision is None else decision.reason
+
+
+def test_a_first_plan_waits_for_more_weight_than_a_later_novelty() -> None:
+    policy = TriggerPolicy(min_weight=2.5, first_min_weight=6.0)
+    ctx = UserContext("u1")
+    for n in range(4):
+        feed(ctx, n)
+    assert policy.weight_to_ask(ctx) == 6.0
+    assert (
+        novel(ctx, SHAPE, ENTITIES, policy.weight_to_ask(ctx)) is None
+    )  # four views: the live record says it
+    for n in range(4, 7):
+        feed(ctx, n)
+    new = novel(ctx, SHAPE, ENTITIES, policy.weight_to_ask(ctx))
+    assert reason(policy.decide(ctx, 1000.0, new=new)) == "first_plan"
+    mark_replanned(ctx, 1000.0, SHAPE)
+    assert policy.weight_to_ask(ctx) == 2.5  # once planned, a new interest needs less
+    assert TriggerPolicy(min_weight=5.0, first_min_weight=1.0).weight_to_ask(UserContext("u2")) == 5.0
 
 
 def test_a_first_interest_with_real_weight_asks_for_the_first_plan() -> None:
