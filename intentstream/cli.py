@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole loop on real parts with REES46 events, then stop")
     demo.add_argument("--log", default=None, help="REES46 log (default: the shared datasets' events.csv)")
-    demo.add_argument("--events", type=int, default=500, help="replay the first N events")
+    demo.add_argument("--events", type=int, default=3000, help="replay the first N events")
     demo.add_argument("--follow", type=int, default=5, help="print the N most active users")
     demo.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for their plans")
     demo.set_defaults(func=cmd_demo)

@@ -110,7 +110,7 @@ async def wait_for_plans(
                     found[user] = record
             written = await store.notifications()
             say(
-                f"  {len(found)}/{len(users)} followed users planned; {written} plans written in all "
+                f"  {len(found)}/{len(users)} followed users planned; {written} records written in all "
                 f"({time.monotonic() - started:.0f}s)"
             )
             if all(user in found or turned_down(user) for user in users):

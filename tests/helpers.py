@@ -43,6 +43,9 @@ def isolated_settings(home: Path, kafka_bootstrap: str, **more: Any) -> Settings
         "changes_stream": f"intent-{tag}:changes",
         "topic_partitions": 2,
         "scan_end_offsets": True,
+        # A test sends a handful of events per user: their first plan comes at the novelty
+        # weight (the first-plan weight is tested on its own, in test_trigger).
+        "replan_first_min_weight": 4.5,
     }
     return Settings(**{**fields, **more})
 

@@ -85,7 +85,7 @@ async def test_a_bad_value_in_redis_is_a_miss_counted_never_served(redis_client:
 async def test_a_user_whose_new_interests_are_all_cached_costs_no_llm_request(
     tmp_path: Path, redis_client: aioredis.Redis
 ) -> None:
-    settings = Settings(home=tmp_path)
+    settings = Settings(home=tmp_path, replan_first_min_weight=4.5)  # eight kettles make a first plan
     cache = cache_on(redis_client)
     records = RecordWriter(
         IntentStore(redis_client), ContextShape(), live_tags=3, cache=cache, vet=ExplainerVet()

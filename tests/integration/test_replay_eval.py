@@ -24,7 +24,10 @@ def test_bench_replay_reports_the_loop_on_a_small_log(llm_server: stack.Service,
     log = tmp_path / "slice.jsonl"
     events = list(itertools.islice(load_events(REES46, "rees46"), 400))
     log.write_bytes(b"".join(encode(e) + b"\n" for e in events) + b'{"user_id": 7}\n')
-    settings = Settings(home=tmp_path / "home", llm_base_url=llm_server.address, replan_budget_per_s=0.5)
+    settings = Settings(
+        home=tmp_path / "home", llm_base_url=llm_server.address, replan_budget_per_s=0.5,
+        replan_first_min_weight=4.5,  # 400 events: first plans at the novelty weight
+    )  # fmt: skip
     result = bench_replay(settings, log, "jsonl", drain_s=15.0, plot_dir=tmp_path / "plots")
 
     assert result["events_published"] == result["events_applied"] == 400
@@ -48,7 +51,8 @@ def test_bench_replay_reports_the_loop_on_a_small_log(llm_server: stack.Service,
 
 
 def test_eval_scores_every_mode_on_the_real_model(llm_server: stack.Service, tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "home", llm_base_url=llm_server.address)
+    # Two users: their first plans at the novelty weight, so the agents' tags are scored.
+    settings = Settings(home=tmp_path / "home", llm_base_url=llm_server.address, replan_first_min_weight=4.5)
     result = run_eval(settings, REES46, "rees46", k=30, users=2, seed=1, plot_dir=tmp_path)
 
     assert result["users_evaluated"] == 2
