@@ -594,7 +594,9 @@ def item_level(
             del mine[:-recent]
             i += 1
         case = cases[index]
-        last = recent_items([behaviour_of(e) for e in case.history[-recent:]])
+        # The user's behaviours as the worker held them then: at the cut, their whole history.
+        held = [e for e in case.history if e.ts < moment] if delayed else list(case.history)
+        last = recent_items([behaviour_of(e) for e in held[-recent:]])
         extra = len(case.history)  # room for what the exclusions below take out
         if delayed:
             tags = served[delayed][index]

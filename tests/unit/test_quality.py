@@ -465,3 +465,20 @@ async def test_the_record_shows_what_others_took_after_the_users_last_item_besid
     assert found.new[RECORD] == [2]  # a lamp, then the first co-viewed item, as a feed reads it
     # a day before nothing was co-viewed with anything: that record is the popular items
     assert found.new[RECORD_DELAYED + "daily"] == found.new[POPULAR]
+
+
+async def test_a_record_of_five_minutes_ago_knows_only_the_items_the_user_had_taken_by_then() -> None:
+    from intentstream.perf.quality import POPULAR, RECORD, RECORD_DELAYED, item_level
+
+    kettles = [ev("fan", m, "kettle", i) for i, m in enumerate(range(0, 60, 6))]
+    history = [*kettles, ev("fan", 108, "lamp", 90)]
+    targets = [ev("fan", 110 + m, "sofa", 40 + i) for i, m in enumerate(range(5))]
+    tvs = [ev(f"crowd-t{n}", 80 + n / 10, "tv", 1) for n in range(10)]  # popular, so sofa 40 is not
+    crowd = crowd_before(100) + [e.model_copy(update={"event_id": f"tv-{i}"}) for i, e in enumerate(tvs)]
+    events = history + targets + crowd
+    cases = [c for c in build_cases(events, users=None)[0] if c.user_id == "fan"]
+    scores = await evaluate(cases, events, LatestCategoryTagger(), EXACT, k=3, path=batch_path())
+    found = item_level(cases, events, scores.served, k=2, items_per_tag=3, half_life_s=86_400.0)
+    assert found.new[POPULAR] == [None]  # the phone and the tv
+    assert found.new[RECORD] == [2]  # at the cut: lamp 90's co-viewed sofa 40
+    assert found.new[RECORD_DELAYED + "5min"] == [None]  # 5 minutes before, lamp 90 was not theirs yet
