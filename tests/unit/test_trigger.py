@@ -60,9 +60,8 @@ def test_a_first_plan_waits_for_more_weight_than_a_later_novelty() -> None:
     for n in range(4):
         feed(ctx, n)
     assert policy.weight_to_ask(ctx) == 6.0
-    assert (
-        novel(ctx, SHAPE, ENTITIES, policy.weight_to_ask(ctx)) is None
-    )  # four views: the live record says it
+    four_views = novel(ctx, SHAPE, ENTITIES, policy.weight_to_ask(ctx))
+    assert four_views is None  # the live record says it all
     for n in range(4, 7):
         feed(ctx, n)
     new = novel(ctx, SHAPE, ENTITIES, policy.weight_to_ask(ctx))
