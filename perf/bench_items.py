@@ -27,10 +27,11 @@ import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from intentstream.stream.records import RecordWriter
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 BATCH = 10_000
+T = TypeVar("T")
 PAIRS_PER_ITEM = 8
 
 
@@ -104,54 +106,63 @@ class Synthetic:
         return out
 
 
-def build(catalog: Catalog, synthetic: Synthetic, items: int) -> dict[str, Any]:
-    meter = Meter("building the catalog", items)
+def folded(
+    label: str, total: int, draw: Callable[[int], list[T]], fold: Callable[[list[T]], object]
+) -> tuple[float, int]:
+    """Fold ``total`` things drawn ``BATCH`` at a time (``draw(first)``): the seconds spent in
+    ``fold`` alone (drawing synthetic data is not the catalog's cost) and the process's
+    resident growth meanwhile."""
+    meter = Meter(label, total)
     before = _rss_bytes()
-    seconds = 0.0  # in Catalog.add alone: drawing the synthetic items is not the catalog's cost
-    for first in range(0, items, BATCH):
-        batch = [synthetic.item(n) for n in range(first, min(items, first + BATCH))]
+    seconds = 0.0
+    for first in range(0, total, BATCH):
+        batch = draw(first)
         started = time.perf_counter()
-        catalog.add(batch)
+        fold(batch)
         seconds += time.perf_counter() - started
         meter.advance(len(batch))
     meter.close()
-    grown = _rss_bytes() - before
+    return seconds, _rss_bytes() - before
+
+
+def memory(grown: int, items: int) -> dict[str, Any]:
     return {
-        "items": len(catalog),
-        "build_s": round(seconds, 1),
-        "build_items_per_s": round(items / seconds),
         "memory_bytes": grown,
         "memory_bytes_per_item": round(grown / items) if items else None,
         "memory_gb": round(grown / 2**30, 3),
     }
 
 
+def build(catalog: Catalog, synthetic: Synthetic, items: int) -> dict[str, Any]:
+    seconds, grown = folded(
+        "building the catalog", items,
+        lambda first: [synthetic.item(n) for n in range(first, min(items, first + BATCH))],
+        catalog.add,
+    )  # fmt: skip
+    return {
+        "items": len(catalog),
+        "build_s": round(seconds, 1),
+        "build_items_per_s": round(items / seconds),
+        **memory(grown, items),
+    }
+
+
 def co_view(catalog: Catalog, synthetic: Synthetic) -> dict[str, Any]:
     items = len(catalog)
     pairs = items * PAIRS_PER_ITEM
-    meter = Meter("folding co-viewed pairs", pairs)
-    before = _rss_bytes()
-    seconds = 0.0
-    for first in range(0, pairs, BATCH):
-        batch = [
-            (f"item-{synthetic.rng.randrange(items)}", f"item-{synthetic.rng.randrange(items)}", 1)
-            for _ in range(min(BATCH, pairs - first))
-        ]
-        started = time.perf_counter()
-        catalog.co_view(batch)
-        seconds += time.perf_counter() - started
-        meter.advance(len(batch))
-    meter.close()
-    grown = _rss_bytes() - before
+
+    def draw(first: int) -> list[tuple[str, str, int]]:
+        pick = synthetic.rng.randrange
+        return [(f"item-{pick(items)}", f"item-{pick(items)}", 1) for _ in range(min(BATCH, pairs - first))]
+
+    seconds, grown = folded("folding co-viewed pairs", pairs, draw, catalog.co_view)
     return {
         "pairs": pairs,
         "fold_pairs_per_s": round(pairs / seconds) if seconds else None,
         "items_with_partners": len(catalog.co),
         "partners_per_item_mean": round(sum(map(len, catalog.co.values())) / max(1, len(catalog.co)), 1),
         "partners_kept_per_item": catalog.neighbours,
-        "memory_bytes": grown,
-        "memory_bytes_per_item": round(grown / items) if items else None,
-        "memory_gb": round(grown / 2**30, 3),
+        **memory(grown, items),
     }
 
 
