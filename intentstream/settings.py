@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     catalog: bool = True
     catalog_items_per_tag: int = Field(10, ge=1, le=20)
     catalog_co_viewed: int = Field(30, ge=0, le=50)  # items a record carries, co-viewed with the last ones
+    catalog_category_popular: int = Field(30, ge=0, le=50)  # the last category's bestsellers a record carries
     catalog_half_life_s: float = Field(3 * 24 * 3600.0, gt=0)  # popularity's, in event time
     catalog_flush_s: float = Field(10.0, gt=0)  # how often a worker shares what its batches saw
     judge_online: bool = True  # judge every plan before writing; a "bad" one is not written

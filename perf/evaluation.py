@@ -42,6 +42,7 @@ from intentstream.perf.quality import (
     RECORD_DELAYED,
     RECORD_SIGNALS,
     RECORD_TAGS_ONLY,
+    RECORD_WITHOUT_CATEGORY,
     SEED,
     THRESHOLD,
     Case,
@@ -345,6 +346,7 @@ def item_report(found: ItemScores, *, dataset: str, users: int, seed: int) -> di
             "hr_at_k_co_viewed": hr[CO_VIEWED],
             "hr_at_k_last_category_popular": hr[LAST_CATEGORY_POPULAR],
             "hr_at_k_record_tags_only": hr[RECORD_TAGS_ONLY],
+            "hr_at_k_record_without_category_popular": hr[RECORD_WITHOUT_CATEGORY],
             "hr_at_k_record_by_delay": {"realtime": hr[RECORD]}
             | {m: hr[RECORD_DELAYED + m] for m in MODES if RECORD_DELAYED + m in hr},
             "hr_at_k_live": hr[LIVE],
@@ -383,10 +385,12 @@ def item_report(found: ItemScores, *, dataset: str, users: int, seed: int) -> di
             "that long before the cut, their items looked up then",
             "record": "the record at real time as a feed reads it (schemas.record.feed_items, what "
             "IntentReader.items serves): its tags' items (LLM tags and live entries, as the worker "
-            "composes it) alternating with the items co-viewed with the user's last 3 items "
-            "(stream.catalog.Catalog.co_viewed, as the worker writes them); record_tags_only: without "
-            "the co-viewed items; record_by_delay: a record that old, its tags and co-viewed items "
-            "both as of then (the fair daily refresh for the record)",
+            "composes it) in turn with the items co-viewed with the user's last 3 items "
+            "(stream.catalog.Catalog.co_viewed) and the most popular items of the category the user "
+            "last looked at (stream.catalog.Catalog.bestsellers), as the worker writes them; "
+            "record_tags_only: the tags' items alone; record_without_category_popular: without the "
+            "category's items; record_by_delay: a record that old, all three parts as of then (the "
+            "fair daily refresh for the record)",
             "baselines": "popular: catalog popularity decayed in event time; co_viewed: the co-viewed "
             "items alone (each item paired with the previous 3 distinct items of anyone's history "
             "before the cut, 16 partners kept per item); "

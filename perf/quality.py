@@ -62,7 +62,7 @@ from intentstream.schemas.codec import encode
 from intentstream.schemas.events import BehaviorEvent, EnvSignal
 from intentstream.schemas.record import LLMPlan, PlannedTag, ReplanRequest, feed_items, interleave
 from intentstream.stream.batch import BatchPath, Message
-from intentstream.stream.catalog import Catalog, co_view_pairs, recent_items, sightings
+from intentstream.stream.catalog import Catalog, co_view_pairs, latest_category, recent_items, sightings
 from intentstream.stream.context import (
     ContextShape,
     UserContext,
@@ -530,8 +530,9 @@ def signal_effect(request: ReplanRequest, tagged: Sequence[Tagged], without: Seq
 ITEM_CUTOFFS = (10, 30)
 CO_VIEWED, LAST_CATEGORY_POPULAR = "co_viewed", "last_category_popular"
 RECORD_TAGS_ONLY = "record_tags_only"  # the record's tags' items without the co-viewed ones
+RECORD_WITHOUT_CATEGORY = "record_without_category_popular"  # tags' and co-viewed items only
 RECENT = ContextShape().recent  # behaviours a context keeps in full
-RECORD_DELAYED = "record_"  # + a delay: that delay's tags' items and co-viewed items, both as of then
+RECORD_DELAYED = "record_"  # + a delay: that delay's record (tags', co-viewed and category items), as of then
 
 
 @dataclass
@@ -565,13 +566,14 @@ def item_level(
     delayed mode, that long before) (``Catalog.candidates``, ``items_per_tag`` each, as the
     worker writes them) in turn by rank (``interleave``), then the most popular items up to
     ``k``, as a feed fills its slots. The record (``record``, and ``record_<delay>`` for a
-    record that old) is read as a feed reads it: its tags' items alternating with the items
-    co-viewed with the user's last ones (``feed_items``); ``record_tags_only`` leaves the
-    co-viewed out. Baselines from the same catalog at the same moment: ``popular``;
+    record that old) is read as a feed reads it: its tags' items in turn with the items
+    co-viewed with the user's last ones and the most popular of their last category
+    (``feed_items``, the category by ``latest_category`` of the behaviours the worker held);
+    ``record_tags_only`` leaves both out, ``record_without_category_popular`` the category's
+    items. Baselines from the same catalog at the same moment: ``popular``;
     ``co_viewed`` alone; ``last_category_popular``."""
     catalog = Catalog(half_life_s=half_life_s)
     behaviours: dict[str, list[dict[str, Any]]] = defaultdict(list)  # as UserContext.recent holds them
-    by_category: dict[str, list[int]] = defaultdict(list)
     ordered = sorted(events, key=lambda e: e.ts)
     out = ItemScores(k)
     delays = {name: delay for name, delay in DELAYS if name in served}
@@ -581,13 +583,13 @@ def item_level(
         [(c.cut - delay, name, j) for j, c in enumerate(cases) for name, delay in delays.items()]
         + [(c.cut, "", j) for j, c in enumerate(cases)]
     )
-    early: dict[tuple[int, str], tuple[list[list[str]], list[str]]] = {}
+    early: dict[tuple[int, str], tuple[list[list[str]], list[str], list[str]]] = {}
     i = 0
     for moment, delayed, index in moments:
         while i < len(ordered) and ordered[i].ts < moment:
             e = ordered[i]
-            if e.item_id and e.item_text and catalog.add(sightings([e])):
-                by_category[e.category or ""].append(len(catalog) - 1)
+            if e.item_id and e.item_text:
+                catalog.add(sightings([e]))
             mine = behaviours[e.user_id]
             catalog.co_view((a, b, 1) for a, b in co_view_pairs(mine, e))
             mine.append(behaviour_of(e))
@@ -595,14 +597,15 @@ def item_level(
             i += 1
         case = cases[index]
         # The user's behaviours as the worker held them then: at the cut, their whole history.
-        held = [e for e in case.history if e.ts < moment] if delayed else list(case.history)
-        last = recent_items([behaviour_of(e) for e in held[-recent:]])
+        held = [behaviour_of(e) for e in case.history if e.ts < moment or not delayed][-recent:]
+        last, kind = recent_items(held), latest_category(held)
         extra = len(case.history)  # room for what the exclusions below take out
         if delayed:
             tags = served[delayed][index]
             early[index, delayed] = (
                 catalog.candidates(tags, moment.timestamp(), n=items_per_tag + extra),
                 catalog.co_viewed(last, k + extra),
+                catalog.bestsellers(kind, moment.timestamp(), k + extra) if kind else [],
             )
             continue
         now_s = case.cut.timestamp()
@@ -617,25 +620,26 @@ def item_level(
                 continue  # every next item was one they had seen: not a case for new items
             fill = catalog.popular(now_s, k, exclude=exclude)
             co_viewed = catalog.co_viewed(last, k, exclude=exclude)
+            bestsellers = catalog.bestsellers(kind, now_s, k, exclude=exclude) if kind else []
             picks: dict[str, list[str]] = {}
             for mode, per_case in served.items():
                 if mode in delays:
-                    found, then = early[index, mode]
+                    found, co_then, kind_then = early[index, mode]
                     per_tag = [[x for x in items if x not in exclude][:items_per_tag] for items in found]
                     picks[mode] = interleave(per_tag, k)
-                    then = [x for x in then if x not in exclude]
-                    picks[RECORD_DELAYED + mode] = feed_items(per_tag, then, k)
+                    co_then, kind_then = ([x for x in xs if x not in exclude] for xs in (co_then, kind_then))
+                    picks[RECORD_DELAYED + mode] = feed_items(per_tag, co_then, kind_then, k)
                 else:
                     per_tag = catalog.candidates(per_case[index], now_s, n=items_per_tag, exclude=exclude)
                     picks[mode] = interleave(per_tag, k)
                     if mode == RECORD:
                         picks[RECORD_TAGS_ONLY] = picks[mode]
-                        picks[mode] = feed_items(per_tag, co_viewed, k)
-            rows = by_category.get(category or "", []) if category else []
+                        picks[RECORD_WITHOUT_CATEGORY] = feed_items(per_tag, co_viewed, [], k)
+                        picks[mode] = feed_items(per_tag, co_viewed, bestsellers, k)
             picks[POPULAR] = []
             picks[CO_VIEWED] = co_viewed
             picks[LAST_CATEGORY_POPULAR] = (
-                catalog.popular(now_s, k, exclude=exclude, rows=rows) if rows else []
+                catalog.bestsellers(category, now_s, k, exclude=exclude) if category else []
             )
             for mode, items in picks.items():
                 predictions = list(dict.fromkeys([*items, *fill]))[:k]  # personal first, then popular

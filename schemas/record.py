@@ -18,7 +18,7 @@ TAG_MAX_CHARS = 48
 EXPLANATION_MAX_CHARS = 200
 MAX_TAGS = 10
 MAX_ITEMS_PER_TAG = 20
-MAX_CO_VIEWED = 50
+MAX_RECORD_ITEMS = 50  # ids in a record's co_viewed or category_popular
 
 TagText = Annotated[str, AfterValidator(lambda s: plain_text(s, TAG_MAX_CHARS)), Field(min_length=1)]
 Explanation = Annotated[
@@ -169,19 +169,23 @@ class IntentRecord(_Frozen):
     llm_context_version: int | None = Field(None, ge=1)  # the context its llm tags were planned from
     # Items other users took right before or after the user's last items, most often first
     # (``stream.catalog.Catalog.co_viewed``; made by code).
-    co_viewed: list[Id] = Field(default=[], max_length=MAX_CO_VIEWED)
+    co_viewed: list[Id] = Field(default=[], max_length=MAX_RECORD_ITEMS)
+    # The most popular items now of the category the user last looked at
+    # (``stream.catalog.Catalog.bestsellers``; made by code).
+    category_popular: list[Id] = Field(default=[], max_length=MAX_RECORD_ITEMS)
 
     def items(self, n: int) -> list[str]:
         """Up to ``n`` items for a feed (``feed_items``): the tags' items in turn by rank,
-        and the co-viewed items in turn with them."""
-        return feed_items([t.items for t in self.tags], self.co_viewed, n)
+        the co-viewed items and the category's popular ones in turn with them."""
+        return feed_items([t.items for t in self.tags], self.co_viewed, self.category_popular, n)
 
     def encode_written(self, written_at: datetime) -> bytes:
         """The record's JSON as the store writes it: stamped with ``written_at``. (A dict
         edit, not a model copy: this runs once per write on the hot path.)"""
         data = self.model_dump(mode="json", exclude_none=True)
-        if not data["co_viewed"]:
-            del data["co_viewed"]  # optional in the contract: absent rather than empty
+        for field in ("co_viewed", "category_popular"):
+            if not data[field]:
+                del data[field]  # optional in the contract: absent rather than empty
         for tag in data["tags"]:
             if not tag["items"]:
                 del tag["items"]  # optional in the contract: absent rather than empty
@@ -189,11 +193,14 @@ class IntentRecord(_Frozen):
         return orjson.dumps(data)
 
 
-def feed_items(per_tag: Sequence[Sequence[str]], co_viewed: Sequence[str], n: int) -> list[str]:
-    """What a feed shows of a record: its tags' items in turn by rank (``interleave``),
-    alternating with the items co-viewed with the user's last ones (the tags' first, then
-    the first co-viewed, ...), without repeats, at most ``n``."""
-    return interleave([interleave(per_tag, n), co_viewed], n)
+def feed_items(
+    per_tag: Sequence[Sequence[str]], co_viewed: Sequence[str], category_popular: Sequence[str], n: int
+) -> list[str]:
+    """What a feed shows of a record: its tags' items in turn by rank (``interleave``), in
+    turn with the items co-viewed with the user's last ones and with the most popular items
+    of the user's last category (the tags' first, the first co-viewed, the first popular,
+    then the tags' second, ...), without repeats, at most ``n``."""
+    return interleave([interleave(per_tag, n), co_viewed, category_popular], n)
 
 
 def interleave(per_tag: Sequence[Sequence[str]], n: int) -> list[str]:

@@ -102,6 +102,7 @@ def build_app(
             catalog=catalog,
             items_per_tag=settings.catalog_items_per_tag,
             co_viewed=settings.catalog_co_viewed,
+            category_popular=settings.catalog_category_popular,
         )  # fmt: skip
     elif with_contexts:
         log.warning("no Redis endpoint (INTENTSTREAM_REDIS_URL): contexts and re-plans only, no live records")

@@ -27,6 +27,9 @@ and each item keeps its ``NEIGHBOURS`` most frequent partners, the lightest repl
 new one comes. A record carries the items co-viewed with the user's last items beside its
 tags' items (``IntentRecord.co_viewed``): what a feed shows next to the user's interests.
 The pairs travel through the same feed as popularity, so every worker holds the same counts.
+The catalog also knows each category's items (``kinds``), so a record carries the most popular
+items now of the category the user is looking at (``bestsellers``,
+``IntentRecord.category_popular``).
 
 At hundreds of millions of items, or to spare each worker the memory (``bench items`` measures
 it), the same calls can go to a vector search service shared by the workers (Redis's own
@@ -69,6 +72,7 @@ ITEMS_PER_TAG = 10
 CO_VIEW_WINDOW = 3  # an item is paired with each of the user's previous 3 distinct items
 NEIGHBOURS = 16  # partners kept per item, the most frequent
 CO_VIEWED_ITEMS = 30  # co-viewed items a record carries
+CATEGORY_POPULAR_ITEMS = 30  # the last category's most popular items a record carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,12 @@ def recent_items(recent: Sequence[Mapping[str, Any]], window: int = CO_VIEW_WIND
     return out
 
 
+def latest_category(recent: Sequence[Mapping[str, Any]]) -> str | None:
+    """The category of the newest item among a context's recent behaviours (searches
+    and items without a category skipped), or None."""
+    return next((b["category"] for b in reversed(recent) if b.get("item") and b.get("category")), None)
+
+
 def co_view_pairs(recent: Sequence[Mapping[str, Any]], event: BehaviorEvent) -> list[tuple[str, str]]:
     """The pairs ``event`` makes with the user's previous items (``recent`` as the context
     held it before the event): none for a search or an item without a description."""
@@ -180,6 +190,7 @@ class Catalog:
         self._pop_at = np.zeros(1024, dtype=np.float64)
         self.neighbours = NEIGHBOURS
         self.co: dict[int, dict[int, int]] = {}  # row -> partner row -> times taken together
+        self.kinds: dict[str, list[int]] = {}  # category path -> its items' rows
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -198,6 +209,8 @@ class Catalog:
                 self.ids.append(s.item_id)
                 if s.price is not None:
                     self.prices[row] = s.price
+                if s.category:
+                    self.kinds.setdefault(s.category, []).append(row)
                 self.entities.update(words_of((s.category or "").replace(".", " "), s.brand))
                 fresh.append(item_vector(s.text, s.category, s.brand))
             rows.append(row)
@@ -301,6 +314,12 @@ class Catalog:
                     total[row] = total.get(row, 0) + times
         best = sorted(total, key=total.__getitem__, reverse=True)[:n]
         return [self.ids[row] for row in best]
+
+    def bestsellers(self, category: str, now_s: float, n: int, *, exclude: Iterable[str] = ()) -> list[str]:
+        """The ``n`` most popular items now of ``category`` (its exact path), ``exclude``
+        left out; none for a category the catalog has no item of."""
+        rows = self.kinds.get(category)
+        return self.popular(now_s, n, exclude=exclude, rows=rows) if rows else []
 
     def popular(
         self, now_s: float, n: int, *, exclude: Iterable[str] = (), rows: Iterable[int] | None = None

@@ -28,7 +28,14 @@ from datetime import datetime
 
 from intentstream.schemas.record import IntentRecord, LLMPlan
 from intentstream.store import CorruptRecord, IntentStore, parse_record
-from intentstream.stream.catalog import CO_VIEWED_ITEMS, ITEMS_PER_TAG, Catalog, recent_items
+from intentstream.stream.catalog import (
+    CATEGORY_POPULAR_ITEMS,
+    CO_VIEWED_ITEMS,
+    ITEMS_PER_TAG,
+    Catalog,
+    latest_category,
+    recent_items,
+)
 from intentstream.stream.context import ContextShape, UserContext
 from intentstream.stream.entities import EntityCache
 from intentstream.stream.live import compose, facets, merge_plan
@@ -62,11 +69,12 @@ class RecordWriter:
         catalog: Catalog | None = None,
         items_per_tag: int = ITEMS_PER_TAG,
         co_viewed: int = CO_VIEWED_ITEMS,
+        category_popular: int = CATEGORY_POPULAR_ITEMS,
     ) -> None:
         """``cache``: the shared plan cache whose tags fill the entries no LLM tag of the
         user covers, each checked by ``vet`` (None: live entries only). ``catalog``: the
-        items each tag carries, and the ``co_viewed`` items a record carries (None: tags
-        alone)."""
+        items each tag carries, and the ``co_viewed`` and ``category_popular`` items a record
+        carries (None: tags alone)."""
         if cache is not None and vet is None:
             raise ValueError("a plan cache needs a vet: what it serves is checked before a record carries it")
         self.store = store
@@ -78,7 +86,9 @@ class RecordWriter:
         self.catalog = catalog
         self.items_per_tag = items_per_tag
         self.co_viewed = co_viewed
+        self.category_popular = category_popular
         self._items: dict[str, tuple[float, list[str]]] = {}  # tag -> (until, items): ITEMS_MEMO_S
+        self._bestsellers: dict[str, tuple[float, list[str]]] = {}  # category -> the same
 
     def with_items(self, record: IntentRecord, ctx: UserContext | None = None) -> IntentRecord:
         """``record`` with the catalog's items on each tag, as of its newest event; the items
@@ -91,11 +101,16 @@ class RecordWriter:
         bought = (
             {b["item"] for b in ctx.recent if b.get("item") and b["action"] == "purchase"} if ctx else set()
         )
-        co_viewed = record.co_viewed
-        if ctx is not None and self.co_viewed:
-            recent = {b["item"] for b in ctx.recent if b.get("item")}
-            co_viewed = self.catalog.co_viewed(recent_items(ctx.recent), self.co_viewed, exclude=recent)
+        co_viewed, category_popular = record.co_viewed, record.category_popular
         now = time.monotonic()
+        if ctx is not None:
+            recent = {b["item"] for b in ctx.recent if b.get("item")}
+            if self.co_viewed:
+                co_viewed = self.catalog.co_viewed(recent_items(ctx.recent), self.co_viewed, exclude=recent)
+            if self.category_popular:
+                category = latest_category(ctx.recent)
+                popular = self._bestsellers_of(category, record, now) if category else []
+                category_popular = [i for i in popular if i not in recent][: self.category_popular]
         missing = [t.tag for t in record.tags if (memo := self._items.get(t.tag)) is None or memo[0] < now]
         if missing:
             if len(self._items) > 100_000:
@@ -111,7 +126,23 @@ class RecordWriter:
             )
             for t in record.tags
         ]
-        return record.model_copy(update={"tags": tags, "co_viewed": co_viewed})
+        return record.model_copy(
+            update={"tags": tags, "co_viewed": co_viewed, "category_popular": category_popular}
+        )
+
+    def _bestsellers_of(self, category: str, record: IntentRecord, now: float) -> list[str]:
+        """``category``'s most popular items, enough to leave a context's recent ones out,
+        remembered for ``ITEMS_MEMO_S``."""
+        assert self.catalog is not None
+        memo = self._bestsellers.get(category)
+        if memo is None or memo[0] < now:
+            if len(self._bestsellers) > 100_000:
+                self._bestsellers.clear()
+            found = self.catalog.bestsellers(
+                category, record.event_time.timestamp(), self.category_popular + self.shape.recent
+            )
+            memo = self._bestsellers[category] = (now + ITEMS_MEMO_S, found)
+        return memo[1]
 
     async def cached(self, ctxs: Sequence[UserContext]) -> dict[str, CachedTag]:
         """The plan cache's entries for the heaviest facets of ``ctxs`` (those an entry
@@ -172,8 +203,10 @@ class RecordWriter:
                 current, plan, version=stored.version + 1, entities=self.entities,
                 similarity=self.shape.join_similarity, live_tags=self.live_tags,
             )  # fmt: skip
-            if current is not None:  # the co-viewed items follow the stream; the plan keeps them
-                record = record.model_copy(update={"co_viewed": current.co_viewed})
+            if current is not None:  # the stream's items follow the user; the plan keeps them
+                record = record.model_copy(
+                    update={"co_viewed": current.co_viewed, "category_popular": current.category_popular}
+                )
             record = self.with_items(record)
             if await self.store.write(record, now, plan=plan):
                 return record

@@ -1,7 +1,7 @@
 """The item catalog on a real redis-server: sightings and co-viewed pairs shared through its
 feed, a second worker (or a restarted one) rebuilding the same catalog from it, and the
-records the stream writes carrying the items of each tag, the user's purchases left out, and
-the items co-viewed with the user's last ones."""
+records the stream writes carrying the items of each tag, the user's purchases left out, the
+items co-viewed with the user's last ones and the most popular of their last category."""
 
 from __future__ import annotations
 
@@ -133,14 +133,17 @@ async def test_co_viewed_pairs_reach_every_worker_through_the_feed_and_survive_a
     assert theirs.co_viewed(["ghost"]) == []
 
 
-async def test_a_live_record_carries_the_items_co_viewed_with_the_users_last_ones_and_a_plan_keeps_them(
+async def test_a_live_record_carries_the_co_viewed_items_and_its_categorys_bestsellers_and_a_plan_keeps_them(
     redis_client: aioredis.Redis,
 ) -> None:
     catalog = Catalog()
     catalog.add(sightings(events("crowd", *KETTLES, PHONE)))
     catalog.co_view([("k0", "k3", 5), ("k0", "p1", 2), ("k0", "k1", 1), ("p1", "k2", 1)])
     store = IntentStore(redis_client, prefix="catalog-test-e")
-    records = RecordWriter(store, ContextShape(), live_tags=3, catalog=catalog, items_per_tag=2, co_viewed=2)
+    catalog.add(sightings(events("crowd", KETTLES[3], KETTLES[3], PHONE, PHONE, PHONE)))  # k3 sells best
+    records = RecordWriter(
+        store, ContextShape(), live_tags=3, catalog=catalog, items_per_tag=2, co_viewed=2, category_popular=2
+    )
     ctx, shape, entities = UserContext("buyer"), ContextShape(), EntityCache()
     for e in events("buyer", KETTLES[1], KETTLES[0]):
         apply_event(ctx, e, shape, entities)
@@ -149,6 +152,7 @@ async def test_a_live_record_carries_the_items_co_viewed_with_the_users_last_one
     record = (await reader.get("buyer")).record
     assert record is not None
     assert record.co_viewed == ["k3", "p1"]  # k1 is their own; two at most
+    assert record.category_popular == ["k3", "k2"]  # their last item's category, their own left out
     assert record.items(20)[1] == "k3"  # second: the first co-viewed after the first tag's first item
     kettles = PlannedTag(tag="kettles", explanation="Viewed kettles.", cites=["bosch electric kettle"])
     plan = LLMPlan(
@@ -157,7 +161,7 @@ async def test_a_live_record_carries_the_items_co_viewed_with_the_users_last_one
     )  # fmt: skip
     landed = await records.land_plan(plan, NOW + timedelta(minutes=2))
     assert landed is not None
-    assert landed.co_viewed == ["k3", "p1"]
+    assert (landed.co_viewed, landed.category_popular) == (["k3", "p1"], ["k3", "k2"])
 
 
 def test_bench_items_reports_build_memory_search_and_lookups_against_their_baselines() -> None:

@@ -17,6 +17,7 @@ from intentstream.stream.catalog import (
     co_view_pairs,
     description,
     increment,
+    latest_category,
     pair,
     recent_items,
     sightings,
@@ -246,17 +247,62 @@ def test_a_feed_row_that_is_not_a_pair_is_refused(row: object) -> None:
         pair(row)
 
 
-def test_a_feed_shows_the_tags_items_alternating_with_the_co_viewed_ones() -> None:
-    assert feed_items([["a1", "a2"], ["b1"]], ["c1", "a1", "c2"], 5) == ["a1", "c1", "b1", "a2", "c2"]
-    assert feed_items([], ["c1", "c2"], 5) == ["c1", "c2"]
-    assert feed_items([["a1", "a2", "a3"]], [], 2) == ["a1", "a2"]
+def test_a_feed_shows_the_tags_items_in_turn_with_the_co_viewed_and_the_categorys_popular() -> None:
+    assert feed_items([["a1", "a2"], ["b1"]], ["c1", "a1", "c2"], [], 5) == ["a1", "c1", "b1", "a2", "c2"]
+    assert feed_items([["a1", "a2"]], ["c1", "c2"], ["p1", "c1", "p2"], 6) == [
+        "a1",
+        "c1",
+        "p1",
+        "a2",
+        "c2",
+        "p2",
+    ]
+    assert feed_items([], ["c1", "c2"], [], 5) == ["c1", "c2"]
+    assert feed_items([], [], ["p1"], 5) == ["p1"]
+    assert feed_items([["a1", "a2", "a3"]], [], [], 2) == ["a1", "a2"]
     record = IntentRecord(
         user_id="u", version=1, context_version=1, trigger="live", event_time=T0, planned_at=T0, model="none",
         tags=[IntentTag(tag="kettles", explanation="You viewed kettles.", source="live", items=["k1"])],
-        co_viewed=["t1", "t2"],
+        co_viewed=["t1", "t2"], category_popular=["p1"],
     )  # fmt: skip
-    assert record.items(3) == ["k1", "t1", "t2"]
-    assert orjson.loads(record.encode_written(T0))["co_viewed"] == ["t1", "t2"]
-    assert "co_viewed" not in orjson.loads(record.model_copy(update={"co_viewed": []}).encode_written(T0))
-    with pytest.raises(ValueError, match="at most 50"):
-        record.model_validate(record.model_dump() | {"co_viewed": [f"i{n}" for n in range(51)]})
+    assert record.items(4) == ["k1", "t1", "p1", "t2"]
+    written = orjson.loads(record.encode_written(T0))
+    assert (written["co_viewed"], written["category_popular"]) == (["t1", "t2"], ["p1"])
+    empty = orjson.loads(
+        record.model_copy(update={"co_viewed": [], "category_popular": []}).encode_written(T0)
+    )
+    assert "co_viewed" not in empty
+    assert "category_popular" not in empty
+    for field in ("co_viewed", "category_popular"):
+        with pytest.raises(ValueError, match="at most 50"):
+            record.model_validate(record.model_dump() | {field: [f"i{n}" for n in range(51)]})
+
+
+def test_a_categorys_bestsellers_are_its_own_items_most_popular_now() -> None:
+    catalog = Catalog()
+    catalog.add([
+        seen("k1", "kettle", category="kitchen.kettle", weight=1.0),
+        seen("k2", "steel kettle", category="kitchen.kettle", weight=5.0),
+        seen("k3", "glass kettle", category="kitchen.kettle", weight=3.0),
+        seen("t1", "toaster", category="kitchen.toaster", weight=9.0),
+        seen("x1", "kettle descaler", weight=20.0),  # no category: in none
+    ])  # fmt: skip
+    now = T0.timestamp()
+    assert catalog.bestsellers("kitchen.kettle", now, 5) == ["k2", "k3", "k1"]
+    assert catalog.bestsellers("kitchen.kettle", now, 2, exclude=["k2"]) == ["k3", "k1"]
+    assert catalog.bestsellers("kitchen", now, 5) == []  # the exact path, not a prefix
+    assert catalog.bestsellers("garden.hose", now, 5) == []
+    catalog.add([seen("k1", "kettle", category="kitchen.kettle", at=DAY, weight=10.0)])  # k1 again: one row
+    assert catalog.bestsellers("kitchen.kettle", now + DAY, 5) == ["k1", "k2", "k3"]
+
+
+def test_the_latest_category_is_the_newest_items_not_a_searchs() -> None:
+    recent = [
+        {"item": "a", "category": "kitchen.kettle"},
+        {"item": "b"},  # no category
+        {"category": "garden.hose", "text": "hose"},  # a search: no item
+    ]
+    assert latest_category(recent) == "kitchen.kettle"
+    assert latest_category([*recent, {"item": "c", "category": "garden.hose"}]) == "garden.hose"
+    assert latest_category([{"item": "b"}]) is None
+    assert latest_category([]) is None

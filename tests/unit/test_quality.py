@@ -438,9 +438,13 @@ async def test_items_for_the_tags_hit_the_next_item_that_popular_misses() -> Non
 
     report = item_report(found, dataset="switcher", users=1, seed=1)
     assert (report["level"], report["hr_at_k_realtime"], report["hr_at_k_popular"]) == ("item", 1.0, 0.0)
-    assert {"hr_at_k_daily", "hr_at_k_co_viewed", "hr_at_k_last_category_popular", "hr_at_k_record"} <= set(
-        report
-    )
+    assert {
+        "hr_at_k_daily",
+        "hr_at_k_co_viewed",
+        "hr_at_k_last_category_popular",
+        "hr_at_k_record",
+        "hr_at_k_record_without_category_popular",
+    } <= set(report)
     assert report["including_seen"]["users"] == 1
 
 
