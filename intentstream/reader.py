@@ -48,8 +48,9 @@ class Lookup:
 
     def items(self, n: int) -> list[str]:
         """Up to ``n`` item ids for a feed: the tags' catalog items in turn by rank, the
-        strongest tag first, alternating with the items co-viewed with the user's last ones
-        (``IntentRecord.items``); none without a record."""
+        strongest tag first, in turn with the items co-viewed with the user's last ones and
+        the most popular of their latest category (``IntentRecord.items``); none without a
+        record."""
         return self.record.items(n) if self.record else []
 
 

@@ -14,8 +14,9 @@ In one run, on this machine:
   are: tags and users per second; the HNSW search against an exact scan of the same vectors
   (the baseline, ``numpy`` over every item) per query;
 * **lookup through the reader** on a real redis-server: ``IntentReader.items(user, 30)`` for
-  single users one after another (records written with their tags' items and the items
-  co-viewed with three recent items by the worker's own ``RecordWriter.with_items``), p50
+  single users one after another (records written with their tags' items, the items
+  co-viewed with three recent items and the most popular of the newest one's category, by
+  the worker's own ``RecordWriter.with_items``), p50
   and p99, against ``IntentReader.get`` of records of the
   same users without items (the baseline, the same run).
 """
@@ -207,13 +208,14 @@ async def lookups(catalog: Catalog, synthetic: Synthetic, users: int, address: s
         ]
         record = IntentRecord(user_id=f"u{u}", version=1, context_version=1, trigger="live", event_time=NOW,
                               planned_at=NOW, model="none", tags=tags)  # fmt: skip
-        ctx = UserContext(f"u{u}")  # three recent items, whose co-viewed ones the record carries
+        ctx = UserContext(f"u{u}")  # three recent items: their co-viewed ones, their category's best
         ctx.recent = [
             {
                 "action": "view",
                 "ts": NOW.timestamp(),
                 "text": "",
                 "item": f"item-{synthetic.rng.randrange(len(catalog))}",
+                "category": synthetic.rng.choice(synthetic.categories),
             }
             for _ in range(3)
         ]
@@ -221,7 +223,13 @@ async def lookups(catalog: Catalog, synthetic: Synthetic, users: int, address: s
     await store.write_many(records, NOW)
     plain = IntentStore(client, prefix="bench-items-plain")
     bare = [
-        r.model_copy(update={"tags": [t.model_copy(update={"items": []}) for t in r.tags], "co_viewed": []})
+        r.model_copy(
+            update={
+                "tags": [t.model_copy(update={"items": []}) for t in r.tags],
+                "co_viewed": [],
+                "category_popular": [],
+            }
+        )
         for r in records
     ]
     await plain.write_many(bare, NOW)
@@ -230,6 +238,7 @@ async def lookups(catalog: Catalog, synthetic: Synthetic, users: int, address: s
     order = list(range(users))
     random.Random(7).shuffle(order)
     co_viewed = sum(len(r.co_viewed) for r in records)
+    category_popular = sum(len(r.category_popular) for r in records)
     with_items, without = [], []
     shown = 0
     for u in order:
@@ -246,6 +255,7 @@ async def lookups(catalog: Catalog, synthetic: Synthetic, users: int, address: s
         "users": users,
         "items_per_lookup_mean": round(shown / users, 1),
         "co_viewed_per_record_mean": round(co_viewed / users, 1),
+        "category_popular_per_record_mean": round(category_popular / users, 1),
         "lookup_p50_ms": p50,
         "lookup_p99_ms": p99,
         "baseline_get_without_items_p50_ms": b50,
@@ -285,8 +295,9 @@ def bench_items(items: int = 1_000_000, users: int = 1000) -> dict[str, Any]:
         "notes": (
             "Synthetic items from fixed vocabularies (seeded); memory is the process's resident growth "
             "while the catalog was built (faiss HNSW, 16 links, 128-dimension float vectors, and the "
-            "Python ids and popularity arrays), then the co-viewed partners' growth (Python dicts of "
-            "catalog rows). The reader's lookup is one HGET of the record and the interleaving of its "
-            "tags' items with its co-viewed items, on a local redis-server over loopback."
+            "Python ids and popularity arrays, each category's rows), then the co-viewed partners' growth "
+            "(Python dicts of catalog rows). The reader's lookup is one HGET of the record and the "
+            "interleaving of its tags' items with its co-viewed items and its category's most popular, on "
+            "a local redis-server over loopback."
         ),
     }

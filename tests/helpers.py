@@ -136,6 +136,7 @@ def intent_record(version: int, user: str = "u1") -> IntentRecord:
         model="m",
         llm_context_version=version,
         co_viewed=["i9", "i4"],
+        category_popular=["i5"],
     )
 
 

@@ -61,10 +61,12 @@ function problemOf(user, record) {
   if (record.written_at !== undefined && !RFC3339.test(String(record.written_at))) return "written_at is malformed";
   if (typeof record.model !== "string") return "model is not a string";
   if (!VERDICTS.has(record.verdict)) return "verdict is unknown";
-  if (record.co_viewed !== undefined) {
-    const ok = Array.isArray(record.co_viewed) && record.co_viewed.length <= 50 &&
-      record.co_viewed.every((i) => typeof i === "string" && codePoints(i) >= 1 && codePoints(i) <= 128);
-    if (!ok) return "co_viewed is malformed";
+  for (const name of ["co_viewed", "category_popular"]) {
+    const ids = record[name];
+    if (ids === undefined) continue;
+    const ok = Array.isArray(ids) && ids.length <= 50 &&
+      ids.every((i) => typeof i === "string" && codePoints(i) >= 1 && codePoints(i) <= 128);
+    if (!ok) return `${name} is malformed`;
   }
   const llm = record.llm_context_version;
   if (llm !== undefined && (!Number.isInteger(llm) || llm < 1)) return "llm_context_version is not an integer >= 1";

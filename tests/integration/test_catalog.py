@@ -174,5 +174,6 @@ def test_bench_items_reports_build_memory_search_and_lookups_against_their_basel
     assert result["reader"]["items_per_lookup_mean"] > 0
     assert 0 < result["co_viewed"]["partners_per_item_mean"] <= result["co_viewed"]["partners_kept_per_item"]
     assert result["reader"]["co_viewed_per_record_mean"] > 0  # the lookups read co-viewed items too
+    assert result["reader"]["category_popular_per_record_mean"] > 0  # and their category's most popular
     for name in ("lookup_p50_ms", "lookup_p99_ms", "baseline_get_without_items_p99_ms"):
         assert result["reader"][name] > 0

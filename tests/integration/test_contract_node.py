@@ -125,6 +125,7 @@ async def test_node_reads_what_python_wrote_with_the_reader_acl(
                 },
             ]
             assert g["record"]["co_viewed"] == ["i9", "i4"]
+            assert g["record"]["category_popular"] == ["i5"]
         assert got[-1] == {"user": "nobody", "record": None}
     assert run_reader("ping", url(server, "intent-reader")) == ["PONG"]
     # The Python reader gets the same through the same ACL user.
@@ -185,6 +186,16 @@ def corrupt_cases() -> dict[str, tuple[dict[str, Any] | bytes, str, str]]:
             record("too-many-co-viewed", co_viewed=[f"i{n}" for n in range(51)]),
             "2",
             "co_viewed",
+        ),
+        "bad-category-popular": (
+            record("bad-category-popular", category_popular=[7]),
+            "2",
+            "category_popular",
+        ),
+        "too-many-category-popular": (
+            record("too-many-category-popular", category_popular=[f"i{n}" for n in range(51)]),
+            "2",
+            "category_popular",
         ),
         "bad-llm-version": (record("bad-llm-version", llm_context_version=0), "2", "llm_context_version"),
         "bad-time": (record("bad-time", planned_at="yesterday"), "2", "planned_at"),
