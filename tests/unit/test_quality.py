@@ -486,3 +486,23 @@ async def test_a_record_of_five_minutes_ago_knows_only_the_items_the_user_had_ta
     assert found.new[POPULAR] == [None]  # the phone and the tv
     assert found.new[RECORD] == [2]  # at the cut: lamp 90's co-viewed sofa 40
     assert found.new[RECORD_DELAYED + "5min"] == [None]  # 5 minutes before, lamp 90 was not theirs yet
+
+
+async def test_the_record_shows_the_bestsellers_of_the_users_latest_category_as_a_feed_reads_them() -> None:
+    from intentstream.perf.quality import POPULAR, RECORD, RECORD_DELAYED, RECORD_WITHOUT_CATEGORY, item_level
+
+    kettles = [ev("fan", m, "kettle", i) for i, m in enumerate(range(0, 60, 6))]
+    history = [*kettles, ev("fan", 99, "lamp", 95)]  # lamp 95: nobody took anything with it
+    targets = [ev("fan", 110 + m, "lamp", 96 + m) for m in range(5)]
+    crowd = [ev(f"crowd-l{n}", 80 + n, "lamp", 96) for n in range(5)]  # lamp 96: the best-selling lamp
+    crowd += [ev(f"crowd-p{n}", 90 + n / 10, "phone", 7) for n in range(30)]  # the phone: popular
+    events = history + targets + [e.model_copy(update={"event_id": f"c-{i}"}) for i, e in enumerate(crowd)]
+    cases = [c for c in build_cases(events, users=None)[0] if c.user_id == "fan"]
+    scores = await evaluate(
+        cases, events, FixedTaggerDouble("garden hose"), EXACT, k=3, path=batch_path(), live_tags=0
+    )
+    found = item_level(cases, events, scores.served, k=1, items_per_tag=3, half_life_s=86_400.0)
+    assert found.new[POPULAR] == [None]  # the phone
+    assert found.new[RECORD_WITHOUT_CATEGORY] == [None]  # no tag's item, nothing co-viewed: the phone
+    assert found.new[RECORD] == [1]  # their latest category's best seller
+    assert found.new[RECORD_DELAYED + "daily"] == [None]  # a day before, they had looked at no lamp
