@@ -9,7 +9,8 @@
 
 With a catalog (``stream.catalog``), each tag of what either writes carries the catalog's
 items for it (``with_items``), the user's recent purchases left out, and the stream's
-records carry the items co-viewed with the user's last ones (the planner's keep them).
+records carry the items co-viewed with the user's last ones and the most popular items of
+their latest category (the planner's keep them).
 
 Both write version = the stored version + 1 through the store's atomic only-if-newer
 script, which makes it a compare-and-set: when the other writer got there first, the write
@@ -94,8 +95,9 @@ class RecordWriter:
         """``record`` with the catalog's items on each tag, as of its newest event; the items
         ``ctx``'s recent behaviours bought are left out (a feed should not offer them again
         at once). A tag's items are remembered for ``ITEMS_MEMO_S`` (many users share tags).
-        With ``ctx``, also the items co-viewed with its last items (its recent ones left
-        out); without, ``record``'s own are kept."""
+        With ``ctx``, also the items co-viewed with its last items and the most popular items
+        of its latest category (``latest_category``; a category's, too, remembered for
+        ``ITEMS_MEMO_S``), its recent ones left out; without, ``record``'s own are kept."""
         if self.catalog is None or not len(self.catalog):
             return record
         bought = (
@@ -109,7 +111,7 @@ class RecordWriter:
                 co_viewed = self.catalog.co_viewed(recent_items(ctx.recent), self.co_viewed, exclude=recent)
             if self.category_popular:
                 category = latest_category(ctx.recent)
-                popular = self._bestsellers_of(category, record, now) if category else []
+                popular = self._bestsellers_of(self.catalog, category, record, now) if category else []
                 category_popular = [i for i in popular if i not in recent][: self.category_popular]
         missing = [t.tag for t in record.tags if (memo := self._items.get(t.tag)) is None or memo[0] < now]
         if missing:
@@ -130,15 +132,14 @@ class RecordWriter:
             update={"tags": tags, "co_viewed": co_viewed, "category_popular": category_popular}
         )
 
-    def _bestsellers_of(self, category: str, record: IntentRecord, now: float) -> list[str]:
-        """``category``'s most popular items, enough to leave a context's recent ones out,
-        remembered for ``ITEMS_MEMO_S``."""
-        assert self.catalog is not None
+    def _bestsellers_of(self, catalog: Catalog, category: str, record: IntentRecord, now: float) -> list[str]:
+        """``category``'s most popular items as of ``record``'s newest event, enough to leave
+        a context's recent ones out, remembered for ``ITEMS_MEMO_S``."""
         memo = self._bestsellers.get(category)
         if memo is None or memo[0] < now:
             if len(self._bestsellers) > 100_000:
                 self._bestsellers.clear()
-            found = self.catalog.bestsellers(
+            found = catalog.bestsellers(
                 category, record.event_time.timestamp(), self.category_popular + self.shape.recent
             )
             memo = self._bestsellers[category] = (now + ITEMS_MEMO_S, found)
