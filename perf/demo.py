@@ -189,7 +189,31 @@ def describe(
     if planned:
         covered = "covered" if audit.heaviest_covered else "NOT covered"
         lines.append(f"    audit: heaviest interest {audit.heaviest!r} {covered}")
+    lines += feed_lines(record, events)
     return "\n".join(lines)
+
+
+FEED_SHOWN = 6
+
+
+def feed_lines(record: IntentRecord, events: list[BehaviorEvent]) -> list[str]:
+    """The first items a feed would show (``IntentRecord.items``), each with its title from
+    the replayed events and the lists it came from: the tags' items, the items co-viewed with
+    the user's last ones, their latest category's most popular (all three code's lookups)."""
+    shown = record.items(FEED_SHOWN)
+    if not shown:
+        return []
+    titles = {e.item_id: e.item_text for e in events if e.item_id and e.item_text}
+    lists = (
+        ("tags", {i for t in record.tags for i in t.items}),
+        ("co-viewed", set(record.co_viewed)),
+        ("category", set(record.category_popular)),
+    )
+    out = [f"    a feed shows first ({len(record.items(50))} items in all):"]
+    for item in shown:
+        sources = ", ".join(name for name, items in lists if item in items)
+        out.append(f"      {titles.get(item, item)} [{sources}]")
+    return out
 
 
 def run_demo(

@@ -43,6 +43,7 @@ import contextlib
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -355,8 +356,10 @@ class CatalogFeed:
     Every worker folds the stream from its beginning (``follow``); an item it does not know yet
     is described from the hash. So all workers hold the same catalog, and a restarted worker
     knows every item seen within the window (older ones had lost three quarters of their
-    popularity; they come back when seen again). A Redis failure delays a flush, never loses
-    what it held, and never stops the worker."""
+    popularity; they come back when seen again). What a worker observes it folds into its own
+    catalog at once, so the records of the same batch can offer the items it just saw; its
+    entries carry its ``writer`` id, and it skips them when it reads them back. A Redis failure
+    delays a flush, never loses what it held, and never stops the worker."""
 
     def __init__(
         self, client: RedisClient, prefix: str, *, window_s: float = 2 * HALF_LIFE_S, flush_s: float = 10.0
@@ -372,9 +375,13 @@ class CatalogFeed:
         self.new: dict[str, bytes] = {}  # descriptions for the hash at the next flush
         self.pairs: dict[tuple[str, str], int] = {}  # co-viewed pairs for the next flush
         self._described: set[str] = set()  # items this worker described already
+        self.writer = secrets.token_hex(8)  # marks this feed's entries (a restart makes a new one)
+        self._mine = self.writer.encode()
 
     def observe(self, seen: Iterable[Sighting], known: Catalog) -> None:
-        """Add a batch's sightings to what the next flush appends (cheap: no I/O)."""
+        """Add a batch's sightings to what the next flush appends, and fold them into
+        ``known`` at once (no I/O)."""
+        seen = list(seen)
         for s in seen:
             ts, weight = self.pending.get(s.item_id, (s.ts, 0.0))
             self.pending[s.item_id] = (max(ts, s.ts), weight + s.weight)
@@ -383,11 +390,15 @@ class CatalogFeed:
                     self._described.clear()
                 self._described.add(s.item_id)
                 self.new[s.item_id] = orjson.dumps([s.text, s.category, s.brand, s.price])
+        known.add(seen)
 
-    def observe_pairs(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Add a batch's co-viewed pairs (``co_view_pairs``) to the next flush (no I/O)."""
+    def observe_pairs(self, pairs: Iterable[tuple[str, str]], known: Catalog) -> None:
+        """Add a batch's co-viewed pairs (``co_view_pairs``) to the next flush, and fold them
+        into ``known`` at once, after the batch's items (``observe``) (no I/O)."""
+        pairs = list(pairs)
         for pair in pairs:
             self.pairs[pair] = self.pairs.get(pair, 0) + 1
+        known.co_view((a, b, 1) for a, b in pairs)
 
     async def flush(self) -> int:
         """Append what was observed since the last flush; returns how many items. On a Redis
@@ -405,10 +416,10 @@ class CatalogFeed:
                     pipe.hset(self.items_key, mapping=new)  # type: ignore[arg-type]
                 for first in range(0, len(rows), PER_ENTRY):
                     chunk = orjson.dumps(rows[first : first + PER_ENTRY])
-                    pipe.xadd(self.stream, {"s": chunk}, minid=oldest, approximate=True)
+                    pipe.xadd(self.stream, {"s": chunk, "w": self.writer}, minid=oldest, approximate=True)
                 for first in range(0, len(together), PER_ENTRY):  # after the items they name
                     chunk = orjson.dumps(together[first : first + PER_ENTRY])
-                    pipe.xadd(self.stream, {"c": chunk}, minid=oldest, approximate=True)
+                    pipe.xadd(self.stream, {"c": chunk, "w": self.writer}, minid=oldest, approximate=True)
                 await pipe.execute()
         except Exception:
             for item, (ts, weight) in pending.items():  # put back, merged with what came since
@@ -431,6 +442,8 @@ class CatalogFeed:
             read += len(entries)
             for entry_id, fields in entries:
                 self.last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                if fields.get(b"w") == self._mine:
+                    continue  # this feed's own: folded when it was observed
                 field_name, parse = (b"c", pair) if b"c" in fields else (b"s", increment)
                 try:
                     rows = orjson.loads(fields[field_name])

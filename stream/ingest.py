@@ -288,7 +288,7 @@ class ContextService:
         started = time.perf_counter()
         if self.catalog_feed is not None and self.records.catalog is not None:
             self.catalog_feed.observe(seen, self.records.catalog)
-            self.catalog_feed.observe_pairs(pairs)
+            self.catalog_feed.observe_pairs(pairs, self.records.catalog)
         done = await self.records.write_live(ctxs, now)
         c = self.counters
         c.records_written += done.written

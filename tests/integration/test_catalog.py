@@ -112,10 +112,11 @@ async def test_co_viewed_pairs_reach_every_worker_through_the_feed_and_survive_a
     prefix = "catalog-test-d"
     feed, mine = CatalogFeed(redis_client, prefix), Catalog()
     ctx, shape, entities = UserContext("shopper"), ContextShape(), EntityCache()
+    feed.observe(sightings(events("shopper", *KETTLES, PHONE)), mine)  # the items first, as a batch does
     for e in events("shopper", KETTLES[0], KETTLES[1], KETTLES[2], PHONE):  # pairs as the batch makes them
-        feed.observe_pairs(co_view_pairs(ctx.recent, e))
+        feed.observe_pairs(co_view_pairs(ctx.recent, e), mine)
         apply_event(ctx, e, shape, entities)
-    feed.observe(sightings(events("shopper", *KETTLES, PHONE)), mine)
+    assert mine.co_viewed(["p1"]) == ["k2", "k1", "k0"]  # in this worker's catalog at once
     await redis_client.set(f"{prefix}:catalog", "not a stream")  # XADD will fail
     with pytest.raises(redis.exceptions.ResponseError):
         await feed.flush()
@@ -131,6 +132,29 @@ async def test_co_viewed_pairs_reach_every_worker_through_the_feed_and_survive_a
     assert theirs.co_viewed(["k0"]) == ["k1", "k2", "p1"]  # k1 twice more, from the extra entry
     assert theirs.co_viewed(["p1"]) == ["k2", "k1", "k0"]  # the three before it, the nearest first
     assert theirs.co_viewed(["ghost"]) == []
+    while await feed.read(mine):  # its own entries come back: folded once, when observed
+        pass
+    assert mine.co_viewed(["p1"]) == theirs.co_viewed(["p1"])
+    assert mine.co_viewed(["k0"]) == theirs.co_viewed(["k0"])
+
+
+async def test_a_worker_offers_what_it_just_saw_at_once_and_counts_it_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    prefix = "catalog-test-f"
+    feed, mine = CatalogFeed(redis_client, prefix), Catalog()
+    feed.observe(sightings(events("shopper", KETTLES[0], KETTLES[0], action="purchase")), mine)
+    assert mine.candidates(["kettle"], NOW.timestamp())[0] == ["k0"]  # before any flush
+    before = mine.popularity([mine.rows["k0"]], NOW.timestamp())[0]
+    assert await feed.flush() == 1
+    while await feed.read(mine):
+        pass
+    assert mine.popularity([mine.rows["k0"]], NOW.timestamp())[0] == before  # not folded twice
+    assert feed.skipped == 0  # its own entries are not foreign ones
+    theirs, other = Catalog(), CatalogFeed(redis_client, prefix)  # another worker, or this one restarted
+    while await other.read(theirs):
+        pass
+    assert theirs.popularity([theirs.rows["k0"]], NOW.timestamp())[0] == pytest.approx(before)
 
 
 async def test_a_live_record_carries_the_co_viewed_items_and_its_categorys_bestsellers_and_a_plan_keeps_them(

@@ -65,3 +65,31 @@ def test_each_planned_tag_is_printed_with_the_audits_verdict() -> None:
     assert lines[apple + 4].startswith("    • [live] smartphones")
     assert "audit:" not in lines[apple + 4] or "heaviest" in lines[apple + 4]  # live entries: code's
     assert "heaviest interest" in lines[-1]
+
+
+def test_the_items_a_feed_shows_first_are_printed_with_their_titles_and_lists() -> None:
+    from intentstream.perf.demo import describe
+    from intentstream.schemas.events import BehaviorEvent
+    from intentstream.schemas.record import IntentRecord, IntentTag
+    from tests.helpers import NOW
+
+    events = [
+        BehaviorEvent(event_id=f"e{n}", user_id=user, action="view", ts=NOW, item_id=item, item_text=text)
+        for n, (user, item, text) in enumerate(
+            [("u1", "k1", "bosch kettle"), ("u2", "k2", "tefal kettle"), ("u2", "m1", "kettle descaler")]
+        )
+    ]  # fmt: skip
+    kettles = IntentTag(
+        tag="kettles", explanation="Viewed once.", source="live", wording="code", items=["k2"]
+    )
+    record = IntentRecord(
+        user_id="u1", version=2, context_version=1, trigger="live", event_time=NOW, planned_at=NOW,
+        model="none", tags=[kettles], co_viewed=["m1", "k2"], category_popular=["k2", "x9"],
+    )  # fmt: skip
+    lines = describe("u1", events, record).splitlines()
+    start = lines.index("    a feed shows first (3 items in all):")
+    assert lines[start + 1 :] == [
+        "      tefal kettle [tags, co-viewed, category]",
+        "      kettle descaler [co-viewed]",
+        "      x9 [category]",  # no title among the replayed events: its id
+    ]
