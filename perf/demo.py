@@ -209,7 +209,8 @@ def feed_lines(record: IntentRecord, events: list[BehaviorEvent]) -> list[str]:
         ("co-viewed", set(record.co_viewed)),
         ("category", set(record.category_popular)),
     )
-    out = [f"    a feed shows first ({len(record.items(50))} items in all):"]
+    offered = set().union(*(items for _, items in lists))  # the feed is these, without repeats
+    out = [f"    a feed shows first ({len(offered)} items in all):"]
     for item in shown:
         sources = ", ".join(name for name, items in lists if item in items)
         out.append(f"      {titles.get(item, item)} [{sources}]")
