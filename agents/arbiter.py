@@ -13,6 +13,7 @@ pool's. If it gives no usable answer, the pool's ranking is used as it is (a rep
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -83,11 +84,28 @@ class Pooled:
 
 
 def clean_tag(text: str) -> str | None:
-    """The tag as plain text of 2 to 5 words, or None."""
+    """The tag as plain text of 2 to 5 words, each in one writing system, or None.
+    ("paper杯子" is a small model sliding into another script mid-word: no item's word, yet
+    its first letters ground it.)"""
     if INSTRUCTION_LIKE.search(text):
         return None
     tag = plain_text(text, TAG_MAX_CHARS)
+    if any(len(scripts(word)) > 1 for word in tag.split()):
+        return None
     return tag if 2 <= len(tag.split()) <= 5 else None
+
+
+_SCRIPT_FAMILY = {"HIRAGANA": "CJK", "KATAKANA": "CJK"}  # Japanese mixes these within a word
+
+
+def scripts(word: str) -> set[str]:
+    """The writing systems of the letters of ``word`` (LATIN, CYRILLIC, CJK, ...)."""
+    found = set()
+    for ch in word:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "").split(" ", 1)[0]
+            found.add(_SCRIPT_FAMILY.get(name, name))
+    return found
 
 
 def scorer_for(embedder: TextEmbedder, sharpness: float, backend: BackendChoice) -> Scorer:

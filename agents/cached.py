@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
-from intentstream.agents.evidence import Evidence
+from intentstream.agents.evidence import SEASONS, Evidence, season
 from intentstream.agents.explainer import NUMBER, NUMBER_WORDS, check_sentence
 from intentstream.agents.prompts import INSTRUCTION_LIKE
 from intentstream.schemas.events import ACTION_WEIGHT
@@ -23,15 +23,17 @@ class ExplainerVet:
     """A cached tag is shown only if it reads like no instruction (our plans never hold one:
     such an entry was written by someone else); a filled sentence only if the explainer's
     ``check_sentence`` passes it against this user's facet (numbers the data holds, actions
-    the user did, grounded in the item, no instruction, no link)."""
+    the user did, grounded in the item, no instruction, no link, no season but the facet's)."""
 
     def tag(self, tag: str) -> bool:
         return not INSTRUCTION_LIKE.search(tag)
 
     def sentence(self, text: str, facet: Facet) -> str | None:
         evidence = Evidence("c1", "recent", facet.text, dict(facet.counts), facet_price(facet))
+        # Written for another user, maybe in another season: "this autumn" in January is false.
+        now = season(datetime.fromtimestamp(facet.last_ts, UTC))
         try:
-            return check_sentence(text, [evidence])
+            return check_sentence(text, [evidence], frozenset(SEASONS) - {now})
         except ValueError:
             return None
 

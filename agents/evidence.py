@@ -207,9 +207,12 @@ def kinds_of(text: str, category: str | None) -> str | None:
     return ", ".join(dict.fromkeys(path[-KINDS_MAX_WORDS:]))
 
 
+SEASONS = ("winter", "spring", "summer", "autumn")
+
+
 def season(moment: datetime) -> str:
     """Meteorological season, northern hemisphere (both shared logs are European stores)."""
-    return ("winter", "spring", "summer", "autumn")[(moment.month % 12) // 3]
+    return SEASONS[(moment.month % 12) // 3]
 
 
 def user_view(request: ReplanRequest, now: datetime) -> UserView:

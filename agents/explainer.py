@@ -1,18 +1,21 @@
 """Explanations by meta-prompting: first a style guide written for this user, these tags and
-this moment (season, weather, holidays), then one sentence per tag written under that guide.
+this moment (season, weather, holidays), then one sentence per tag written under that guide
+(the writer's worked example is the one of the guide's tone).
 
 Facts are filled by code. The model writes the phrasing around two slots: ``{did}`` (what
 the shopper did with the tag's items, how often: built by code from the tag's own evidence)
 and ``{price}`` (its price or price band). Guided decoding makes every sentence hold
 ``{did}``. The phrasing is then checked in code: no number of its own, no action the
-evidence does not show, no word naming the user's *other* items or the prompts' example
-products, no markup, link or instruction. A sentence that fails is asked for again; after the
-retries it is built from the evidence alone (a repair, counted).
+evidence does not show, no repeat of the item ``{did}`` names, no word naming the user's
+*other* items or the prompts' example products, no markup, link or instruction. A sentence
+that fails is asked for again; after the retries it is built from the evidence alone (a
+repair, counted).
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +24,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from intentstream.agents.arbiter import Pooled
-from intentstream.agents.evidence import Evidence, UserView, grounding, season, stem, term, terms, words
+from intentstream.agents.evidence import (
+    SEASONS,
+    Evidence,
+    UserView,
+    grounding,
+    season,
+    stem,
+    term,
+    terms,
+    words,
+)
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import (
     INSTRUCTION_LIKE,
@@ -49,11 +62,11 @@ _GUIDE_EXAMPLE = {
     "profile": {"actions": {"cart": 1}, "season": "autumn", "region": "Lyon"},
     "signals": ["weather: heavy rain this weekend"],
 }
-_GUIDE_ANSWER = {
-    "tone": "practical",
-    "moment": "a rainy autumn weekend",
-    "focus": "The item and what they did.",
-}
+
+
+def _guide_answer(tone: str) -> dict[str, str]:
+    return {"tone": tone, "moment": "a rainy autumn weekend", "focus": "The item and what they did."}
+
 
 _EXPLAIN_TASK = """\
 Your task: for each tag write one plain sentence (at most 20 words) in the guide's style \
@@ -61,14 +74,30 @@ telling the shopper why the tag was chosen. The store fills in the facts: write 
 what the shopper did with the item, {price} for its price (only when given). Never write a \
 number or an action yourself. No markup, no links.
 """
-_EXPLAIN_EXAMPLE = {
-    "guide": {"tone": "warm", "moment": "autumn", "focus": "The item and what they did."},
-    "tags": [
-        {"id": "t1", "tag": "nike sport shoes", "item": "nike sport shoes", "price": "{price}"},
-    ],
-}  # fmt: skip
-# One tag only: a small model copies an example's sentences by position onto other tags.
-_EXPLAIN_ANSWER = {"explanations": [{"id": "t1", "text": "You {did}, worth a second look this autumn."}]}
+
+
+def _explain_example(tone: str) -> dict[str, Any]:
+    return {
+        "guide": {"tone": tone, "moment": "autumn", "focus": "The item and what they did."},
+        "tags": [{"id": "t1", "tag": "nike sport shoes", "item": "nike sport shoes", "price": "{price}"}],
+    }
+
+
+# One worked example per tone. A small model copies its example: with one example for all,
+# every guide was "practical" and every explanation ended alike ("…, worth a second look
+# this winter"). So the style guide's example is of a tone chosen by the user (``tone_for``),
+# and the writer is shown the worked sentence of the tone its guide chose. Each sentence is
+# true of any item: it states no action, number or product of its own, and has few content
+# words (one may happen to name another of the user's items). One tag only: a small model
+# copies an example's sentences by position onto other tags.
+EXPLAIN_ANSWERS = {
+    "warm": "You {did}; more like it could brighten your autumn.",
+    "practical": "You {did}, so similar ones are here for autumn.",
+    "playful": "You {did}, and there is plenty more like it this autumn!",
+    "concise": "Shown because you {did}.",
+}
+if set(EXPLAIN_ANSWERS) != set(TONES):
+    raise ImportError("agents.explainer.EXPLAIN_ANSWERS must hold one sentence per tone")
 # Products named in the agents' worked examples: a small model copies them into sentences.
 EXAMPLE_WORDS = frozenset(
     {"nike", "garmin", "philips", "kettle", "watch", "shoe", "perfume", "luxury", "running", "lyon"}
@@ -76,12 +105,20 @@ EXAMPLE_WORDS = frozenset(
 # A sentence with one {did}, and {price} at most once after it: the model cannot skip the facts.
 TEMPLATE_PATTERN = r"^[^{}]*\{did\}[^{}]*(\{price\}[^{}]*)?$"
 SLOT = re.compile(r"\{(did|price)\}")
+RESTATED_WORDS = 3  # words of an item's name the phrasing may not repeat: {did} names it
 
 
-def guide_stage() -> Stage:
+def tone_for(user_id: str) -> str:
+    """The tone of the style guide's worked example for ``user_id``: stable per user, spread
+    evenly over users."""
+    return TONES[zlib.crc32(user_id.encode()) % len(TONES)]
+
+
+def guide_stage(tone: str = "practical") -> Stage:
+    """The style-guide writer, its worked example of ``tone``."""
     return Stage(
         name="style_guide",
-        system=system_prompt(_GUIDE_TASK, _GUIDE_EXAMPLE, _GUIDE_ANSWER),
+        system=system_prompt(_GUIDE_TASK, _GUIDE_EXAMPLE, _guide_answer(tone)),
         schema=object_schema(
             tone={"type": "string", "enum": list(TONES)},
             moment=sentence_property(60),
@@ -91,10 +128,12 @@ def guide_stage() -> Stage:
     )
 
 
-def explain_stage(max_tags: int) -> Stage:
+def explain_stage(max_tags: int, tone: str = "concise") -> Stage:
+    """The explanation writer for a guide of ``tone``: its worked example is that tone's."""
+    answer = {"explanations": [{"id": "t1", "text": EXPLAIN_ANSWERS[tone]}]}
     return Stage(
         name="explainer",
-        system=system_prompt(_EXPLAIN_TASK, _EXPLAIN_EXAMPLE, _EXPLAIN_ANSWER),
+        system=system_prompt(_EXPLAIN_TASK, _explain_example(tone), answer),
         schema=object_schema(
             explanations=array_of(
                 object_schema(
@@ -207,10 +246,12 @@ def check_sentence(text: str, evidence: Sequence[Evidence], foreign: frozenset[s
 
 def foreign_words(view: UserView, evidence: Sequence[Evidence]) -> frozenset[str]:
     """Words (``term``s) an explanation of ``evidence`` may not use: the words of the user's
-    other items and of the prompts' example products, unless ``evidence`` holds them too."""
+    other items, of the prompts' example products and the seasons it is not ("a warm
+    summer" in November), unless ``evidence`` holds them too."""
     own = frozenset(t for e in evidence for t in terms(e.described))
     others = frozenset(t for e in view.evidence if e.kind != "signal" for t in terms(e.described))
-    return (others | {term(w) for w in EXAMPLE_WORDS}) - own
+    seasons = set(SEASONS) - {season(view.moment)}
+    return (others | {term(w) for w in EXAMPLE_WORDS | seasons}) - own
 
 
 # What the shopper did with an item, as a phrase holding the item; every ``Action`` has one.
@@ -289,12 +330,16 @@ def fill(
 ) -> str:
     """The sentence from the model's ``template``: its slots filled by code from ``evidence``
     and the result checked (``check_sentence``). ValueError when the phrasing states a
-    number, names a foreign word, uses a slot without its fact or the sentence fails."""
+    number, names an item again (``RESTATED_WORDS`` of its words), names a foreign word,
+    uses a slot without its fact or the sentence fails."""
     if "{did}" not in template:
         raise ValueError(f"sentence without the {{did}} slot: {template[:80]!r}")
     phrasing = SLOT.sub(" ", template)
     if NUMBER.search(phrasing) or any(w in NUMBER_WORDS for w in _WORD_RE.findall(phrasing.casefold())):
         raise ValueError(f"the phrasing states a number itself: {template[:80]!r}")
+    restated = [said for e in evidence if len(said := terms(e.text) & terms(phrasing)) >= RESTATED_WORDS]
+    if restated:  # "You bought the jumbo bag suki, a look at the jumbo bag suki."
+        raise ValueError(f"the phrasing names the item again ({sorted(restated[0])}); {{did}} says it")
     facts = {"did": did_slot(evidence, earlier), "price": price_slot(evidence)}
     missing = [name for name in SLOT.findall(template) if facts[name] is None]
     if missing:
@@ -330,8 +375,10 @@ class Explainer:
 
     def __init__(self, llm: LLM, max_tags: int, retries: int = 2) -> None:
         self.llm = llm
-        self.guide_stage = replace(guide_stage(), retries=retries)
-        self.explain_stage = replace(explain_stage(max_tags), retries=retries)
+        self.guide_stages = {tone: replace(guide_stage(tone), retries=retries) for tone in TONES}
+        self.explain_stages = {
+            tone: replace(explain_stage(max_tags, tone), retries=retries) for tone in TONES
+        }
 
     async def guide(self, tags: Sequence[Pooled], view: UserView, cost: PlanCost) -> StyleGuide:
         data: dict[str, Any] = {"tags": [p.tag for p in tags], "profile": view.profile()}
@@ -350,7 +397,8 @@ class Explainer:
             return guide
 
         try:
-            return await ask(self.llm, self.guide_stage, data_block(data), parse, cost, view.user_id)
+            stage = self.guide_stages[tone_for(view.user_id)]
+            return await ask(self.llm, stage, data_block(data), parse, cost, view.user_id)
         except StageFailed as exc:
             cost.repairs.append(f"style_guide: default guide ({exc})")
             return StyleGuide(
@@ -380,7 +428,8 @@ class Explainer:
 
         data = data_block(explainer_data(tags, view, guide))
         try:
-            await ask(self.llm, self.explain_stage, data, parse, cost, view.user_id)
+            stage = self.explain_stages.get(guide.tone, self.explain_stages["concise"])
+            await ask(self.llm, stage, data, parse, cost, view.user_id)
         except StageFailed as exc:
             cost.repairs.append(
                 f"explainer: {len(tags) - len(written)} sentence(s) built from evidence ({exc})"

@@ -22,8 +22,10 @@ def _known_stages() -> dict[str, str]:
     """Every agent stage's system prompt, mapped to the stage's name."""
     v1 = V1Baseline(None, max_tags=4)  # type: ignore[arg-type]  # only its prompts are read
     stages = [
-        *(planner.STAGE, experts.STAGE, arbiter.arbiter_stage(4), explainer.guide_stage()),
-        *(explainer.explain_stage(4), judge.relevance_stage(4), judge.senior_stage(), *v1.paths, v1.explain),
+        *(planner.STAGE, experts.STAGE, arbiter.arbiter_stage(4)),
+        *(explainer.guide_stage(tone) for tone in explainer.TONES),
+        *(judge.relevance_stage(4), judge.senior_stage(), *v1.paths, v1.explain),
+        *(explainer.explain_stage(4, tone) for tone in explainer.TONES),
     ]
     return {stage.system: stage.name for stage in stages}
 

@@ -5,18 +5,29 @@ the chain's retries and repairs, the V1 baseline, and user text kept as data."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import timedelta
 
 import numpy as np
 import orjson
 import pytest
 
-from intentstream.agents.arbiter import Arbiter, Pooled, evidence_pool, pool_candidates, relevance, scorer_for
+from intentstream.agents.arbiter import (
+    Arbiter,
+    Pooled,
+    clean_tag,
+    evidence_pool,
+    pool_candidates,
+    relevance,
+    scorer_for,
+)
 from intentstream.agents.chain import IntentChain, PlanFailed, PlanRejected, delta
 from intentstream.agents.embedding import HashedEmbedder
-from intentstream.agents.evidence import grounding, user_view
+from intentstream.agents.evidence import SEASONS, grounding, season, user_view
 from intentstream.agents.experts import Candidate, parse_candidates
 from intentstream.agents.explainer import (
+    EXPLAIN_ANSWERS,
+    TONES,
     Explained,
     Explainer,
     check_sentence,
@@ -24,6 +35,7 @@ from intentstream.agents.explainer import (
     evidence_sentence,
     fill,
     foreign_words,
+    tone_for,
 )
 from intentstream.agents.judge import (
     apply_floors,
@@ -204,6 +216,14 @@ def test_a_titled_works_kinds_are_shown_and_hold_tags_a_typed_products_path_is_n
 
 
 # ---- arbiter ----------------------------------------------------------------------------------
+
+
+def test_a_tag_word_in_two_writing_systems_is_no_word() -> None:
+    assert clean_tag("pack of 6 skull paper杯子") is None  # seen from the served 0.5B model
+    assert clean_tag("samsung смартфон") == "samsung смартфон"  # one script per word is fine
+    assert clean_tag("crème brûlée set") == "crème brûlée set"
+    assert clean_tag("抹茶 お菓子") == "抹茶 お菓子"  # kanji and kana are one family
+    assert clean_tag("usb2 cable") == "usb2 cable"  # digits are no script
 
 
 def candidate(tag: str, *evidence: str) -> Candidate:
@@ -410,6 +430,52 @@ def test_facts_are_filled_by_code_around_the_models_phrasing() -> None:
         fill("You {did} three times.", watch, foreign)
     with pytest.raises(ValueError, match="no fact"):
         fill("You {did} at {price}.", user_view(request(behaviour("garmin watch")), NOW).evidence, foreign)
+
+
+def test_an_explanation_names_no_season_but_the_moments() -> None:
+    watch = VIEW.pick(["r1"])
+    foreign = foreign_words(VIEW, watch)
+    now = season(VIEW.moment)
+    assert fill(f"You {{did}}, just right this {now}.", watch, foreign).endswith(f"this {now}.")
+    for other in set(SEASONS) - {now}:
+        with pytest.raises(ValueError, match=other):
+            fill(f"You {{did}}, like a warm {other}.", watch, foreign)
+
+
+def test_the_phrasing_may_not_name_the_item_again() -> None:
+    watch = VIEW.pick(["r1"])
+    foreign = foreign_words(VIEW, watch)
+    with pytest.raises(ValueError, match="again"):
+        fill("You {did}, a second look at this garmin electronics watch.", watch, foreign)
+    # Naming the interest is fine: that is what the sentence explains.
+    assert fill("You {did}, so here are more garmin watches.", watch, foreign).endswith("garmin watches.")
+
+
+def test_the_style_guides_example_tone_is_spread_over_users() -> None:
+    tones = Counter(tone_for(f"user-{n}") for n in range(400))
+    assert set(tones) == set(TONES)
+    assert min(tones.values()) > 60  # about 100 each
+    assert tone_for("user-7") == tone_for("user-7")
+
+
+async def test_the_style_guide_is_shown_the_example_of_the_users_tone() -> None:
+    llm = ScriptedLLM(style_guide=GUIDE_OK)
+    pooled = [Pooled("c1", "garmin sports watch", "r", ("r1",), 1.0, 3.0)]
+    await Explainer(llm, max_tags=3).guide(pooled, VIEW, PlanCost())
+    (call,) = llm.calls_of("style_guide")
+    assert f'"tone":"{tone_for(VIEW.user_id)}"' in call.messages[0]["content"]
+
+
+async def test_the_writer_is_shown_the_worked_sentence_of_its_guides_tone() -> None:
+    pooled = [Pooled("c1", "garmin sports watch", "r", ("r1",), 1.0, 3.0)]
+    for tone in TONES:
+        guide = js({"tone": tone, "moment": "rainy autumn", "focus": "the items"})
+        llm = ScriptedLLM(style_guide=guide, explainer=explanations_for)
+        await Explainer(llm, max_tags=3).explain(pooled, VIEW, PlanCost())
+        (call,) = llm.calls_of("explainer")
+        system = call.messages[0]["content"]
+        assert EXPLAIN_ANSWERS[tone] in system
+        assert all(EXPLAIN_ANSWERS[other] not in system for other in TONES if other != tone)
 
 
 def test_the_did_fact_states_a_count_only_where_it_is_the_whole_truth() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from intentstream.agents.cached import ExplainerVet, entries, template_of
-from intentstream.agents.evidence import Evidence
+from intentstream.agents.evidence import SEASONS, Evidence, season
 from intentstream.stream.live import Facet
 from intentstream.stream.plancache import CachedTag, PlanCache, fill, interest_key
 from tests.helpers import NOW
@@ -70,6 +70,15 @@ def test_a_filled_sentence_names_no_word_of_the_first_users_item_this_one_lacks(
     galaxy = entry("You viewed the Galaxy A50 {count:view} times.", cite="samsung galaxy a50")
     assert fill(galaxy, facet("samsung galaxy a70"), VET) is None  # "a50" is someone else's phone
     assert fill(galaxy, facet("samsung galaxy a50 phone"), VET) == "You viewed the Galaxy A50 5 times."
+
+
+def test_a_filled_sentence_names_no_season_but_the_users_own() -> None:
+    now = season(NOW)
+    for other in set(SEASONS) - {now}:
+        wrong = entry(f"You viewed the {{item}} {{count:view}} times, this {other}.")
+        assert fill(wrong, facet(), VET) is None
+    right = entry(f"You viewed the {{item}} {{count:view}} times, this {now}.")
+    assert fill(right, facet(), VET) == f"You viewed the samsung smartphone 5 times, this {now}."
 
 
 def test_hostile_item_text_in_a_filled_sentence_is_refused() -> None:
