@@ -18,6 +18,9 @@ they cited or the judge's links; it groups the events by item description itself
   holds all its words in one of the kind's items. One description alone (a product title,
   bought as often as four others) is an item, not an interest; its figure is kept beside
   (``heaviest_item_covered``).
+- **interest or item name** (given the whole log's items, ``LogItems``): how many items of
+  the log hold every word of the tag. A tag only one item holds is that item's name, not an
+  interest a feed can retrieve many items for.
 
 The checks are written here on purpose, not imported from the explainer or the judge: an
 audit that shared their code would share their blind spots.
@@ -28,7 +31,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from intentstream.schemas.events import ACTION_WEIGHT, Action, BehaviorEvent
 
@@ -204,6 +207,30 @@ def true_numbers(chosen: Sequence[AuditInterest]) -> set[str]:
     return found
 
 
+class LogItems:
+    """Every item of a whole log by the stems of its description (text, category path,
+    brand): how many items a tag could stand for. An interest is what many items satisfy
+    ("hot water bottle"); a tag only one item of the log holds every word of is that item's
+    name ("white skull hot water bottle"), however true."""
+
+    def __init__(self, events: Iterable[BehaviorEvent]) -> None:
+        self._by_stem: dict[str, set[str]] = {}
+        for e in events:
+            if e.item_text:
+                item = e.item_id or e.item_text
+                for w in event_words(e):
+                    self._by_stem.setdefault(w, set()).add(item)
+
+    def satisfying(self, tag: str) -> int:
+        """How many of the log's items hold every content word of ``tag``."""
+        found: set[str] | None = None
+        for w in sorted(stems(tag), key=lambda w: len(self._by_stem.get(w, ()))):
+            found = set(self._by_stem.get(w, ())) if found is None else found & self._by_stem.get(w, set())
+            if not found:
+                return 0
+        return len(found) if found is not None else 0
+
+
 @dataclass(frozen=True, slots=True)
 class TagAudit:
     """One written tag's verdict."""
@@ -213,6 +240,7 @@ class TagAudit:
     factual: bool
     problems: tuple[str, ...]
     covered: tuple[str, ...]  # keys of the interests the tag covers
+    items_satisfying: int | None = None  # of the whole log's items (``LogItems``), when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,11 +310,15 @@ def audit_plan(
     max_tags: int,
     known: frozenset[str] = frozenset(),
     moment: str = "",
+    log_items: LogItems | None = None,
 ) -> PlanAudit:
     """Audit the written ``(tag, explanation)`` pairs of one user against ``events``, the raw
-    behaviour the plan was made from."""
+    behaviour the plan was made from; with ``log_items``, how many items of the log each tag
+    could stand for (``TagAudit.items_satisfying``)."""
     user = interests(events)
     audited = tuple(audit_tag(t, x, user, known, moment) for t, x in tags)
+    if log_items is not None:
+        audited = tuple(replace(a, items_satisfying=log_items.satisfying(a.tag)) for a in audited)
     covered = {key for a in audited for key in a.covered}
     grouped = kinds(user)
     top = grouped[0].weight if grouped else 0.0

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from intentstream.agents.arbiter import scorer_for
-from intentstream.agents.audit import PlanAudit, audit_plan, entity_words
+from intentstream.agents.audit import LogItems, PlanAudit, audit_plan, entity_words
 from intentstream.agents.chain import JUDGE_STAGES, IntentChain, PlanFailed, PlanRejected
 from intentstream.agents.embedding import MiniLMEmbedder
 from intentstream.agents.evidence import season, user_view
@@ -79,6 +79,7 @@ class Chosen:
     dataset: str
     events: list[BehaviorEvent]
     known: frozenset[str]
+    log_items: LogItems | None = None  # the whole log's items, for the item-name figure
 
 
 def pick_users(settings: Settings, per_log: int, seed: int = SEED) -> list[Chosen]:
@@ -92,19 +93,25 @@ def pick_users(settings: Settings, per_log: int, seed: int = SEED) -> list[Chose
         for e in events:
             by_user[e.user_id].append(e)
         known = entity_words(events)
+        log_items = LogItems(events)
         eligible = sorted(u for u, es in by_user.items() if sum(1 for e in es if e.item_text) >= MIN_EVENTS)
         for user in rng.sample(eligible, min(per_log, len(eligible))):
-            chosen.append(Chosen(name, by_user[user][-HISTORY_CAP:], known))
+            chosen.append(Chosen(name, by_user[user][-HISTORY_CAP:], known, log_items))
     return chosen
 
 
 def audited(
-    tags: list[Explained], events: list[BehaviorEvent], known: frozenset[str], max_tags: int
+    tags: list[Explained],
+    events: list[BehaviorEvent],
+    known: frozenset[str],
+    max_tags: int,
+    log_items: LogItems | None = None,
 ) -> PlanAudit:
     """The fact audit of ``tags`` against the raw ``events`` they were planned from (the
     moment an explanation may name: the season of the newest event)."""
     pairs = [(t.tag, t.explanation) for t in tags]
-    return audit_plan(pairs, events, max_tags=max_tags, known=known, moment=season(events[-1].ts))
+    moment = season(events[-1].ts)
+    return audit_plan(pairs, events, max_tags=max_tags, known=known, moment=moment, log_items=log_items)
 
 
 def v1_history(events: list[BehaviorEvent], count_tokens: Any) -> list[BehaviorEvent]:
@@ -191,7 +198,7 @@ async def _run(
         out.judge_cost = PlanCost({k: v for k, v in out.cost.stages.items() if k in JUDGE_STAGES})
         out.repaired = bool(out.cost.repairs)
         out.cost = out.cost.without(*JUDGE_STAGES)
-        out.audit = audited(out.tags, events, user.known, tags)
+        out.audit = audited(out.tags, events, user.known, tags, user.log_items)
         progress("hmas")
         return out
 
@@ -216,7 +223,7 @@ async def _run(
                     out.verdict, out.reasons = judgement.verdict, _reasons(judgement)
                 except StageFailed:
                     out.verdict = "unjudged"
-        out.audit = audited(out.tags, events, user.known, tags)
+        out.audit = audited(out.tags, events, user.known, tags, user.log_items)
         progress("v1")
         return out
 
@@ -353,9 +360,12 @@ def _audit_summary(outcomes: list[Outcome]) -> dict[str, Any]:
     """The fact audit's rates: over tags (grounded, factual) and over users (heaviest
     interest covered, share of interests with real weight covered, every tag true). An
     interest is a kind of item (``audit.kinds``); ``heaviest_item_covered_rate`` is the same
-    for the single heaviest item description, the definition of the first factual-tags run."""
+    for the single heaviest item description, the definition of the first factual-tags run.
+    ``item_name_tag_rate``: the share of tags only one item of the whole log holds every word
+    of (``audit.LogItems``): an item's name, not an interest (None when no log was given)."""
     audits = [o.audit for o in outcomes if o.audit is not None]
     tags = [t for a in audits for t in a.tags]
+    named = [t for t in tags if t.items_satisfying is not None]
 
     def rate(hits: int, total: int) -> float | None:
         return round(hits / total, 3) if total else None
@@ -368,6 +378,8 @@ def _audit_summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "heaviest_item_covered_rate": rate(sum(a.heaviest_item_covered for a in audits), len(audits)),
         "interest_coverage": round(statistics.fmean(a.coverage for a in audits), 3) if audits else None,
         "audit_passed_rate": rate(sum(a.passed and bool(a.tags) for a in audits), len(audits)),
+        # A tag only one item of the log holds every word of is that item's name, not an interest.
+        "item_name_tag_rate": rate(sum(t.items_satisfying == 1 for t in named), len(named)),
     }
 
 

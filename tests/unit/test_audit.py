@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from intentstream.agents.audit import audit_plan, audit_tag, entity_words, interests, kinds
+from intentstream.agents.audit import LogItems, audit_plan, audit_tag, entity_words, interests, kinds
 from intentstream.schemas.events import Action, BehaviorEvent
 from tests.helpers import NOW
 
@@ -156,6 +156,29 @@ def test_without_categories_descriptions_sharing_two_words_are_one_kind() -> Non
     assert plan.heaviest_covered
     assert not plan.heaviest_item_covered  # the placemat, bought three times
     assert not audit_plan([("placemat", "You bought it.")], events, max_tags=3).heaviest_covered
+
+
+def test_a_tag_only_one_item_of_the_log_holds_is_that_items_name() -> None:
+    events = (
+        _bought("WHITE SKULL HOT WATER BOTTLE", 2)
+        + _bought("GREY HEART HOT WATER BOTTLE", 1)
+        + seen("apple", "smartphone", 2)
+        + [e.model_copy(update={"item_id": "apple-2"}) for e in seen("apple", "smartphone")]
+    )
+    log = LogItems(events)
+    assert log.satisfying("hot water bottle") == 2  # an interest
+    assert log.satisfying("white skull hot water bottle") == 1  # one item's name
+    assert log.satisfying("apple smartphones") == 2  # two items share a typed description
+    assert log.satisfying("pink flamingo") == 0
+    assert log.satisfying("") == 0
+    plan = audit_plan(
+        [("white skull hot water bottle", "You bought it."), ("hot water bottle", "You bought them.")],
+        events,
+        max_tags=3,
+        log_items=log,
+    )
+    assert [t.items_satisfying for t in plan.tags] == [1, 2]
+    assert audit_plan([("hot water bottle", "x")], events, max_tags=3).tags[0].items_satisfying is None
 
 
 def test_no_events_and_no_tags_audit_cleanly() -> None:

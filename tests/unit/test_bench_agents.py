@@ -72,7 +72,7 @@ def test_delta_plans_are_set_against_full_ones_and_fallbacks_counted() -> None:
 
 
 def test_the_audit_summary_rates_tags_and_users_and_repeats_over_what_the_gate_passed() -> None:
-    from intentstream.agents.audit import audit_plan
+    from intentstream.agents.audit import LogItems, audit_plan
 
     events = [
         BehaviorEvent(
@@ -87,7 +87,12 @@ def test_the_audit_summary_rates_tags_and_users_and_repeats_over_what_the_gate_p
     false.tags = [Explained("bosch toaster", "You bought the bosch toaster.", ())]
     for o in (true, false):
         o.audit = audit_plan([(t.tag, t.explanation) for t in o.tags], events, max_tags=3)
+    assert _summary([true, false])["item_name_tag_rate"] is None  # not asked: no log given
+    log = LogItems(events)  # one kettle in the whole log: "bosch kettle" is its name
+    for o in (true, false):
+        o.audit = audit_plan([(t.tag, t.explanation) for t in o.tags], events, max_tags=3, log_items=log)
     summary = _summary([true, false])
+    assert summary["item_name_tag_rate"] == 0.5  # the toaster is no item of the log at all
     assert summary["tag_grounded_rate"] == 0.5
     assert summary["explanation_factual_rate"] == 0.5
     assert summary["heaviest_interest_covered_rate"] == 0.5
