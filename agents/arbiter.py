@@ -142,6 +142,52 @@ def relevance(tags: Sequence[str], view: UserView, embedder: TextEmbedder, score
         scorer.release([key])
 
 
+INTEREST_MIN_ITEMS = 2  # items of the user a tag must stand for to be an interest, not a name
+
+
+def as_interest(tag: Pooled, view: UserView) -> Pooled:
+    """``tag`` as an interest when it is one item's name: a tag of 3 words or more that only
+    one of the user's items holds ("jumbo storage bag suki") becomes its longest run of
+    words that ``INTEREST_MIN_ITEMS`` of the user's items hold ("jumbo storage bag", also
+    held by "jumbo storage bag skulls"), backed by those items. Every word stays the
+    model's, in its order; a name no run of which another item shares is kept as it is (a
+    one-off interest). RecGPT hands tags to retrieval: a name retrieves one item."""
+    items = [e for e in view.evidence if e.kind != "signal"]
+    tokens = tag.tag.split()
+    if len(tokens) < 3 or len(holding(tag.tag, items)) >= INTEREST_MIN_ITEMS:
+        return tag
+    best: tuple[int, int, str, list[str]] | None = None
+    for n in range(len(tokens) - 1, 1, -1):
+        for start in range(len(tokens) - n + 1):
+            run = " ".join(tokens[start : start + n])
+            if sum(not w.isdigit() for w in words(run)) < 2:
+                continue  # "3 tier", "set of": no interest of two words
+            held = holding(run, items)
+            if len(held) >= INTEREST_MIN_ITEMS and (best is None or (len(held), n) > best[:2]):
+                best = (len(held), n, run, [e.id for e in held])
+    if best is None:
+        return tag
+    weights = {e.id: e.weight for e in items}
+    ids = tuple(sorted(best[3], key=lambda i: -weights[i]))
+    signals = tuple(i for i in tag.evidence if i.startswith("s"))
+    return replace(tag, tag=best[2], evidence=ids + signals, merged=(*tag.merged, tag.tag))
+
+
+def as_interests(tags: Sequence[Pooled], view: UserView) -> list[Pooled]:
+    """Each tag ``as_interest``; two that become the same interest are one (the first, with
+    the evidence of both)."""
+    out: dict[str, Pooled] = {}
+    for t in tags:
+        made = as_interest(t, view)
+        key = made.tag.casefold()
+        if key in out:
+            first = out[key]
+            out[key] = replace(first, evidence=tuple(dict.fromkeys(first.evidence + made.evidence)))
+        else:
+            out[key] = made
+    return list(out.values())
+
+
 def pool_candidates(
     candidates: Sequence[Candidate],
     view: UserView,

@@ -22,7 +22,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from intentstream.agents.arbiter import Arbiter, Pooled, pool_candidates
+from intentstream.agents.arbiter import Arbiter, Pooled, as_interests, pool_candidates
 from intentstream.agents.cached import entries
 from intentstream.agents.embedding import TextEmbedder
 from intentstream.agents.evidence import Evidence, UserView, heaviest, user_view
@@ -132,7 +132,8 @@ class IntentChain:
         tags = await self.arbiter.decide(candidates, view, cost)
         if not tags:
             raise PlanFailed(view.user_id, "no candidate tag is grounded in the user's data", cost)
-        return await self.cover_heaviest(view, tags, cost)
+        tags = interests_of(tags, view, cost)
+        return interests_of(await self.cover_heaviest(view, tags, cost), view, cost)
 
     async def cover_heaviest(self, view: UserView, tags: list[Pooled], cost: PlanCost) -> list[Pooled]:
         """``tags``, with a tag for the user's heaviest interest when none of them is backed
@@ -224,6 +225,15 @@ class IntentChain:
             )
         )
         return Plan(record, planned, judgement, cost, cacheable)
+
+
+def interests_of(tags: list[Pooled], view: UserView, cost: PlanCost) -> list[Pooled]:
+    """``tags`` with item names made interests (``agents.arbiter.as_interests``), each change
+    noted in ``cost.generalized``."""
+    made = as_interests(tags, view)
+    was = {t.id: t.tag for t in tags}
+    cost.generalized += [f"{was[t.id]!r} -> {t.tag!r}" for t in made if was.get(t.id, t.tag) != t.tag]
+    return made
 
 
 def heaviest_facet(view: UserView) -> Facet | None:

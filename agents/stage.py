@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -54,6 +54,7 @@ class PlanCost:
     errors: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)  # answers fixed in code instead of rejected
     delta: bool = False  # a delta plan (agents.chain.delta): no planner, experts for what is new
+    generalized: list[str] = field(default_factory=list)  # item names made interests, in code
 
     def stage(self, name: str) -> StageCost:
         return self.stages.setdefault(name, StageCost())
@@ -79,8 +80,9 @@ class PlanCost:
         return sum(s.latency_s for s in self.stages.values())
 
     def without(self, *names: str) -> PlanCost:
-        """The cost of every stage except ``names`` (e.g. the plan without its judge)."""
-        return PlanCost({k: v for k, v in self.stages.items() if k not in names})
+        """The cost of every stage except ``names`` (e.g. the plan without its judge); the
+        errors, repairs and changes made in code are kept."""
+        return replace(self, stages={k: v for k, v in self.stages.items() if k not in names})
 
 
 @dataclass(frozen=True, slots=True)

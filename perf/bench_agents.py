@@ -338,6 +338,9 @@ def _summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "judge_prompt_tokens_per_user": _mean([o.judge_cost.prompt_tokens for o in outcomes]),
         "valid_output_rate": round(sum(o.valid for o in outcomes) / n, 3),
         "repaired_rate": round(sum(o.repaired for o in outcomes) / n, 3),
+        # Tags the model named after one item that code cut to the run of words several of
+        # the user's items share (agents.arbiter.as_interest).
+        "tags_made_interests_per_user": _mean([len(o.cost.generalized) for o in outcomes]),
         # Explanations whose whole sentence is code's (the model's answers failed the checks).
         "explanations_worded_by_code_rate": round(
             sum(t.wording == "code" for o in outcomes for t in o.tags)

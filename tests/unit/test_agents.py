@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 from intentstream.agents.arbiter import (
     Arbiter,
     Pooled,
+    as_interest,
+    as_interests,
     clean_tag,
     evidence_pool,
     pool_candidates,
@@ -224,6 +227,39 @@ def test_a_tag_word_in_two_writing_systems_is_no_word() -> None:
     assert clean_tag("crème brûlée set") == "crème brûlée set"
     assert clean_tag("抹茶 お菓子") == "抹茶 お菓子"  # kanji and kana are one family
     assert clean_tag("usb2 cable") == "usb2 cable"  # digits are no script
+
+
+def test_one_items_name_becomes_the_interest_its_siblings_share() -> None:
+    view = user_view(
+        request(
+            behaviour("jumbo storage bag suki"), behaviour("jumbo storage bag skulls"),
+            behaviour("alarm clock bakelike orange"), behaviour("set of 3 cake tins"),
+        ),
+        NOW,
+    )  # fmt: skip
+    by_text = {e.text: e.id for e in view.evidence}
+
+    def pooled(tag: str, text: str) -> Pooled:
+        return Pooled("c1", tag, "r", (by_text[text],), 1.0, 1.0)
+
+    made = as_interest(pooled("jumbo storage bag suki", "jumbo storage bag suki"), view)
+    assert made.tag == "jumbo storage bag"  # the longest run two of the user's items hold
+    assert set(made.evidence) == {by_text["jumbo storage bag suki"], by_text["jumbo storage bag skulls"]}
+    assert made.merged == ("jumbo storage bag suki",)
+    # A name no other item shares two words with stays: a one-off interest.
+    assert as_interest(pooled("alarm clock bakelike orange", "alarm clock bakelike orange"), view).tag == (
+        "alarm clock bakelike orange"
+    )
+    # Two-word tags and tags several items hold are interests already.
+    assert as_interest(pooled("storage bag", "jumbo storage bag suki"), view).tag == "storage bag"
+    # Two names of one interest become one tag, with the evidence of both.
+    both = as_interests(
+        [pooled("jumbo storage bag suki", "jumbo storage bag suki"),
+         replace(pooled("jumbo storage bag skulls", "jumbo storage bag skulls"), id="c2")],
+        view,
+    )  # fmt: skip
+    assert [t.tag for t in both] == ["jumbo storage bag"]
+    assert len(both[0].evidence) == 2
 
 
 def candidate(tag: str, *evidence: str) -> Candidate:
