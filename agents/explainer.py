@@ -105,7 +105,10 @@ EXAMPLE_WORDS = frozenset(
 # A sentence with one {did}, and {price} at most once after it: the model cannot skip the facts.
 TEMPLATE_PATTERN = r"^[^{}]*\{did\}[^{}]*(\{price\}[^{}]*)?$"
 SLOT = re.compile(r"\{(did|price)\}")
-RESTATED_WORDS = 3  # words of an item's name the phrasing may not repeat: {did} names it
+# The phrasing may not repeat an item's name ({did} says it): all its words, or all but one,
+# when that is this many or more. Naming the interest ("more hot water bottles" after "the
+# white skull hot water bottle") is what the sentence is for.
+RESTATED_WORDS = 3
 
 
 def tone_for(user_id: str) -> str:
@@ -330,14 +333,18 @@ def fill(
 ) -> str:
     """The sentence from the model's ``template``: its slots filled by code from ``evidence``
     and the result checked (``check_sentence``). ValueError when the phrasing states a
-    number, names an item again (``RESTATED_WORDS`` of its words), names a foreign word,
+    number, repeats an item's name (``RESTATED_WORDS``), names a foreign word,
     uses a slot without its fact or the sentence fails."""
     if "{did}" not in template:
         raise ValueError(f"sentence without the {{did}} slot: {template[:80]!r}")
     phrasing = SLOT.sub(" ", template)
     if NUMBER.search(phrasing) or any(w in NUMBER_WORDS for w in _WORD_RE.findall(phrasing.casefold())):
         raise ValueError(f"the phrasing states a number itself: {template[:80]!r}")
-    restated = [said for e in evidence if len(said := terms(e.text) & terms(phrasing)) >= RESTATED_WORDS]
+    restated = [
+        said
+        for e in evidence
+        if len(said := terms(e.text) & terms(phrasing)) >= max(RESTATED_WORDS, len(terms(e.text)) - 1)
+    ]
     if restated:  # "You bought the jumbo bag suki, a look at the jumbo bag suki."
         raise ValueError(f"the phrasing names the item again ({sorted(restated[0])}); {{did}} says it")
     facts = {"did": did_slot(evidence, earlier), "price": price_slot(evidence)}

@@ -485,6 +485,8 @@ def test_the_phrasing_may_not_name_the_item_again() -> None:
         fill("You {did}, a second look at this garmin electronics watch.", watch, foreign)
     # Naming the interest is fine: that is what the sentence explains.
     assert fill("You {did}, so here are more garmin watches.", watch, foreign).endswith("garmin watches.")
+    bottle = user_view(request(behaviour("white skull hot water bottle")), NOW).evidence
+    assert fill("You {did}; more hot water bottles for you.", bottle, frozenset()).endswith("for you.")
 
 
 def test_the_style_guides_example_tone_is_spread_over_users() -> None:
