@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from intentstream.agents.evidence import SEASONS, Evidence, season
 from intentstream.agents.explainer import NUMBER, NUMBER_WORDS, check_sentence
@@ -23,17 +23,17 @@ class ExplainerVet:
     """A cached tag is shown only if it reads like no instruction (our plans never hold one:
     such an entry was written by someone else); a filled sentence only if the explainer's
     ``check_sentence`` passes it against this user's facet (numbers the data holds, actions
-    the user did, grounded in the item, no instruction, no link, no season but the facet's)."""
+    the user did, grounded in the item, no instruction, no link, no season but the record's)."""
 
     def tag(self, tag: str) -> bool:
         return not INSTRUCTION_LIKE.search(tag)
 
-    def sentence(self, text: str, facet: Facet) -> str | None:
+    def sentence(self, text: str, facet: Facet, now: datetime) -> str | None:
         evidence = Evidence("c1", "recent", facet.text, dict(facet.counts), facet_price(facet))
-        # Written for another user, maybe in another season: "this autumn" in January is false.
-        now = season(datetime.fromtimestamp(facet.last_ts, UTC))
+        # Written for another user, maybe in another season: "this autumn" in January is
+        # false. The season is the record's, as the explainer's is its plan's.
         try:
-            return check_sentence(text, [evidence], frozenset(SEASONS) - {now})
+            return check_sentence(text, [evidence], frozenset(SEASONS) - {season(now)})
         except ValueError:
             return None
 

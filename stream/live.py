@@ -319,7 +319,7 @@ def compose(
         # own cleaners (schemas.text) and limits, here or when the cache entry was read.
         if hit is not None and hit.tag not in taken:
             assert vet is not None
-            filled = fill(hit, facet, vet)
+            filled = fill(hit, facet, vet, now)
             entry = IntentTag.model_construct(
                 tag=hit.tag,
                 explanation=filled or live_explanation(facet),

@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
@@ -89,15 +90,17 @@ class Vet(Protocol):
         """Whether a cached tag may be shown at all."""
         ...
 
-    def sentence(self, text: str, facet: Facet) -> str | None:
-        """The filled sentence, cleaned, when it is true of ``facet``; else None."""
+    def sentence(self, text: str, facet: Facet, now: datetime) -> str | None:
+        """The filled sentence, cleaned, when it is true of ``facet`` in a record written
+        ``now``; else None."""
         ...
 
 
-def fill(entry: CachedTag, facet: Facet, vet: Vet) -> str | None:
-    """``entry``'s explanation for the user of ``facet``: the slots filled with their facts
-    and the sentence checked by ``vet``; None when a slot has no fact here, the sentence
-    names words of the first user's item this one lacks, or it fails a check."""
+def fill(entry: CachedTag, facet: Facet, vet: Vet, now: datetime) -> str | None:
+    """``entry``'s explanation for the user of ``facet`` in a record written ``now``: the
+    slots filled with their facts and the sentence checked by ``vet``; None when a slot has
+    no fact here, the sentence names words of the first user's item this one lacks, or it
+    fails a check."""
     if entry.template is None:
         return None
     price = facet_price(facet)
@@ -109,7 +112,7 @@ def fill(entry: CachedTag, facet: Facet, vet: Vet) -> str | None:
     foreign = set(_words(SLOT.sub(" ", entry.template))) & set(_words(entry.cite)) - set(_words(facet.text))
     if foreign:
         return None
-    return vet.sentence(SLOT.sub(lambda m: values[m.group(1)], entry.template), facet)
+    return vet.sentence(SLOT.sub(lambda m: values[m.group(1)], entry.template), facet, now)
 
 
 def _words(text: str) -> list[str]:
