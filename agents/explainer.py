@@ -117,7 +117,7 @@ def tone_for(user_id: str) -> str:
     return TONES[zlib.crc32(user_id.encode()) % len(TONES)]
 
 
-def guide_stage(tone: str = "practical") -> Stage:
+def guide_stage(tone: str) -> Stage:
     """The style-guide writer, its worked example of ``tone``."""
     return Stage(
         name="style_guide",
@@ -131,7 +131,7 @@ def guide_stage(tone: str = "practical") -> Stage:
     )
 
 
-def explain_stage(max_tags: int, tone: str = "concise") -> Stage:
+def explain_stage(max_tags: int, tone: str) -> Stage:
     """The explanation writer for a guide of ``tone``: its worked example is that tone's."""
     answer = {"explanations": [{"id": "t1", "text": EXPLAIN_ANSWERS[tone]}]}
     return Stage(
@@ -340,10 +340,11 @@ def fill(
     phrasing = SLOT.sub(" ", template)
     if NUMBER.search(phrasing) or any(w in NUMBER_WORDS for w in _WORD_RE.findall(phrasing.casefold())):
         raise ValueError(f"the phrasing states a number itself: {template[:80]!r}")
+    phrased = terms(phrasing)
     restated = [
         said
         for e in evidence
-        if len(said := terms(e.text) & terms(phrasing)) >= max(RESTATED_WORDS, len(terms(e.text)) - 1)
+        if len(said := terms(e.text) & phrased) >= max(RESTATED_WORDS, len(terms(e.text)) - 1)
     ]
     if restated:  # "You bought the jumbo bag suki, a look at the jumbo bag suki."
         raise ValueError(f"the phrasing names the item again ({sorted(restated[0])}); {{did}} says it")
