@@ -158,7 +158,10 @@ def describe(
     actions = Counter(e.action.value for e in mine)
     lines = [f"user {user}: {len(mine)} events ({', '.join(f'{n} {a}' for a, n in actions.items())})"]
     for event in mine[-3:]:
-        lines.append(f"    recent  {event.action.value:8s} {event.item_text}")
+        said = event.item_text or (
+            f"search {event.query!r}" if event.query else f"item {event.item_id} (undescribed)"
+        )
+        lines.append(f"    recent  {event.action.value:8s} {said}")
     if record is None:
         lines.append(f"    (no plan written: {why_not})" if why_not else "    (no plan yet)")
         return "\n".join(lines)

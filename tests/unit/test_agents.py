@@ -260,6 +260,14 @@ def test_one_items_name_becomes_the_interest_its_siblings_share() -> None:
     )  # fmt: skip
     assert [t.tag for t in both] == ["jumbo storage bag"]
     assert len(both[0].evidence) == 2
+    # Two paddings of one content word are one interest: the first, the more relevant, stays.
+    padded = as_interests(
+        [pooled("jumbo interest", "jumbo storage bag suki"),
+         replace(pooled("jumbo products", "jumbo storage bag skulls"), id="c2")],
+        view,
+    )  # fmt: skip
+    assert [t.tag for t in padded] == ["jumbo interest"]
+    assert len(padded[0].evidence) == 2
 
 
 def candidate(tag: str, *evidence: str) -> Candidate:

@@ -93,3 +93,17 @@ def test_the_items_a_feed_shows_first_are_printed_with_their_titles_and_lists() 
         "      kettle descaler [co-viewed]",
         "      x9 [category]",  # no title among the replayed events: its id
     ]
+
+
+def test_an_undescribed_event_is_printed_as_such_not_as_none() -> None:
+    from intentstream.perf.demo import describe
+    from intentstream.schemas.events import BehaviorEvent
+    from tests.helpers import NOW
+
+    events = [
+        BehaviorEvent(event_id="e1", user_id="u1", action="view", ts=NOW, item_id="i9"),
+        BehaviorEvent(event_id="e2", user_id="u1", action="search", ts=NOW, query="red kettle"),
+    ]
+    lines = describe("u1", events, None).splitlines()
+    assert lines[1] == "    recent  view     item i9 (undescribed)"
+    assert lines[2] == "    recent  search   search 'red kettle'"
