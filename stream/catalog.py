@@ -63,7 +63,9 @@ log = logging.getLogger("intentstream.catalog")
 
 POOL = 200  # nearest items ranked by popularity for each tag
 PER_ENTRY = 1000  # popularity rows per feed entry
-FIT = 0.5  # an item fits a tag when its similarity is at least this share of the best one's
+# An item fits a tag when its similarity is at least this share of the best one's: at 0.5 a
+# popular "apple smartphone" outranked every "huawei smartphone" for the tag that names Huawei.
+FIT = 0.75
 DIMS = 128
 Vector = npt.NDArray[np.float32]
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)

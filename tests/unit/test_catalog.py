@@ -79,6 +79,20 @@ def test_the_items_that_fit_a_tag_come_first_and_the_popular_among_them() -> Non
     assert Catalog().candidates(["kettle"], T0.timestamp()) == [[]]
 
 
+def test_a_tag_that_names_a_brand_shows_that_brands_items_not_a_more_popular_brands() -> None:
+    catalog = Catalog()
+    catalog.add(
+        [
+            seen("a1", "apple smartphone", category="electronics.smartphone", weight=500.0),
+            seen("h1", "huawei smartphone", category="electronics.smartphone", weight=2.0),
+            seen("h2", "huawei smartphone", category="electronics.smartphone", weight=1.0),
+        ]
+    )
+    [huawei, phones] = catalog.candidates(["huawei smartphone", "smartphone"], T0.timestamp())
+    assert huawei == ["h1", "h2"]  # "apple smartphone" shares one word of two: it does not fit
+    assert phones[0] == "a1"  # the kind alone: every brand fits, the popular first
+
+
 def test_popularity_halves_every_half_life_of_event_time() -> None:
     catalog = Catalog(half_life_s=DAY)
     catalog.add([seen("old", "teapot", weight=8.0), seen("new", "teacup", at=3 * DAY, weight=2.0)])
