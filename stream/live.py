@@ -307,6 +307,7 @@ def compose(
     # A kind already shown (a facet of it has an entry, or an LLM tag covers one) is not
     # repeated as a lasting entry: "kettle" adds nothing under "bosch kettle".
     shown = {kind_of(f.category) for f, k in zip(found, covered, strict=True) if k and f.category}
+    lasting_tags: set[str] = set()
     for facet, a_kind in candidates:
         if len(live) >= live_tags:
             break
@@ -341,7 +342,12 @@ def compose(
             )
         taken.add(entry.tag)
         if facet.category:
-            shown.add(kind_of(facet.category))
+            kind = kind_of(facet.category)
+            shown.add(kind)
+            # A lasting entry taken before, heavier, for the kind this facet shows gives way.
+            live = [(w, t) for w, t in live if t.tag != kind or t.tag not in lasting_tags]
+        if a_kind:
+            lasting_tags.add(entry.tag)
         live.append((facet.weight, entry))
     ranked = sorted(
         [(w, 0, rank, t) for w, rank, t in llm if w > 0] + [(w, 1, n, t) for n, (w, t) in enumerate(live)],
