@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import UserView, grounding, heaviest, holding, stem, words
+from intentstream.agents.evidence import UserView, grounding, heaviest, holding, terms, words
 from intentstream.agents.experts import Candidate
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
@@ -176,11 +176,12 @@ def as_interest(tag: Pooled, view: UserView) -> Pooled:
 def as_interests(tags: Sequence[Pooled], view: UserView) -> list[Pooled]:
     """Each tag ``as_interest``; two that become the same interest are one (the first, with
     the evidence of both). The same interest is the same content words, whatever padding
-    the 2-word minimum drew from the model: "lucente interest" is "lucente products"."""
+    the 2-word minimum drew from the model ("lucente interest" is "lucente products"), as
+    whole words, a plural's "s" aside ("cardigan holder" is not "card holder")."""
     out: dict[frozenset[str] | str, Pooled] = {}
     for t in tags:
         made = as_interest(t, view)
-        key: frozenset[str] | str = frozenset(stem(w) for w in words(made.tag)) or made.tag.casefold()
+        key: frozenset[str] | str = terms(made.tag) or made.tag.casefold()
         if key in out:
             first = out[key]
             out[key] = replace(first, evidence=tuple(dict.fromkeys(first.evidence + made.evidence)))

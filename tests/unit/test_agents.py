@@ -268,6 +268,15 @@ def test_one_items_name_becomes_the_interest_its_siblings_share() -> None:
     )  # fmt: skip
     assert [t.tag for t in padded] == ["jumbo interest"]
     assert len(padded[0].evidence) == 2
+    # Words that only begin alike are other interests.
+    two = as_interests(
+        [
+            pooled("card holder", "jumbo storage bag suki"),
+            replace(pooled("cardigan holder", "alarm clock bakelike orange"), id="c2"),
+        ],
+        view,
+    )
+    assert [t.tag for t in two] == ["card holder", "cardigan holder"]
 
 
 def candidate(tag: str, *evidence: str) -> Candidate:
