@@ -343,8 +343,8 @@ def fill(
     phrased = terms(phrasing)
     restated = [
         said
-        for e in evidence
-        if len(said := terms(e.text) & phrased) >= max(RESTATED_WORDS, len(terms(e.text)) - 1)
+        for named in (terms(e.text) for e in evidence)
+        if len(said := named & phrased) >= max(RESTATED_WORDS, len(named) - 1)
     ]
     if restated:  # "You bought the jumbo bag suki, a look at the jumbo bag suki."
         raise ValueError(f"the phrasing names the item again ({sorted(restated[0])}); {{did}} says it")

@@ -252,29 +252,29 @@ def test_one_items_name_becomes_the_interest_its_siblings_share() -> None:
     )
     # Two-word tags and tags several items hold are interests already.
     assert as_interest(pooled("storage bag", "jumbo storage bag suki"), view).tag == "storage bag"
+
+    def interests(*named: tuple[str, str]) -> list[Pooled]:
+        """``as_interests`` of tags each backed by the item of the given text, in order."""
+        return as_interests(
+            [replace(pooled(tag, text), id=f"c{n + 1}") for n, (tag, text) in enumerate(named)], view
+        )
+
     # Two names of one interest become one tag, with the evidence of both.
-    both = as_interests(
-        [pooled("jumbo storage bag suki", "jumbo storage bag suki"),
-         replace(pooled("jumbo storage bag skulls", "jumbo storage bag skulls"), id="c2")],
-        view,
-    )  # fmt: skip
+    both = interests(
+        ("jumbo storage bag suki", "jumbo storage bag suki"),
+        ("jumbo storage bag skulls", "jumbo storage bag skulls"),
+    )
     assert [t.tag for t in both] == ["jumbo storage bag"]
     assert len(both[0].evidence) == 2
     # Two paddings of one content word are one interest: the first, the more relevant, stays.
-    padded = as_interests(
-        [pooled("jumbo interest", "jumbo storage bag suki"),
-         replace(pooled("jumbo products", "jumbo storage bag skulls"), id="c2")],
-        view,
-    )  # fmt: skip
+    padded = interests(
+        ("jumbo interest", "jumbo storage bag suki"), ("jumbo products", "jumbo storage bag skulls")
+    )
     assert [t.tag for t in padded] == ["jumbo interest"]
     assert len(padded[0].evidence) == 2
     # Words that only begin alike are other interests.
-    two = as_interests(
-        [
-            pooled("card holder", "jumbo storage bag suki"),
-            replace(pooled("cardigan holder", "alarm clock bakelike orange"), id="c2"),
-        ],
-        view,
+    two = interests(
+        ("card holder", "jumbo storage bag suki"), ("cardigan holder", "alarm clock bakelike orange")
     )
     assert [t.tag for t in two] == ["card holder", "cardigan holder"]
 
