@@ -114,6 +114,7 @@ class ContextService:
         self._requested_keys: set[str] = set()  # interests of requested re-plans (a sizing measure)
         self.lag: dict[int, int] = {}  # partition -> records behind its end, after the last batch
         self.stats_file = settings.home / "workers" / f"{settings.app_id}-{os.getpid()}.json"
+        self._latest_stats: dict[str, Any] | None = None  # ``latest_stats``
         self.catalog_feed = (
             CatalogFeed(
                 records.store.client,
@@ -566,6 +567,13 @@ class ContextService:
 
     # -- reporting --------------------------------------------------------------------
 
+    def latest_stats(self) -> dict[str, Any]:
+        """The report the event loop made last (``_report``, every ``stats_interval_s``), for
+        readers on other threads (``/metrics``): made there, a report would iterate the
+        contexts while the loop adds users, and would repeat the loop's work at every scrape.
+        Before the loop's first report, one is made here."""
+        return self._latest_stats or self.stats()
+
     def stats(self) -> dict[str, Any]:
         """The service's one report, as plain data: the stats file and ``/metrics`` read it."""
         c = self.counters
@@ -613,7 +621,7 @@ class ContextService:
         self.stats_file.parent.mkdir(parents=True, exist_ok=True)
         while True:
             await asyncio.sleep(self.settings.stats_interval_s)
-            stats = self.stats()
+            stats = self._latest_stats = self.stats()
             tmp = self.stats_file.with_suffix(".tmp")
             tmp.write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))
             tmp.replace(self.stats_file)

@@ -82,7 +82,7 @@ class WorkerCollector(Collector):
         self.planner = planner
 
     def collect(self) -> Iterator[Metric]:
-        stats, p = self.contexts.stats(), self.planner  # the service's report, not its insides
+        stats, p = self.contexts.latest_stats(), self.planner  # the service's report, not its insides
         c = stats["counters"]
         yield _counter("events_applied", "Behaviours applied to a context.", c["applied"])
         yield _counter("events_duplicate", "Behaviours skipped as already applied.", c["duplicates"])
@@ -182,7 +182,7 @@ class WorkerCollector(Collector):
             "judge_verdicts", "Judge verdicts (bad plans are not written).", "verdict", dict(p.verdicts)
         )
         users = GaugeMetricFamily("intentstream_contexts", "User contexts held by this worker.")
-        users.add_metric([], sum(len(owned) for owned in self.contexts.contexts.values()))
+        users.add_metric([], stats["users"])
         yield users
 
 
