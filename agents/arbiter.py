@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import UserView, grounding, heaviest, holding, terms, words
+from intentstream.agents.evidence import UserView, grounding, holding, terms, weighty, words
 from intentstream.agents.experts import Candidate
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import INSTRUCTION_LIKE, data_block, object_schema, system_prompt
@@ -324,18 +324,35 @@ class Arbiter:
         except StageFailed as exc:
             cost.repairs.append(f"arbiter: the pool's ranking kept as it is ({exc})")
             kept = pool[: self.max_tags]
-        return with_heaviest(kept, pool, view, self.max_tags)
+        return with_weighty(kept, pool, view, self.max_tags)
 
 
-def with_heaviest(kept: list[Pooled], pool: Sequence[Pooled], view: UserView, max_tags: int) -> list[Pooled]:
-    """``kept``, with the pool's best tag for the user's heaviest interest (``heaviest``) put
-    back when the arbiter dropped every tag of it: a one-off view must not push out what the
-    shopper does most. The ranking stays the pool's."""
-    group = {e.id for e in heaviest(view)}
-    if not group or any(group & set(p.evidence) for p in kept):
-        return kept
-    backing = next((p for p in pool if group & set(p.evidence)), None)
-    if backing is None:
-        return kept
-    chosen = {p.id for p in kept[: max_tags - 1]} | {backing.id}
+def with_weighty(kept: list[Pooled], pool: Sequence[Pooled], view: UserView, max_tags: int) -> list[Pooled]:
+    """``kept``, with the pool's best tag put back for each interest with real weight
+    (``weighty``, heaviest first, up to ``max_tags``) the arbiter dropped every tag of: a
+    one-off view must not push out what the shopper does a good deal. It takes a free place,
+    else the place of the last kept tag that backs no such interest; the heaviest interest,
+    failing both, the last kept tag's. The ranking stays the pool's."""
+    kinds = [{e.id for e in g} for g in weighty(view)[:max_tags]]
+    by_id = {p.id: p for p in pool}
+    chosen = [p.id for p in kept]
+
+    def backs(tag_id: str, kind: set[str]) -> bool:
+        return bool(kind & set(by_id[tag_id].evidence))
+
+    for n, kind in enumerate(kinds):
+        if any(backs(t, kind) for t in chosen):
+            continue
+        backing = next((p.id for p in pool if p.id not in chosen and backs(p.id, kind)), None)
+        if backing is None:
+            continue
+        if len(chosen) >= max_tags:
+            light = [t for t in chosen if not any(backs(t, k) for k in kinds)]
+            if light:
+                chosen.remove(light[-1])
+            elif n == 0:
+                chosen.pop()
+            else:
+                continue
+        chosen.append(backing)
     return [p for p in pool if p.id in chosen]

@@ -25,7 +25,7 @@ from datetime import datetime
 from intentstream.agents.arbiter import Arbiter, Pooled, as_interests, pool_candidates
 from intentstream.agents.cached import entries
 from intentstream.agents.embedding import TextEmbedder
-from intentstream.agents.evidence import Evidence, UserView, heaviest, user_view
+from intentstream.agents.evidence import Evidence, UserView, heaviest, user_view, weighty
 from intentstream.agents.experts import STAGE as EXPERT_STAGE
 from intentstream.agents.experts import Candidate, Expert
 from intentstream.agents.explainer import Explained, Explainer
@@ -117,7 +117,7 @@ class IntentChain:
             facets, kept = found
             cost.delta = True
         else:
-            facets, kept = with_heaviest_facet(view, await self.planner.plan(view, cost)), []
+            facets, kept = with_weighty_facets(view, await self.planner.plan(view, cost), self.max_tags), []
         proposals = await asyncio.gather(
             *(self.expert.propose(view, facet, cost) for facet in facets), return_exceptions=True
         )
@@ -248,13 +248,26 @@ def heaviest_facet(view: UserView) -> Facet | None:
     )
 
 
-def with_heaviest_facet(view: UserView, facets: list[Facet]) -> list[Facet]:
-    """The planner's facets, and one more for the user's heaviest interest when the planner
-    gave it to none: the interest the shopper shows most always gets an expert."""
+OTHER_INTERESTS_IDS = 8  # evidence of the facet for the weighty interests the planner missed
+OTHER_INTEREST_IDS = 2  # of each of them: its heaviest items
+
+
+def with_weighty_facets(view: UserView, facets: list[Facet], max_tags: int) -> list[Facet]:
+    """The planner's facets; one more for the user's heaviest interest when the planner gave
+    it to none; and one for the other interests with real weight (``weighty``, up to
+    ``max_tags``) it gave none, their heaviest items: what the shopper does a good deal always
+    gets an expert, at two calls more at most. (One expert for all of them named fewer: on
+    16 Online Retail customers of the shaping seed, 3.2 tags a user against 3.75.)"""
+    cited = {i for f in facets for i in f.evidence}
+    out = list(facets)
     facet = heaviest_facet(view)
-    if facet is None or any(set(facet.evidence) & set(f.evidence) for f in facets):
-        return facets
-    return [*facets, facet]
+    if facet is not None and not cited & set(facet.evidence):
+        out.append(facet)
+    missed = [g for g in weighty(view)[1:max_tags] if not cited & {e.id for e in g}]
+    ids = tuple(e.id for g in missed for e in g[:OTHER_INTEREST_IDS])[:OTHER_INTERESTS_IDS]
+    if ids:
+        out.append(Facet("other interests", "Different interests: name each one, one tag each.", ids))
+    return out
 
 
 DELTA_EXPERTS = 3  # new interests given an expert each in a delta plan, heaviest first

@@ -185,10 +185,22 @@ def heaviest(view: UserView) -> list[Evidence]:
     """The evidence of the user's heaviest interest, heaviest item first: the kind of item
     (``kinds_in``) weighed by what was done with its items and how often, not by how recently
     (a fresh one-off view must not outweigh what the shopper does most)."""
-    groups = kinds_in(view.evidence)
-    if not groups:
+    kinds = weighty(view)
+    return kinds[0] if kinds else []
+
+
+WEIGHTY_SHARE = 0.25  # a kind weighing this share of the heaviest kind's weight has real weight
+
+
+def weighty(view: UserView, share: float = WEIGHTY_SHARE) -> list[list[Evidence]]:
+    """The user's interests with real weight: the kinds of item (``kinds_in``) weighing at
+    least ``share`` of the heaviest, heaviest first (ties in the order of the evidence, most
+    recent first), each heaviest item first."""
+    weighed_kinds = [(sum(weighed(e.counts) for e in g), g) for g in kinds_in(view.evidence)]
+    if not weighed_kinds:
         return []
-    return max(groups, key=lambda g: sum(weighed(e.counts) for e in g))
+    top = max(w for w, _ in weighed_kinds)
+    return [g for w, g in sorted(weighed_kinds, key=lambda wg: -wg[0]) if w >= share * top]
 
 
 KINDS_MAX_WORDS = 4

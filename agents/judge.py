@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel
 
 from intentstream.agents.embedding import TextEmbedder, similarity
-from intentstream.agents.evidence import Evidence, UserView, grounding, holding, term, terms, words
+from intentstream.agents.evidence import Evidence, UserView, grounding, holding, term, terms, weighty, words
 from intentstream.agents.explainer import Explained, check_sentence, foreign_words
 from intentstream.agents.llm import LLM
 from intentstream.agents.prompts import (
@@ -177,8 +177,14 @@ def check_grounding(
 
 
 def check_timeliness(tags: Sequence[Explained], view: UserView) -> SubVerdict:
-    """Share of tags shown by a recent item or a signal in force (not only by old history)."""
-    timely = [any(e.kind in ("recent", "signal") for e in tag_evidence(t.tag, view)) for t in tags]
+    """Share of tags shown by a recent item, a signal in force or an interest with real
+    weight (``weighty``: what the shopper does a good deal lasts), not only by a one-off of
+    old history."""
+    lasting = {e.id for kind in weighty(view) for e in kind}
+    timely = [
+        any(e.kind in ("recent", "signal") or e.id in lasting for e in tag_evidence(t.tag, view))
+        for t in tags
+    ]
     score = sum(timely) / len(timely) if timely else 0.0
     stale = [t.tag for t, ok in zip(tags, timely, strict=True) if not ok]
     findings = (f"not shown by recent behaviour or signals: {stale}",) if stale else ()

@@ -140,7 +140,9 @@ def happy_llm(**overrides: object) -> ScriptedLLM:
 
 
 def chain(llm: ScriptedLLM, judge: bool = True, retries: int = 2) -> IntentChain:
-    return IntentChain(llm, EMBEDDER, max_tags=3, retries=retries, judge=judge, scorer=SCORER)
+    # Two tags: VIEW's three interests all weigh enough that a record of three would bring
+    # back the tag the scripted arbiter drops (``agents.arbiter.with_weighty``).
+    return IntentChain(llm, EMBEDDER, max_tags=2, retries=retries, judge=judge, scorer=SCORER)
 
 
 # ---- evidence ------------------------------------------------------------------------------
@@ -344,14 +346,46 @@ ARBITER_CANDIDATES = [
 
 
 async def test_arbiter_keeps_what_the_llm_keeps_ranked_by_evidence() -> None:
-    pool = pool_candidates(ARBITER_CANDIDATES, VIEW, EMBEDDER, SCORER)
-    dropped = next(p.id for p in pool if "r1" not in p.evidence)  # not the heaviest item's tag
+    candidates = [*ARBITER_CANDIDATES, candidate("sport shoes", "r3")]
+    pool = pool_candidates(candidates, VIEW, EMBEDDER, SCORER)
+    dropped = next(p.id for p in pool if p.tag == "nike shoes")  # the shoes keep another tag
     llm = ScriptedLLM(arbiter=js({p.id: "drop" if p.id == dropped else "keep" for p in pool}))
-    tags = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(
-        ARBITER_CANDIDATES, VIEW, PlanCost()
-    )
+    tags = await Arbiter(llm, EMBEDDER, max_tags=4, scorer=SCORER).decide(candidates, VIEW, PlanCost())
     assert [t.tag for t in tags] == [p.tag for p in pool if p.id != dropped]
-    assert set(llm.calls[0].schema["required"]) == {"c1", "c2", "c3"}  # a decision on every candidate
+    assert set(llm.calls[0].schema["required"]) == {"c1", "c2", "c3", "c4"}  # a decision on every candidate
+
+
+async def test_every_interest_with_real_weight_keeps_a_tag_a_one_off_view_gives_way() -> None:
+    from intentstream.agents.evidence import Evidence, UserView
+
+    def item(n: int, text: str, **counts: int) -> Evidence:
+        return Evidence(f"r{n}", "recent", text, counts)
+
+    # Candles (two bought) and marbles (one bought) weigh a good deal; the umbrella, one view, does not.
+    view = UserView(
+        "u",
+        (
+            item(1, "childrens umbrella", view=1),
+            item(2, "rose scent candle", purchase=1),
+            item(3, "swirly marbles bag", purchase=1),
+            item(4, "vanilla scent candle", purchase=1),
+        ),
+        None,
+        {},
+        NOW,
+    )
+    candidates = [
+        candidate("childrens umbrella", "r1"),
+        candidate("scent candle", "r2", "r4"),
+        candidate("swirly marbles", "r3"),
+    ]
+    pool = pool_candidates(candidates, view, EMBEDDER, SCORER)
+    candle = next(p.id for p in pool if p.tag == "scent candle")
+    llm = ScriptedLLM(arbiter=js({p.id: "drop" if p.id == candle else "keep" for p in pool}))
+    tags = await Arbiter(llm, EMBEDDER, max_tags=2, scorer=SCORER).decide(candidates, view, PlanCost())
+    assert sorted(t.tag for t in tags) == ["scent candle", "swirly marbles"]
+    roomy = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(candidates, view, PlanCost())
+    assert len(roomy) == 3  # room for all
 
 
 async def test_the_heaviest_items_tag_comes_back_when_the_arbiter_drops_it() -> None:
@@ -631,6 +665,27 @@ def test_diversity_and_timeliness_checks() -> None:
     assert not check_timeliness([Explained("luxury perfume", "x", ())], old_only).passed
 
 
+def test_a_lasting_interest_is_timely_an_old_one_off_is_not() -> None:
+    from intentstream.agents.evidence import Evidence, UserView
+
+    # Earlier history: candles bought three times (a lasting interest), one umbrella viewed.
+    view = UserView(
+        "u",
+        (
+            Evidence("r1", "recent", "garmin watch", {"view": 1}),
+            Evidence("h1", "earlier", "scent candle", {"purchase": 3}),
+            Evidence("h2", "earlier", "childrens umbrella", {"view": 1}),
+        ),
+        None,
+        {},
+        NOW,
+    )
+    assert check_timeliness([Explained("scent candle", "x", ())], view).passed
+    stale = check_timeliness([Explained("childrens umbrella", "x", ())], view)
+    assert not stale.passed
+    assert stale.findings == ("not shown by recent behaviour or signals: ['childrens umbrella']",)
+
+
 def test_floors_override_the_senior_judge() -> None:
     from intentstream.agents.judge import SubVerdict
 
@@ -704,13 +759,18 @@ async def test_a_plan_missing_the_heaviest_interest_asks_one_expert_for_it() -> 
     assert "garmin watch" in [t.tag for t in tags]
 
 
-def test_the_heaviest_item_gets_an_expert_when_the_planner_gave_it_none() -> None:
-    from intentstream.agents.chain import with_heaviest_facet
+def test_interests_with_real_weight_get_an_expert_when_the_planner_gave_them_none() -> None:
+    from intentstream.agents.chain import heaviest_facet, with_weighty_facets
 
     shoes_only = [Facet("shoes", "b", ("r3",))]
-    facets = with_heaviest_facet(VIEW, shoes_only)
-    assert [f.evidence for f in facets] == [("r3",), ("r1",)]  # r1: the watch, viewed and carted
-    assert with_heaviest_facet(VIEW, facets) == facets
+    facets = with_weighty_facets(VIEW, shoes_only, 4)
+    # r1: the watch, viewed and carted, the heaviest, alone; r2: the kettle, bought, with any
+    # other interest the planner missed (one expert for all of them).
+    assert [f.evidence for f in facets] == [("r3",), ("r1",), ("r2",)]
+    assert with_weighty_facets(VIEW, facets, 4) == facets
+    alone = with_weighty_facets(VIEW, shoes_only, 1)  # a record of one tag: the heaviest only
+    assert [f.evidence for f in alone] == [("r3",), ("r1",)]
+    assert alone[1] == heaviest_facet(VIEW)
 
 
 def test_the_heaviest_interest_is_a_kind_of_item_not_one_item() -> None:
