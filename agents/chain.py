@@ -236,20 +236,22 @@ def interests_of(tags: list[Pooled], view: UserView, cost: PlanCost) -> list[Poo
     return made
 
 
+FACET_IDS = 8  # evidence of a facet code adds (the expert's id list holds as many)
+IDS_PER_OTHER_INTEREST = 2  # of each other weighty interest the planner missed: its heaviest items
+
+
 def heaviest_facet(view: UserView) -> Facet | None:
     """A facet of the user's heaviest interest alone (``heaviest``), for one expert."""
     group = heaviest(view)
-    if not group:
-        return None
+    return _facet_of_heaviest(group) if group else None
+
+
+def _facet_of_heaviest(group: list[Evidence]) -> Facet:
     return Facet(
         group[0].text[:64],
         "What the shopper does most: name the interest it shows.",
-        tuple(e.id for e in group[:8]),
+        tuple(e.id for e in group[:FACET_IDS]),
     )
-
-
-OTHER_INTERESTS_IDS = 8  # evidence of the facet for the weighty interests the planner missed
-OTHER_INTEREST_IDS = 2  # of each of them: its heaviest items
 
 
 def with_weighty_facets(view: UserView, facets: list[Facet], max_tags: int) -> list[Facet]:
@@ -259,14 +261,15 @@ def with_weighty_facets(view: UserView, facets: list[Facet], max_tags: int) -> l
     gets an expert, at two calls more at most. (One expert for all of them named fewer: on
     16 Online Retail customers of the shaping seed, 3.2 tags a user against 3.75.)"""
     cited = {i for f in facets for i in f.evidence}
+    kinds = weighty(view)[:max_tags]
+    missed = [n for n, g in enumerate(kinds) if not cited & {e.id for e in g}]
     out = list(facets)
-    facet = heaviest_facet(view)
-    if facet is not None and not cited & set(facet.evidence):
-        out.append(facet)
-    missed = [g for g in weighty(view)[1:max_tags] if not cited & {e.id for e in g}]
-    ids = tuple(e.id for g in missed for e in g[:OTHER_INTEREST_IDS])[:OTHER_INTERESTS_IDS]
-    if ids:
-        out.append(Facet("other interests", "Different interests: name each one, one tag each.", ids))
+    if missed and missed[0] == 0:
+        out.append(_facet_of_heaviest(kinds[0]))
+    others = tuple(e.id for n in missed if n > 0 for e in kinds[n][:IDS_PER_OTHER_INTEREST])
+    if others:
+        brief = "Different interests: name each one, one tag each."
+        out.append(Facet("other interests", brief, others[:FACET_IDS]))
     return out
 
 

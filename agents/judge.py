@@ -187,7 +187,7 @@ def check_timeliness(tags: Sequence[Explained], view: UserView) -> SubVerdict:
     ]
     score = sum(timely) / len(timely) if timely else 0.0
     stale = [t.tag for t, ok in zip(tags, timely, strict=True) if not ok]
-    findings = (f"not shown by recent behaviour or signals: {stale}",) if stale else ()
+    findings = (f"not shown by recent behaviour, a signal or a lasting interest: {stale}",) if stale else ()
     return SubVerdict("timeliness", score, score >= 0.5, findings)
 
 

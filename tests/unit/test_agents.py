@@ -385,7 +385,11 @@ async def test_every_interest_with_real_weight_keeps_a_tag_a_one_off_view_gives_
     tags = await Arbiter(llm, EMBEDDER, max_tags=2, scorer=SCORER).decide(candidates, view, PlanCost())
     assert sorted(t.tag for t in tags) == ["scent candle", "swirly marbles"]
     roomy = await Arbiter(llm, EMBEDDER, max_tags=3, scorer=SCORER).decide(candidates, view, PlanCost())
-    assert len(roomy) == 3  # room for all
+    assert sorted(t.tag for t in roomy) == [
+        "childrens umbrella",
+        "scent candle",
+        "swirly marbles",
+    ]  # room for all
 
 
 async def test_the_heaviest_items_tag_comes_back_when_the_arbiter_drops_it() -> None:
@@ -683,7 +687,9 @@ def test_a_lasting_interest_is_timely_an_old_one_off_is_not() -> None:
     assert check_timeliness([Explained("scent candle", "x", ())], view).passed
     stale = check_timeliness([Explained("childrens umbrella", "x", ())], view)
     assert not stale.passed
-    assert stale.findings == ("not shown by recent behaviour or signals: ['childrens umbrella']",)
+    assert stale.findings == (
+        "not shown by recent behaviour, a signal or a lasting interest: ['childrens umbrella']",
+    )
 
 
 def test_floors_override_the_senior_judge() -> None:
